@@ -1,0 +1,534 @@
+//! `broker.conf`-style configuration.
+//!
+//! RocketMQ users bring their property files with them, so keys use RocketMQ's
+//! names and defaults. We are stricter than Java about values and more lenient
+//! about spelling: keys and enum values match case-insensitively (Java silently
+//! ignores `flushDiskType=SYNC_fLUSH`, leaving the user without the sync flush
+//! they asked for; we honour it and log that the spelling differed), an unknown
+//! key is a warning naming it, and a malformed value is an error naming the key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// A configuration problem, always naming the key or file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config key `{key}`: value `{value}` is not valid ({expected})")]
+    BadValue {
+        key: String,
+        value: String,
+        expected: String,
+    },
+    #[error("config line {line}: `{text}` is not `key=value`")]
+    BadLine { line: usize, text: String },
+}
+
+/// The ordered `key=value` pairs of a Java `.properties` file or a command line.
+#[derive(Debug, Clone, Default)]
+pub struct Properties {
+    entries: Vec<(String, String)>,
+}
+
+impl Properties {
+    /// Parses Java properties text: `key=value`, `key = value`, `key:value`;
+    /// `#` and `!` start comments. Values are trimmed (Java keeps trailing
+    /// blanks and then fails to parse numbers silently; we do not).
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let mut entries = Vec::new();
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+                continue;
+            }
+            let Some(split) = line.find(['=', ':']) else {
+                return Err(ConfigError::BadLine {
+                    line: i + 1,
+                    text: raw.to_string(),
+                });
+            };
+            let key = line[..split].trim();
+            if key.is_empty() {
+                return Err(ConfigError::BadLine {
+                    line: i + 1,
+                    text: raw.to_string(),
+                });
+            }
+            entries.push((key.to_string(), line[split + 1..].trim().to_string()));
+        }
+        Ok(Properties { entries })
+    }
+
+    /// Reads and parses a properties file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text)
+    }
+
+    /// Parses `key=value` command-line arguments.
+    pub fn from_args<I: IntoIterator<Item = S>, S: AsRef<str>>(args: I) -> Result<Self, ConfigError> {
+        let mut text = String::new();
+        for a in args {
+            text.push_str(a.as_ref());
+            text.push('\n');
+        }
+        Self::parse(&text)
+    }
+
+    /// Later entries (e.g. command-line overrides) win over earlier ones.
+    pub fn extend(&mut self, other: Properties) {
+        self.entries.extend(other.entries);
+    }
+
+    pub fn set(&mut self, key: &str, value: &str) {
+        self.entries.push((key.to_string(), value.to_string()));
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.entries.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// Last value given for `key`, matched case-insensitively.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.entries
+            .iter()
+            .rev()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A value type a config key can hold.
+pub trait ConfigValue: Sized {
+    /// What a valid value looks like, for error messages.
+    const EXPECTED: &'static str;
+    fn parse_value(s: &str) -> Option<Self>;
+    fn show(&self) -> String;
+}
+
+macro_rules! number_value {
+    ($($t:ty),*) => {$(
+        impl ConfigValue for $t {
+            const EXPECTED: &'static str = concat!("an integer (", stringify!($t), ")");
+            fn parse_value(s: &str) -> Option<Self> { s.parse().ok() }
+            fn show(&self) -> String { self.to_string() }
+        }
+    )*};
+}
+number_value!(u16, u32, u64, i32, i64, usize);
+
+impl ConfigValue for bool {
+    const EXPECTED: &'static str = "true or false";
+    fn parse_value(s: &str) -> Option<Self> {
+        if s.eq_ignore_ascii_case("true") {
+            Some(true)
+        } else if s.eq_ignore_ascii_case("false") {
+            Some(false)
+        } else {
+            None
+        }
+    }
+    fn show(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl ConfigValue for String {
+    const EXPECTED: &'static str = "a string";
+    fn parse_value(s: &str) -> Option<Self> {
+        Some(s.to_string())
+    }
+    fn show(&self) -> String {
+        self.clone()
+    }
+}
+
+impl ConfigValue for Option<String> {
+    const EXPECTED: &'static str = "a string";
+    fn parse_value(s: &str) -> Option<Self> {
+        Some((!s.is_empty()).then(|| s.to_string()))
+    }
+    fn show(&self) -> String {
+        self.clone().unwrap_or_default()
+    }
+}
+
+impl ConfigValue for PathBuf {
+    const EXPECTED: &'static str = "a path";
+    fn parse_value(s: &str) -> Option<Self> {
+        (!s.is_empty()).then(|| PathBuf::from(s))
+    }
+    fn show(&self) -> String {
+        self.display().to_string()
+    }
+}
+
+/// Declares an enum whose config spelling is RocketMQ's (`SYNC_FLUSH`), matched
+/// case-insensitively.
+#[macro_export]
+macro_rules! config_enum {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($(#[$vm])* $variant),+ }
+        impl $name {
+            pub const fn as_str(&self) -> &'static str {
+                match self { $(Self::$variant => $text),+ }
+            }
+        }
+        impl $crate::config::ConfigValue for $name {
+            const EXPECTED: &'static str = concat!("one of", $(" ", $text),+);
+            fn parse_value(s: &str) -> Option<Self> {
+                $(if s.eq_ignore_ascii_case($text) { return Some(Self::$variant); })+
+                None
+            }
+            fn show(&self) -> String { self.as_str().to_string() }
+        }
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str(self.as_str()) }
+        }
+    };
+}
+
+/// What happened to one key offered to a config section.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// The key belongs to this section and its value was set.
+    Set,
+    /// Not this section's key.
+    Unknown,
+}
+
+/// A group of settings that can be filled from properties.
+pub trait ConfigSection {
+    /// Sets `key` (matched case-insensitively, including RocketMQ's older
+    /// spellings) if it belongs to this section.
+    fn apply(&mut self, key: &str, value: &str) -> Result<Applied, ConfigError>;
+    /// Every key with its effective value, for `-p`-style printing.
+    fn entries(&self) -> Vec<(&'static str, String)>;
+}
+
+/// Parses one value for `key`, logging when only a case-insensitive match made it valid.
+pub fn parse_for<T: ConfigValue>(key: &str, value: &str) -> Result<T, ConfigError> {
+    T::parse_value(value).ok_or_else(|| ConfigError::BadValue {
+        key: key.to_string(),
+        value: value.to_string(),
+        expected: T::EXPECTED.to_string(),
+    })
+}
+
+/// Declares a config struct: fields with their RocketMQ key name, any older
+/// aliases, a default and a doc comment. Generates `Default` and `ConfigSection`.
+#[macro_export]
+macro_rules! config_struct {
+    ($(#[$m:meta])* pub struct $name:ident {
+        $($(#[$fm:meta])* $field:ident : $ty:ty = $default:expr => $key:literal $(| $alias:literal)*),+ $(,)?
+    }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone)]
+        pub struct $name { $($(#[$fm])* pub $field: $ty),+ }
+        impl Default for $name {
+            fn default() -> Self { Self { $($field: $default),+ } }
+        }
+        impl $crate::config::ConfigSection for $name {
+            fn apply(&mut self, key: &str, value: &str) -> Result<$crate::config::Applied, $crate::config::ConfigError> {
+                $(
+                    if key.eq_ignore_ascii_case($key) $(|| key.eq_ignore_ascii_case($alias))* {
+                        self.$field = $crate::config::parse_for::<$ty>($key, value)?;
+                        if key != $key $(&& key != $alias)* {
+                            tracing::info!("config key `{}` read as `{}` (case differs)", key, $key);
+                        }
+                        return Ok($crate::config::Applied::Set);
+                    }
+                )+
+                Ok($crate::config::Applied::Unknown)
+            }
+            fn entries(&self) -> Vec<(&'static str, String)> {
+                vec![$(($key, $crate::config::ConfigValue::show(&self.$field))),+]
+            }
+        }
+    };
+}
+
+config_enum!(
+    /// `flushDiskType`: when an append is acknowledged.
+    FlushDiskType {
+        /// Acknowledge once the record is in the page cache; flush in the background.
+        AsyncFlush = "ASYNC_FLUSH",
+        /// Acknowledge only once the record is durable (group commit).
+        SyncFlush = "SYNC_FLUSH",
+    }
+);
+
+config_enum!(
+    /// `brokerRole`.
+    BrokerRole {
+        AsyncMaster = "ASYNC_MASTER",
+        SyncMaster = "SYNC_MASTER",
+        Slave = "SLAVE",
+    }
+);
+
+config_enum!(
+    /// `flushMechanism` (ours): how durability is obtained.
+    FlushMechanism {
+        /// `msync(MS_SYNC)` of the dirty range of the mapping (RocketMQ's way).
+        Msync = "MSYNC",
+        /// `fdatasync(2)` of the file; appends still go through the mapping.
+        Fdatasync = "FDATASYNC",
+        /// Appends are written with `write(2)` through the file descriptor
+        /// (and copied into the mapping for readers), then `fdatasync`.
+        WriteFdatasync = "WRITE_FDATASYNC",
+        /// An io_uring `fsync(DATASYNC)` submission (crate io-uring).
+        IoUring = "IO_URING",
+    }
+);
+
+fn default_store_root() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("store")
+}
+
+config_struct! {
+    /// The store's settings (RocketMQ's `MessageStoreConfig`), by `broker.conf` key.
+    pub struct StoreConfig {
+        /// Root of the store (`$HOME/store`).
+        store_path_root_dir: PathBuf = default_store_root() => "storePathRootDir",
+        /// Commit log directory; empty means `<root>/commitlog`.
+        store_path_commit_log: Option<String> = None => "storePathCommitLog",
+        /// Size of each commit log file in bytes (1 GiB).
+        mapped_file_size_commit_log: u64 = 1 << 30 => "mappedFileSizeCommitLog" | "mapedFileSizeCommitLog",
+        /// Size of each consume queue file in bytes (300,000 entries of 20 bytes).
+        mapped_file_size_consume_queue: u64 = 300_000 * 20 => "mappedFileSizeConsumeQueue" | "mapedFileSizeConsumeQueue",
+        /// SYNC_FLUSH or ASYNC_FLUSH.
+        flush_disk_type: FlushDiskType = FlushDiskType::AsyncFlush => "flushDiskType",
+        /// How a flush reaches the disk (ours; default msync, as RocketMQ).
+        flush_mechanism: FlushMechanism = FlushMechanism::Msync => "flushMechanism",
+        /// ASYNC_FLUSH: ms between flush rounds.
+        flush_interval_commit_log: u64 = 500 => "flushIntervalCommitLog",
+        /// ASYNC_FLUSH: sleep a fixed interval (true) or wake on each append (false).
+        flush_commit_log_timed: bool = true => "flushCommitLogTimed",
+        /// ASYNC_FLUSH: dirty 4 KiB pages needed before a round flushes.
+        flush_commit_log_least_pages: u64 = 4 => "flushCommitLogLeastPages",
+        /// ASYNC_FLUSH: ms between unconditional flushes.
+        flush_commit_log_thorough_interval: u64 = 10_000 => "flushCommitLogThoroughInterval",
+        /// ms between consume queue flush rounds.
+        flush_interval_consume_queue: u64 = 1000 => "flushIntervalConsumeQueue",
+        flush_consume_queue_least_pages: u64 = 2 => "flushConsumeQueueLeastPages",
+        /// ms between unconditional consume queue flushes (also checkpoint persistence).
+        flush_consume_queue_thorough_interval: u64 = 60_000 => "flushConsumeQueueThoroughInterval",
+        /// SYNC_FLUSH: ms an append waits for its flush before FLUSH_DISK_TIMEOUT.
+        sync_flush_timeout: u64 = 5000 => "syncFlushTimeout",
+        /// Touch every page of a new commit log file, then mlock and madvise(WILLNEED).
+        warm_maped_file_enable: bool = false => "warmMapedFileEnable" | "warmMappedFileEnable",
+        flush_least_pages_when_warm_maped_file: u64 = 4096 => "flushLeastPagesWhenWarmMapedFile",
+        /// Prepare the next commit log file in the background before it is needed (ours).
+        allocate_next_file: bool = true => "allocateNextFileEnable",
+        /// Largest accepted message body in bytes (4 MiB).
+        max_message_size: u64 = 4 * 1024 * 1024 => "maxMessageSize",
+        /// Verify BODYCRC while recovering.
+        check_crc_on_recover: bool = true => "checkCRCOnRecover",
+        /// Hours (`04` or `04;05`) at which expired files are deleted.
+        delete_when: String = "04".to_string() => "deleteWhen",
+        /// Hours a commit log file is kept.
+        file_reserved_time: u64 = 72 => "fileReservedTime",
+        /// Disk usage percentage (10..95) past which files are deleted early.
+        disk_max_used_space_ratio: u64 = 75 => "diskMaxUsedSpaceRatio",
+        clean_resource_interval: u64 = 10_000 => "cleanResourceInterval",
+        delete_commit_log_files_interval: u64 = 100 => "deleteCommitLogFilesInterval",
+        delete_consume_queue_files_interval: u64 = 100 => "deleteConsumeQueueFilesInterval",
+        destroy_maped_file_interval_forcibly: u64 = 120_000 => "destroyMapedFileIntervalForcibly",
+        redelete_hanged_file_interval: u64 = 120_000 => "redeleteHangedFileInterval",
+        clean_file_forcibly_enable: bool = true => "cleanFileForciblyEnable",
+        max_transfer_bytes_on_message_in_memory: u64 = 262_144 => "maxTransferBytesOnMessageInMemory",
+        max_transfer_count_on_message_in_memory: u64 = 32 => "maxTransferCountOnMessageInMemory",
+        max_transfer_bytes_on_message_in_disk: u64 = 65_536 => "maxTransferBytesOnMessageInDisk",
+        max_transfer_count_on_message_in_disk: u64 = 8 => "maxTransferCountOnMessageInDisk",
+        access_message_in_memory_max_ratio: u64 = 40 => "accessMessageInMemoryMaxRatio",
+        message_index_enable: bool = true => "messageIndexEnable",
+        message_index_safe: bool = false => "messageIndexSafe",
+        max_hash_slot_num: u64 = 5_000_000 => "maxHashSlotNum",
+        max_index_num: u64 = 20_000_000 => "maxIndexNum",
+        max_msgs_num_batch: u64 = 64 => "maxMsgsNumBatch",
+        default_query_max_num: u64 = 32 => "defaultQueryMaxNum",
+        broker_role: BrokerRole = BrokerRole::AsyncMaster => "brokerRole",
+        ha_listen_port: u16 = 10912 => "haListenPort",
+        ha_master_address: Option<String> = None => "haMasterAddress",
+        ha_send_heartbeat_interval: u64 = 5000 => "haSendHeartbeatInterval",
+        ha_housekeeping_interval: u64 = 20_000 => "haHousekeepingInterval",
+        ha_transfer_batch_size: u64 = 32_768 => "haTransferBatchSize",
+        ha_slave_fallbehind_max: u64 = 268_435_456 => "haSlaveFallbehindMax",
+        slave_timeout: u64 = 3000 => "slaveTimeout",
+        message_delay_level: String = "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h".to_string() => "messageDelayLevel",
+        flush_delay_offset_interval: u64 = 10_000 => "flushDelayOffsetInterval",
+        transient_store_pool_enable: bool = false => "transientStorePoolEnable",
+        transient_store_pool_size: u64 = 5 => "transientStorePoolSize",
+        use_reentrant_lock_when_put_message: bool = true => "useReentrantLockWhenPutMessage",
+        os_page_cache_busy_time_out_mills: u64 = 1000 => "osPageCacheBusyTimeOutMills",
+        duplication_enable: bool = false => "duplicationEnable",
+    }
+}
+
+impl StoreConfig {
+    /// The commit log directory.
+    pub fn commit_log_dir(&self) -> PathBuf {
+        match &self.store_path_commit_log {
+            Some(p) => PathBuf::from(p.split(',').next().unwrap_or(p)),
+            None => self.store_path_root_dir.join("commitlog"),
+        }
+    }
+    pub fn consume_queue_dir(&self) -> PathBuf {
+        self.store_path_root_dir.join("consumequeue")
+    }
+    pub fn index_dir(&self) -> PathBuf {
+        self.store_path_root_dir.join("index")
+    }
+    pub fn checkpoint_path(&self) -> PathBuf {
+        self.store_path_root_dir.join("checkpoint")
+    }
+    pub fn abort_path(&self) -> PathBuf {
+        self.store_path_root_dir.join("abort")
+    }
+    pub fn lock_path(&self) -> PathBuf {
+        self.store_path_root_dir.join("lock")
+    }
+    pub fn config_dir(&self) -> PathBuf {
+        self.store_path_root_dir.join("config")
+    }
+
+    /// Checks ranges that RocketMQ would silently clamp or crash on.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, value: String, expected: &str| ConfigError::BadValue {
+            key: key.to_string(),
+            value,
+            expected: expected.to_string(),
+        };
+        if self.mapped_file_size_commit_log < 4096 {
+            return Err(bad(
+                "mappedFileSizeCommitLog",
+                self.mapped_file_size_commit_log.to_string(),
+                "at least 4096",
+            ));
+        }
+        if self.mapped_file_size_consume_queue < 20 {
+            return Err(bad(
+                "mappedFileSizeConsumeQueue",
+                self.mapped_file_size_consume_queue.to_string(),
+                "at least 20",
+            ));
+        }
+        for h in self.delete_when.split(';') {
+            if h.trim().parse::<u32>().map(|h| h > 23).unwrap_or(true) {
+                return Err(bad(
+                    "deleteWhen",
+                    self.delete_when.clone(),
+                    "hours 00..23 separated by ';'",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Consume queue file size rounded up to whole 20-byte entries, as RocketMQ does.
+    pub fn consume_queue_file_size(&self) -> u64 {
+        self.mapped_file_size_consume_queue.div_ceil(20) * 20
+    }
+}
+
+/// Applies `props` to the given sections in order; a key no section knows is
+/// returned so the caller can warn about it.
+pub fn apply_properties(
+    props: &Properties,
+    sections: &mut [&mut dyn ConfigSection],
+) -> Result<Vec<String>, ConfigError> {
+    let mut unknown = Vec::new();
+    'keys: for (key, value) in props.iter() {
+        for s in sections.iter_mut() {
+            if s.apply(key, value)? == Applied::Set {
+                continue 'keys;
+            }
+        }
+        tracing::warn!("unknown config key `{key}` ignored");
+        unknown.push(key.to_string());
+    }
+    Ok(unknown)
+}
+
+/// Renders sections as `key=value` lines, like `mqbroker -p`.
+pub fn render(sections: &[&dyn ConfigSection]) -> String {
+    let mut all = BTreeMap::new();
+    for s in sections {
+        for (k, v) in s.entries() {
+            all.insert(k, v);
+        }
+    }
+    let mut out = String::new();
+    for (k, v) in all {
+        out.push_str(&format!("{k}={v}\n"));
+    }
+    out
+}
+
+impl FromStr for FlushDiskType {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_for("flushDiskType", s)
+    }
+}
+
+impl fmt::Display for StoreConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&render(&[self]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_spellings_are_honoured() {
+        let props = Properties::parse(
+            "# a comment\ndeletewhen=04\nflushDiskType=SYNC_fLUSH\nmapedFileSizeCommitLog = 4096\nbrokerName=broker-a\n",
+        )
+        .unwrap();
+        let mut c = StoreConfig::default();
+        let unknown = apply_properties(&props, &mut [&mut c]).unwrap();
+        assert_eq!(c.flush_disk_type, FlushDiskType::SyncFlush);
+        assert_eq!(c.delete_when, "04");
+        assert_eq!(c.mapped_file_size_commit_log, 4096);
+        assert_eq!(unknown, vec!["brokerName".to_string()]);
+    }
+
+    #[test]
+    fn malformed_values_name_the_key() {
+        let mut c = StoreConfig::default();
+        let props = Properties::parse("syncFlushTimeout=5s").unwrap();
+        let err = apply_properties(&props, &mut [&mut c]).unwrap_err().to_string();
+        assert!(err.contains("syncFlushTimeout") && err.contains("5s"), "{err}");
+        let props = Properties::parse("flushDiskType=SOMETIMES").unwrap();
+        let err = apply_properties(&props, &mut [&mut c]).unwrap_err().to_string();
+        assert!(err.contains("flushDiskType") && err.contains("SOMETIMES"), "{err}");
+        assert!(Properties::parse("just words").is_err());
+    }
+
+    #[test]
+    fn render_lists_every_key() {
+        let c = StoreConfig::default();
+        let text = c.to_string();
+        assert!(text.contains("flushDiskType=ASYNC_FLUSH\n"));
+        assert!(text.contains("mappedFileSizeCommitLog=1073741824\n"));
+    }
+}

@@ -1,0 +1,14 @@
+//! The message store: RocketMQ 4.x's on-disk format with a faster engine.
+//!
+//! Data flows one way: a frontend calls [`MessageStore`]'s API, the store
+//! appends records to the [`commit_log`], the flusher makes them durable, and
+//! the dispatcher ("reput") derives consume queues and the key index from the
+//! commit log. The engine knows nothing about the network.
+
+pub mod config;
+pub mod error;
+pub mod record;
+
+pub use config::{BrokerRole, FlushDiskType, FlushMechanism, Properties, StoreConfig};
+pub use error::{Result, StoreError};
+pub use record::{Decoded, MessageToStore, RecordView};
