@@ -5,10 +5,18 @@
 //! the dispatcher ("reput") derives consume queues and the key index from the
 //! commit log. The engine knows nothing about the network.
 
+pub mod allocator;
+pub mod checkpoint;
+pub mod commit_log;
 pub mod config;
 pub mod error;
+pub mod flusher;
+pub mod group_commit;
+pub mod mapped_file;
 pub mod record;
+pub mod store;
 
 pub use config::{BrokerRole, FlushDiskType, FlushMechanism, Properties, StoreConfig};
 pub use error::{Result, StoreError};
 pub use record::{Decoded, MessageToStore, RecordView};
+pub use store::{MessageStore, PutResult, PutStatus, StoredMessage};

@@ -1,0 +1,553 @@
+//! The commit log: every topic's records in one append-only stream of
+//! fixed-size mapped files (store.md §2–§4).
+//!
+//! Appends are serialised by one lock that does only what needs the lock:
+//! assign queue offsets, the physical offset and the store timestamp, and copy
+//! the already-encoded bytes into the mapping. Durability is the flusher's job
+//! ([`crate::flusher`]); reading needs no lock at all.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::allocator::{FileAllocator, FileSpec};
+use crate::config::FlushMechanism;
+use crate::error::{Result, StoreError};
+use crate::mapped_file::{parse_file_name, MappedFile};
+use crate::record::{self, Decoded, BLANK_HEADER_LEN};
+
+/// Where one appended record landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendedRecord {
+    pub physical_offset: u64,
+    pub size: u32,
+    /// Logical offset in its consume queue (0 for prepared/rollback records).
+    pub queue_offset: i64,
+}
+
+/// The outcome of one append call (a single message or a whole batch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    pub records: Vec<AppendedRecord>,
+    pub store_timestamp: i64,
+    /// Commit log offset just past the last record: durable once the
+    /// flushed offset reaches it.
+    pub end_offset: u64,
+}
+
+/// A readable byte range of the commit log. Holds its file alive, so a file
+/// deleted by retention stays mapped until the last reader drops its slices.
+#[derive(Clone)]
+pub struct MappedSlice {
+    file: Arc<MappedFile>,
+    pos: u64,
+    len: u64,
+}
+
+impl MappedSlice {
+    pub fn as_bytes(&self) -> &[u8] {
+        // `read` checked the range when the slice was made; it stays valid.
+        self.file.read(self.pos, self.len).unwrap_or(&[])
+    }
+    /// Absolute commit log offset of the first byte.
+    pub fn offset(&self) -> u64 {
+        self.file.start_offset() + self.pos
+    }
+}
+
+impl std::fmt::Debug for MappedSlice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MappedSlice({}+{})", self.offset(), self.len)
+    }
+}
+
+impl AsRef<[u8]> for MappedSlice {
+    fn as_ref(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+struct AppendState {
+    /// Absolute offset of the next byte to write.
+    write_offset: u64,
+    current: Option<Arc<MappedFile>>,
+    last_store_timestamp: i64,
+    /// Next queue offset per topic, indexed by queue id.
+    queue_offsets: HashMap<String, Vec<i64>>,
+}
+
+/// How recovery found the commit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    /// Offset just past the last whole record.
+    pub end_offset: u64,
+    /// Bytes of torn or garbage tail that were zeroed.
+    pub zeroed_bytes: u64,
+    /// Files after the end that were deleted.
+    pub deleted_files: usize,
+    /// Store timestamp of the last valid record (0 if none).
+    pub last_store_timestamp: i64,
+}
+
+/// The commit log.
+pub struct CommitLog {
+    dir: PathBuf,
+    file_size: u64,
+    spec: FileSpec,
+    mechanism: FlushMechanism,
+    files: RwLock<Vec<Arc<MappedFile>>>,
+    append: Mutex<AppendState>,
+    allocator: Option<FileAllocator>,
+    /// Readable end (absolute), published after the bytes are copied.
+    max_offset: AtomicU64,
+    /// When the append lock was taken (ms), 0 when free: page-cache-busy check.
+    lock_since_ms: AtomicI64,
+    /// Store timestamp of the last appended record.
+    last_store_timestamp: AtomicI64,
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl CommitLog {
+    /// Opens the commit log directory, checking that files are named by
+    /// contiguous offsets and sized as configured. Positions are unknown until
+    /// [`CommitLog::recover`] runs.
+    pub fn open(spec: FileSpec, mechanism: FlushMechanism, background_allocate: bool) -> Result<Self> {
+        let dir = spec.dir.clone();
+        std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&dir).map_err(|e| StoreError::io(&dir, e))? {
+            let entry = entry.map_err(|e| StoreError::io(&dir, e))?;
+            let name = entry.file_name().to_string_lossy().to_string();
+            match parse_file_name(&name) {
+                Some(off) => names.push(off),
+                None => tracing::warn!("ignoring stray file {} in commit log dir", name),
+            }
+        }
+        names.sort_unstable();
+        let mut files = Vec::with_capacity(names.len());
+        for (i, off) in names.iter().enumerate() {
+            if off % spec.size != 0 || (i > 0 && *off != names[i - 1] + spec.size) {
+                return Err(StoreError::corruption(
+                    dir.join(crate::mapped_file::file_name(*off)),
+                    "commit log file names are not contiguous multiples of the file size",
+                ));
+            }
+            let path = dir.join(crate::mapped_file::file_name(*off));
+            files.push(Arc::new(MappedFile::open(&path, *off, spec.size)?));
+        }
+        let allocator = if background_allocate {
+            Some(FileAllocator::start(spec.clone())?)
+        } else {
+            None
+        };
+        Ok(CommitLog {
+            dir,
+            file_size: spec.size,
+            spec,
+            mechanism,
+            files: RwLock::new(files),
+            append: Mutex::new(AppendState {
+                write_offset: 0,
+                current: None,
+                last_store_timestamp: 0,
+                queue_offsets: HashMap::new(),
+            }),
+            allocator,
+            max_offset: AtomicU64::new(0),
+            lock_since_ms: AtomicI64::new(0),
+            last_store_timestamp: AtomicI64::new(0),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    pub fn file_size(&self) -> u64 {
+        self.file_size
+    }
+
+    /// Finds the end of valid data, zeroes the torn tail, deletes files past
+    /// it and sets all positions.
+    ///
+    /// Validation starts at `start_file_index` (normal recovery: the
+    /// third-last file). Only the last file holding data may end in garbage:
+    /// an invalid record followed by valid records in a later file is
+    /// corruption, not a crash, and is refused (run `rmq-fsck`) rather than
+    /// silently dropping everything after it.
+    pub fn recover(&self, start_file_index: usize, check_crc: bool) -> Result<Recovered> {
+        let mut files = self.files.write();
+        let mut report = Recovered {
+            end_offset: files.first().map(|f| f.start_offset()).unwrap_or(0),
+            zeroed_bytes: 0,
+            deleted_files: 0,
+            last_store_timestamp: 0,
+        };
+        let start = start_file_index.min(files.len().saturating_sub(1));
+        'files: for (i, file) in files.iter().enumerate().skip(start) {
+            let data = file.whole();
+            let mut pos = 0usize;
+            loop {
+                match record::decode(&data[pos..], check_crc) {
+                    Decoded::Message(v) => {
+                        if v.physical_offset != (file.start_offset() + pos as u64) as i64 {
+                            report.end_offset = file.start_offset() + pos as u64;
+                            self.ensure_tail_only(&files, i, "record's physical offset field disagrees with its position")?;
+                            break 'files;
+                        }
+                        report.last_store_timestamp = v.store_timestamp;
+                        pos += v.total_size();
+                        report.end_offset = file.start_offset() + pos as u64;
+                    }
+                    Decoded::Blank(n) => {
+                        let _ = n;
+                        report.end_offset = file.start_offset() + file.size();
+                        continue 'files;
+                    }
+                    Decoded::End => {
+                        report.end_offset = file.start_offset() + pos as u64;
+                        self.ensure_tail_only(&files, i, "zeros in the middle")?;
+                        break 'files;
+                    }
+                    Decoded::Invalid(why) => {
+                        report.end_offset = file.start_offset() + pos as u64;
+                        self.ensure_tail_only(&files, i, &why)?;
+                        tracing::warn!(
+                            "commit log recovery: torn tail at offset {} ({why})",
+                            report.end_offset
+                        );
+                        break 'files;
+                    }
+                }
+                if pos + BLANK_HEADER_LEN > data.len() {
+                    report.end_offset = file.start_offset() + pos as u64;
+                    break;
+                }
+            }
+        }
+        // Delete files wholly past the end, zero the tail of the last one.
+        let end = report.end_offset;
+        while let Some(last) = files.last() {
+            if last.start_offset() <= end {
+                break;
+            }
+            last.delete()?;
+            files.pop();
+            report.deleted_files += 1;
+        }
+        for f in files.iter() {
+            let start = f.start_offset();
+            if start + f.size() <= end {
+                f.set_positions(f.size(), f.size());
+            } else {
+                let pos = end.saturating_sub(start);
+                let before = f.whole()[pos as usize..].iter().any(|b| *b != 0);
+                if before {
+                    let nonzero = f.whole()[pos as usize..]
+                        .iter()
+                        .rposition(|b| *b != 0)
+                        .map(|p| p as u64 + 1)
+                        .unwrap_or(0);
+                    report.zeroed_bytes += nonzero;
+                    f.zero_from(pos)?;
+                }
+                f.set_positions(pos, pos);
+            }
+        }
+        let mut st = self.append.lock();
+        st.write_offset = end;
+        st.current = files
+            .last()
+            .filter(|f| f.start_offset() <= end && end < f.start_offset() + f.size())
+            .cloned();
+        st.last_store_timestamp = report.last_store_timestamp;
+        self.last_store_timestamp
+            .store(report.last_store_timestamp, Ordering::Release);
+        self.max_offset.store(end, Ordering::Release);
+        Ok(report)
+    }
+
+    /// Errors unless every file after `index` is empty (starts with zeros).
+    fn ensure_tail_only(&self, files: &[Arc<MappedFile>], index: usize, why: &str) -> Result<()> {
+        for later in &files[index + 1..] {
+            if let Decoded::Message(_) = record::decode(later.whole(), false) {
+                return Err(StoreError::corruption(
+                    later.path(),
+                    format!(
+                        "valid records follow an invalid one in {} ({why}); refusing to drop them — run `rmq-fsck check`",
+                        files[index].path().display()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of files (for choosing where recovery starts).
+    pub fn file_count(&self) -> usize {
+        self.files.read().len()
+    }
+
+    /// Store timestamp of the first record of file `index`, if it starts with a message.
+    pub fn first_store_timestamp_of(&self, index: usize) -> Option<i64> {
+        let files = self.files.read();
+        match record::decode(files.get(index)?.whole(), false) {
+            Decoded::Message(v) => Some(v.store_timestamp),
+            _ => None,
+        }
+    }
+
+    /// Start offset of file `index`.
+    pub fn file_start(&self, index: usize) -> Option<u64> {
+        self.files.read().get(index).map(|f| f.start_offset())
+    }
+
+    /// Replaces the next-queue-offset table (after recovery rebuilt it).
+    pub fn set_queue_offsets(&self, table: HashMap<String, Vec<i64>>) {
+        self.append.lock().queue_offsets = table;
+    }
+
+    /// Forgets a topic's queue offsets (topic deleted).
+    pub fn remove_topic(&self, topic: &str) {
+        self.append.lock().queue_offsets.remove(topic);
+    }
+
+    /// Appends one or more encoded records of one topic and queue (a batch is
+    /// written contiguously into one file). The records' queue offset,
+    /// physical offset and store timestamp fields are filled in here.
+    ///
+    /// On return the bytes are in the page cache and readable, not durable.
+    pub fn append(&self, topic: &str, queue_id: i32, encoded: &mut [u8]) -> Result<Appended> {
+        let total = encoded.len() as u64;
+        if total + BLANK_HEADER_LEN as u64 > self.file_size {
+            return Err(StoreError::InvalidArgument(format!(
+                "{total} bytes cannot fit in a commit log file of {} bytes",
+                self.file_size
+            )));
+        }
+        let mut st = self.append.lock();
+        self.lock_since_ms.store(now_ms(), Ordering::Relaxed);
+        let result = self.append_locked(&mut st, topic, queue_id, encoded);
+        self.lock_since_ms.store(0, Ordering::Relaxed);
+        result
+    }
+
+    fn append_locked(
+        &self,
+        st: &mut AppendState,
+        topic: &str,
+        queue_id: i32,
+        encoded: &mut [u8],
+    ) -> Result<Appended> {
+        let total = encoded.len() as u64;
+        let mut file = match &st.current {
+            Some(f) if st.write_offset < f.start_offset() + f.size() => f.clone(),
+            _ => self.roll_to(st, st.write_offset)?,
+        };
+        let mut pos = st.write_offset - file.start_offset();
+        if pos + total + BLANK_HEADER_LEN as u64 > file.size() {
+            let remaining = file.size() - pos;
+            self.write(&file, pos, &record::blank_record(remaining as u32))?;
+            file.publish(file.size());
+            let next = file.start_offset() + file.size();
+            st.write_offset = next;
+            file = self.roll_to(st, next)?;
+            pos = 0;
+        }
+        let now = now_ms().max(st.last_store_timestamp);
+        st.last_store_timestamp = now;
+        self.last_store_timestamp.store(now, Ordering::Release);
+        let base = file.start_offset() + pos;
+        let queues = match st.queue_offsets.get_mut(topic) {
+            Some(q) => q,
+            None => st.queue_offsets.entry(topic.to_string()).or_default(),
+        };
+        let qi = queue_id.max(0) as usize;
+        if queues.len() <= qi {
+            queues.resize(qi + 1, 0);
+        }
+        let mut records = Vec::with_capacity(1);
+        let mut at = 0usize;
+        while at < encoded.len() {
+            let rec = &mut encoded[at..];
+            let size = i32::from_be_bytes([rec[0], rec[1], rec[2], rec[3]]) as usize;
+            let sys_flag = i32::from_be_bytes([rec[36], rec[37], rec[38], rec[39]]);
+            let consumable = matches!(
+                sys_flag & record::sysflag::TRANSACTION_MASK,
+                record::sysflag::TRANSACTION_NOT | record::sysflag::TRANSACTION_COMMIT
+            );
+            let queue_offset = if consumable {
+                let q = queues[qi];
+                queues[qi] += 1;
+                q
+            } else {
+                0
+            };
+            let phys = base + at as u64;
+            record::patch_under_lock(&mut rec[..size], queue_offset, phys as i64, now);
+            records.push(AppendedRecord {
+                physical_offset: phys,
+                size: size as u32,
+                queue_offset,
+            });
+            at += size;
+        }
+        self.write(&file, pos, encoded)?;
+        file.publish(pos + total);
+        st.write_offset = base + total;
+        self.max_offset.store(st.write_offset, Ordering::Release);
+        Ok(Appended {
+            records,
+            store_timestamp: now,
+            end_offset: st.write_offset,
+        })
+    }
+
+    fn write(&self, file: &MappedFile, pos: u64, data: &[u8]) -> Result<()> {
+        match self.mechanism {
+            FlushMechanism::WriteFdatasync => file.write_through_fd(pos, data),
+            _ => {
+                file.write_mapped(pos, data);
+                Ok(())
+            }
+        }
+    }
+
+    fn roll_to(&self, st: &mut AppendState, offset: u64) -> Result<Arc<MappedFile>> {
+        if let Some(f) = self.file_at(offset) {
+            st.current = Some(f.clone());
+            return Ok(f);
+        }
+        let f = match &self.allocator {
+            Some(a) => a.take(offset)?,
+            None => Arc::new(self.spec.prepare(offset)?),
+        };
+        self.files.write().push(f.clone());
+        if let Some(prev) = st.current.take() {
+            // Keep the old file's pages for readers but let the kernel evict them.
+            let prev = prev.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_secs(6));
+                prev.munlock();
+            });
+        }
+        st.current = Some(f.clone());
+        Ok(f)
+    }
+
+    fn file_at(&self, offset: u64) -> Option<Arc<MappedFile>> {
+        let files = self.files.read();
+        let first = files.first()?.start_offset();
+        if offset < first {
+            return None;
+        }
+        let idx = ((offset - first) / self.file_size) as usize;
+        files.get(idx).cloned()
+    }
+
+    /// Store timestamp of the last appended (or recovered) record.
+    pub fn last_store_timestamp(&self) -> i64 {
+        self.last_store_timestamp.load(Ordering::Acquire)
+    }
+
+    /// Readable end of the commit log.
+    pub fn max_offset(&self) -> u64 {
+        self.max_offset.load(Ordering::Acquire)
+    }
+
+    /// First offset still on disk.
+    pub fn min_offset(&self) -> u64 {
+        self.files
+            .read()
+            .first()
+            .map(|f| f.start_offset())
+            .unwrap_or(0)
+    }
+
+    /// Whether the append lock has been held longer than `busy_ms`.
+    pub fn is_busy(&self, busy_ms: u64) -> bool {
+        let since = self.lock_since_ms.load(Ordering::Relaxed);
+        since != 0 && now_ms() - since > busy_ms as i64
+    }
+
+    /// `len` readable bytes at `offset`, within one file.
+    pub fn slice(&self, offset: u64, len: u64) -> Option<MappedSlice> {
+        let file = self.file_at(offset)?;
+        let pos = offset - file.start_offset();
+        file.read(pos, len)?;
+        Some(MappedSlice { file, pos, len })
+    }
+
+    /// All readable bytes from `offset` to the end of its file.
+    pub fn slice_to_file_end(&self, offset: u64) -> Option<MappedSlice> {
+        let file = self.file_at(offset)?;
+        let pos = offset - file.start_offset();
+        let wrote = file.wrote();
+        if pos >= wrote {
+            return None;
+        }
+        Some(MappedSlice {
+            file,
+            pos,
+            len: wrote - pos,
+        })
+    }
+
+    /// The whole record at `offset`.
+    pub fn read_record(&self, offset: u64) -> Option<MappedSlice> {
+        let head = self.slice(offset, 4)?;
+        let b = head.as_bytes();
+        let size = i32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        if size <= 0 {
+            return None;
+        }
+        self.slice(offset, size as u64)
+    }
+
+    /// Files for the flusher, from the one containing `from` on.
+    pub(crate) fn files_from(&self, from: u64) -> Vec<Arc<MappedFile>> {
+        let files = self.files.read();
+        files
+            .iter()
+            .filter(|f| f.start_offset() + f.size() > from)
+            .cloned()
+            .collect()
+    }
+
+    /// A snapshot of all files (retention, fsck-style scans).
+    pub fn files(&self) -> Vec<Arc<MappedFile>> {
+        self.files.read().clone()
+    }
+
+    /// Deletes the oldest file if `keep` says so; never the last file.
+    /// Returns the removed file (still mapped for readers holding slices).
+    pub fn delete_first_file_if(&self, keep: impl Fn(&MappedFile) -> bool) -> Result<Option<Arc<MappedFile>>> {
+        let mut files = self.files.write();
+        if files.len() <= 1 || keep(&files[0]) {
+            return Ok(None);
+        }
+        let f = files.remove(0);
+        f.delete()?;
+        Ok(Some(f))
+    }
+
+    pub fn mechanism(&self) -> FlushMechanism {
+        self.mechanism
+    }
+
+    /// Stops the allocator and removes preallocated files nobody used.
+    pub fn shutdown(&self) {
+        if let Some(a) = &self.allocator {
+            a.shutdown();
+        }
+    }
+}

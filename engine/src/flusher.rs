@@ -1,0 +1,222 @@
+//! The commit log flusher: one thread that makes appended bytes durable.
+//!
+//! SYNC_FLUSH: the thread sleeps until a writer requests an offset (or 10 ms
+//! pass), then flushes everything written so far, so one flush serves every
+//! writer that arrived meanwhile (see [`crate::group_commit`]).
+//! ASYNC_FLUSH: RocketMQ's FlushRealTimeService — every
+//! `flushIntervalCommitLog` ms flush if at least `flushCommitLogLeastPages`
+//! dirty pages accumulated, and unconditionally every
+//! `flushCommitLogThoroughInterval` ms.
+//!
+//! The mechanism is msync of the mapping, fdatasync of the file, or an
+//! io_uring `fsync(DATASYNC)` submission. A failed flush is final: the store
+//! turns read-only and no later append is acknowledged.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::commit_log::CommitLog;
+use crate::config::{FlushDiskType, FlushMechanism, StoreConfig};
+use crate::error::{Result, StoreError};
+use crate::group_commit::GroupCommit;
+use crate::mapped_file::{MappedFile, OS_PAGE_SIZE};
+
+/// Flush timing, from the store config.
+#[derive(Debug, Clone)]
+pub struct FlushPolicy {
+    pub disk_type: FlushDiskType,
+    pub interval: Duration,
+    pub timed: bool,
+    pub least_pages: u64,
+    pub thorough_interval: Duration,
+}
+
+impl FlushPolicy {
+    pub fn from_config(c: &StoreConfig) -> Self {
+        FlushPolicy {
+            disk_type: c.flush_disk_type,
+            interval: Duration::from_millis(c.flush_interval_commit_log.max(1)),
+            timed: c.flush_commit_log_timed,
+            least_pages: c.flush_commit_log_least_pages,
+            thorough_interval: Duration::from_millis(c.flush_commit_log_thorough_interval),
+        }
+    }
+}
+
+/// Performs one flush of a file range with the configured mechanism.
+pub struct FlushDevice {
+    mechanism: FlushMechanism,
+    ring: Option<io_uring::IoUring>,
+}
+
+impl FlushDevice {
+    pub fn new(mechanism: FlushMechanism) -> Result<Self> {
+        let ring = match mechanism {
+            FlushMechanism::IoUring => Some(
+                io_uring::IoUring::new(8).map_err(|e| StoreError::io("io_uring setup", e))?,
+            ),
+            _ => None,
+        };
+        Ok(FlushDevice { mechanism, ring })
+    }
+
+    /// Makes `[from, to)` of `file` durable.
+    pub fn flush(&mut self, file: &MappedFile, from: u64, to: u64) -> Result<()> {
+        match self.mechanism {
+            FlushMechanism::Msync => file.msync(from, to),
+            FlushMechanism::Fdatasync | FlushMechanism::WriteFdatasync => file.fdatasync(),
+            FlushMechanism::IoUring => {
+                let ring = self.ring.as_mut().ok_or(StoreError::ShutDown)?;
+                let op = io_uring::opcode::Fsync::new(io_uring::types::Fd(file.raw_fd()))
+                    .flags(io_uring::types::FsyncFlags::DATASYNC)
+                    .build()
+                    .user_data(1);
+                // SAFETY: the fd outlives the submission (we wait for it below).
+                unsafe {
+                    ring.submission()
+                        .push(&op)
+                        .map_err(|_| StoreError::io(file.path(), std::io::Error::other("io_uring queue full")))?;
+                }
+                ring.submit_and_wait(1)
+                    .map_err(|e| StoreError::io(file.path(), e))?;
+                let cqe = ring
+                    .completion()
+                    .next()
+                    .ok_or_else(|| StoreError::io(file.path(), std::io::Error::other("no io_uring completion")))?;
+                if cqe.result() < 0 {
+                    return Err(StoreError::io(
+                        file.path(),
+                        std::io::Error::from_raw_os_error(-cqe.result()),
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Flushes the commit log up to its current end, file by file.
+/// Returns the new durable offset.
+pub fn flush_commit_log(log: &CommitLog, device: &mut FlushDevice, durable: u64, least_pages: u64) -> Result<u64> {
+    let mut reached = durable;
+    for file in log.files_from(durable) {
+        let flushed = file.flushed();
+        let wrote = file.wrote();
+        if wrote <= flushed {
+            if wrote == file.size() {
+                reached = file.start_offset() + wrote;
+                continue;
+            }
+            break;
+        }
+        let dirty_pages = wrote / OS_PAGE_SIZE - flushed / OS_PAGE_SIZE;
+        if least_pages > 0 && wrote < file.size() && dirty_pages < least_pages {
+            break;
+        }
+        device.flush(&file, flushed, wrote)?;
+        file.set_flushed(wrote);
+        reached = file.start_offset() + wrote;
+        if wrote < file.size() {
+            break;
+        }
+    }
+    Ok(reached)
+}
+
+/// The running flusher thread.
+pub struct Flusher {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+    /// Store timestamp of the last record known flushed by a full flush
+    /// (checkpoint `physicMsgTimestamp`).
+    pub last_flush_timestamp: Arc<AtomicI64>,
+}
+
+impl Flusher {
+    pub fn start(
+        log: Arc<CommitLog>,
+        group: Arc<GroupCommit>,
+        policy: FlushPolicy,
+        last_store_timestamp: impl Fn() -> i64 + Send + 'static,
+    ) -> Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let last_flush_timestamp = Arc::new(AtomicI64::new(0));
+        let mut device = FlushDevice::new(log.mechanism())?;
+        let (s, g, ts) = (stop.clone(), group.clone(), last_flush_timestamp.clone());
+        let handle = std::thread::Builder::new()
+            .name("commitlog-flusher".into())
+            .spawn(move || {
+                let mut last_thorough = Instant::now();
+                loop {
+                    let stopping = s.load(Ordering::Acquire);
+                    let least = match policy.disk_type {
+                        FlushDiskType::SyncFlush => {
+                            if !stopping && g.requested() <= g.durable() {
+                                std::thread::park_timeout(Duration::from_millis(10));
+                            }
+                            0
+                        }
+                        FlushDiskType::AsyncFlush => {
+                            if !stopping {
+                                if policy.timed {
+                                    std::thread::sleep(policy.interval);
+                                } else {
+                                    std::thread::park_timeout(policy.interval);
+                                }
+                            }
+                            if last_thorough.elapsed() >= policy.thorough_interval {
+                                last_thorough = Instant::now();
+                                0
+                            } else {
+                                policy.least_pages
+                            }
+                        }
+                    };
+                    let least = if stopping { 0 } else { least };
+                    // Read the timestamp before the flush: everything up to it is covered.
+                    let stamp = last_store_timestamp();
+                    let before = g.durable();
+                    match flush_commit_log(&log, &mut device, before, least) {
+                        Ok(reached) => {
+                            if reached > before || least == 0 {
+                                ts.store(stamp, Ordering::Release);
+                            }
+                            g.publish(reached);
+                        }
+                        Err(e) => {
+                            tracing::error!("commit log flush failed, store is now read-only: {e}");
+                            g.fail(e.to_string());
+                            return;
+                        }
+                    }
+                    if stopping {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| StoreError::io("commitlog-flusher thread", e))?;
+        group.set_flusher(handle.thread().clone());
+        Ok(Flusher {
+            stop,
+            handle: Some(handle),
+            last_flush_timestamp,
+        })
+    }
+
+    /// Stops after one final unconditional flush.
+    pub fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(h) = self.handle.take() {
+            h.thread().unpark();
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

@@ -1,0 +1,142 @@
+//! Group commit: many writers wait, one flush serves them all.
+//!
+//! A writer that needs durability registers the commit log offset it needs
+//! (the end of its record) and waits; the flusher thread flushes everything
+//! written so far in one call and publishes the new durable offset, which
+//! releases every waiter whose record lies below it. Waiting works from plain
+//! threads (condition variable) and from async tasks (a `Notify`), so a
+//! tokio connection task never blocks its runtime while waiting.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+use tokio::sync::Notify;
+
+/// Why a wait for durability ended without success.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotDurable {
+    /// `syncFlushTimeout` passed: the record is stored but not known durable.
+    Timeout,
+    /// A flush failed; the store is read-only.
+    Failed(String),
+}
+
+/// The durable offset of the commit log and everyone waiting on it.
+pub struct GroupCommit {
+    durable: AtomicU64,
+    /// Highest offset any writer asked for.
+    requested: AtomicU64,
+    failure: OnceLock<String>,
+    lock: Mutex<()>,
+    cond: Condvar,
+    notify: Notify,
+    flusher: OnceLock<Thread>,
+}
+
+impl GroupCommit {
+    pub fn new(durable: u64) -> Self {
+        GroupCommit {
+            durable: AtomicU64::new(durable),
+            requested: AtomicU64::new(durable),
+            failure: OnceLock::new(),
+            lock: Mutex::new(()),
+            cond: Condvar::new(),
+            notify: Notify::new(),
+            flusher: OnceLock::new(),
+        }
+    }
+
+    /// Registers the thread that flushes, so requests can wake it.
+    pub(crate) fn set_flusher(&self, t: Thread) {
+        let _ = self.flusher.set(t);
+    }
+
+    /// Offset below which every byte is durable.
+    pub fn durable(&self) -> u64 {
+        self.durable.load(Ordering::Acquire)
+    }
+
+    /// Highest offset a writer is waiting for.
+    pub fn requested(&self) -> u64 {
+        self.requested.load(Ordering::Acquire)
+    }
+
+    /// The failure that made the store read-only, if any.
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.get().map(|s| s.as_str())
+    }
+
+    /// Asks the flusher to make `offset` durable soon (without waiting).
+    pub fn request(&self, offset: u64) {
+        if self.requested.fetch_max(offset, Ordering::AcqRel) < offset {
+            if let Some(t) = self.flusher.get() {
+                t.unpark();
+            }
+        }
+    }
+
+    /// Called by the flusher after a successful flush.
+    pub(crate) fn publish(&self, durable: u64) {
+        self.durable.fetch_max(durable, Ordering::AcqRel);
+        self.wake_all();
+    }
+
+    /// Called by the flusher when a flush failed: nothing waiting now or later succeeds.
+    pub(crate) fn fail(&self, why: String) {
+        let _ = self.failure.set(why);
+        self.wake_all();
+    }
+
+    fn wake_all(&self) {
+        drop(self.lock.lock());
+        self.cond.notify_all();
+        self.notify.notify_waiters();
+    }
+
+    fn check(&self, offset: u64) -> Option<Result<(), NotDurable>> {
+        if let Some(f) = self.failure.get() {
+            return Some(Err(NotDurable::Failed(f.clone())));
+        }
+        (self.durable() >= offset).then_some(Ok(()))
+    }
+
+    /// Blocks the calling thread until `offset` is durable, the timeout
+    /// passes, or the store fails.
+    pub fn wait(&self, offset: u64, timeout: Duration) -> Result<(), NotDurable> {
+        self.request(offset);
+        let deadline = Instant::now() + timeout;
+        let mut guard = self.lock.lock();
+        loop {
+            if let Some(r) = self.check(offset) {
+                return r;
+            }
+            if self.cond.wait_until(&mut guard, deadline).timed_out() {
+                return self.check(offset).unwrap_or(Err(NotDurable::Timeout));
+            }
+        }
+    }
+
+    /// Waits in an async task until `offset` is durable, the timeout passes,
+    /// or the store fails. Needs a tokio runtime with the time driver.
+    pub async fn wait_async(&self, offset: u64, timeout: Duration) -> Result<(), NotDurable> {
+        self.request(offset);
+        let fut = async {
+            loop {
+                let notified = self.notify.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if let Some(r) = self.check(offset) {
+                    return r;
+                }
+                notified.await;
+            }
+        };
+        match tokio::time::timeout(timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => self.check(offset).unwrap_or(Err(NotDurable::Timeout)),
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! One memory-mapped commit log file.
+//!
+//! The single appender (holding the commit log's append lock) copies bytes
+//! into the mapping and then publishes the new write position with `Release`;
+//! readers load it with `Acquire` and only ever look below it, so writer and
+//! readers touch disjoint bytes. That is why a raw mapping (`MmapRaw`) is
+//! shared without a lock.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use memmap2::{MmapOptions, MmapRaw};
+
+use crate::error::{Result, StoreError};
+
+pub const OS_PAGE_SIZE: u64 = 4096;
+
+/// A commit log file of fixed size, named by its start offset.
+pub struct MappedFile {
+    path: PathBuf,
+    file: File,
+    map: MmapRaw,
+    start_offset: u64,
+    size: u64,
+    /// Bytes written (relative to the file start) and visible to readers.
+    wrote: AtomicU64,
+    /// Bytes known durable.
+    flushed: AtomicU64,
+    locked: AtomicBool,
+}
+
+/// 20-digit zero-padded file name for a start offset.
+pub fn file_name(offset: u64) -> String {
+    format!("{offset:020}")
+}
+
+impl MappedFile {
+    /// Creates (or reuses, if present with the right size) the file for
+    /// `start_offset`, preallocating its blocks with `fallocate` so later
+    /// writes do not allocate.
+    pub fn create(dir: &Path, start_offset: u64, size: u64, preallocate: bool) -> Result<Self> {
+        let path = dir.join(file_name(start_offset));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| StoreError::io(&path, e))?;
+        if preallocate {
+            // SAFETY: plain syscall on an owned fd.
+            let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, size as libc::off_t) };
+            if rc != 0 {
+                let err = std::io::Error::last_os_error();
+                // Filesystems without fallocate fall back to a sparse file.
+                if err.raw_os_error() != Some(libc::EOPNOTSUPP) {
+                    return Err(StoreError::io(&path, err));
+                }
+                file.set_len(size).map_err(|e| StoreError::io(&path, e))?;
+            }
+        } else {
+            file.set_len(size).map_err(|e| StoreError::io(&path, e))?;
+        }
+        Self::map(path, file, start_offset, size)
+    }
+
+    /// Opens an existing file, which must have exactly `size` bytes.
+    pub fn open(path: &Path, start_offset: u64, size: u64) -> Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| StoreError::io(path, e))?;
+        let len = file.metadata().map_err(|e| StoreError::io(path, e))?.len();
+        if len != size {
+            return Err(StoreError::corruption(
+                path,
+                format!("file is {len} bytes, the configured size is {size}"),
+            ));
+        }
+        Self::map(path.to_path_buf(), file, start_offset, size)
+    }
+
+    fn map(path: PathBuf, file: File, start_offset: u64, size: u64) -> Result<Self> {
+        let map = MmapOptions::new()
+            .len(size as usize)
+            .map_raw(&file)
+            .map_err(|e| StoreError::io(&path, e))?;
+        Ok(MappedFile {
+            path,
+            file,
+            map,
+            start_offset,
+            size,
+            wrote: AtomicU64::new(0),
+            flushed: AtomicU64::new(0),
+            locked: AtomicBool::new(false),
+        })
+    }
+
+    /// Touches every page so the first real write does not page-fault, writes
+    /// the zeros through to disk (so later syncs overwrite allocated blocks,
+    /// which is about twice as fast), then `mlock` and `madvise(WILLNEED)`.
+    /// An `mlock` refused by RLIMIT_MEMLOCK is a warning, never an error.
+    pub fn warm(&self, flush_every_pages: u64) -> Result<()> {
+        let ptr = self.map.as_mut_ptr();
+        let pages = self.size / OS_PAGE_SIZE;
+        let mut last_flush = 0u64;
+        for page in 0..pages {
+            // SAFETY: within the mapping; nobody else uses a file being warmed.
+            unsafe { std::ptr::write_volatile(ptr.add((page * OS_PAGE_SIZE) as usize), 0) };
+            if flush_every_pages > 0 && page + 1 - last_flush >= flush_every_pages {
+                self.map
+                    .flush_range(
+                        (last_flush * OS_PAGE_SIZE) as usize,
+                        ((page + 1 - last_flush) * OS_PAGE_SIZE) as usize,
+                    )
+                    .map_err(|e| StoreError::io(&self.path, e))?;
+                last_flush = page + 1;
+            }
+        }
+        self.map
+            .flush()
+            .map_err(|e| StoreError::io(&self.path, e))?;
+        // SAFETY: the range is our own mapping.
+        let rc = unsafe { libc::mlock(ptr as *const libc::c_void, self.size as usize) };
+        if rc == 0 {
+            self.locked.store(true, Ordering::Relaxed);
+        } else {
+            tracing::warn!(
+                "mlock of {} refused ({}); continuing without it",
+                self.path.display(),
+                std::io::Error::last_os_error()
+            );
+        }
+        // SAFETY: advisory call on our own mapping.
+        unsafe {
+            libc::madvise(
+                ptr as *mut libc::c_void,
+                self.size as usize,
+                libc::MADV_WILLNEED,
+            )
+        };
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    pub fn start_offset(&self) -> u64 {
+        self.start_offset
+    }
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+    /// Bytes written and readable.
+    pub fn wrote(&self) -> u64 {
+        self.wrote.load(Ordering::Acquire)
+    }
+    pub fn flushed(&self) -> u64 {
+        self.flushed.load(Ordering::Acquire)
+    }
+    pub fn is_full(&self) -> bool {
+        self.wrote() >= self.size
+    }
+
+    /// Copies `data` to `pos` through the mapping.
+    ///
+    /// The caller must be the only writer (it holds the append lock) and `pos`
+    /// must be at or beyond the published write position, so no reader looks
+    /// at these bytes yet. Call [`MappedFile::publish`] afterwards.
+    pub fn write_mapped(&self, pos: u64, data: &[u8]) {
+        assert!(pos + data.len() as u64 <= self.size, "write past file end");
+        // SAFETY: bounds checked above; exclusive per the contract.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                self.map.as_mut_ptr().add(pos as usize),
+                data.len(),
+            )
+        };
+    }
+
+    /// Writes `data` to `pos` with `pwrite(2)`; the shared mapping sees the same
+    /// page cache, so readers find it there. Same contract as `write_mapped`.
+    pub fn write_through_fd(&self, pos: u64, data: &[u8]) -> Result<()> {
+        self.file
+            .write_all_at(data, pos)
+            .map_err(|e| StoreError::io(&self.path, e))
+    }
+
+    /// Makes bytes below `wrote` visible to readers.
+    pub fn publish(&self, wrote: u64) {
+        self.wrote.store(wrote, Ordering::Release);
+    }
+
+    /// Sets write and flush positions after recovery.
+    pub fn set_positions(&self, wrote: u64, flushed: u64) {
+        self.wrote.store(wrote, Ordering::Release);
+        self.flushed.store(flushed, Ordering::Release);
+    }
+
+    pub(crate) fn set_flushed(&self, flushed: u64) {
+        self.flushed.fetch_max(flushed, Ordering::AcqRel);
+    }
+
+    /// Readable bytes `[pos, pos+len)`, or `None` if not yet written.
+    pub fn read(&self, pos: u64, len: u64) -> Option<&[u8]> {
+        if pos.checked_add(len)? > self.wrote() {
+            return None;
+        }
+        // SAFETY: below the published write position nothing is written again
+        // (except by recovery, which runs before readers exist).
+        Some(unsafe {
+            std::slice::from_raw_parts(self.map.as_ptr().add(pos as usize), len as usize)
+        })
+    }
+
+    /// The whole file regardless of the write position; for recovery and
+    /// offline tools, which run while no one appends.
+    pub fn whole(&self) -> &[u8] {
+        // SAFETY: see the contract above.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr(), self.size as usize) }
+    }
+
+    /// Zeroes `[pos, end)` (recovery: removes a torn tail) and syncs it.
+    pub fn zero_from(&self, pos: u64) -> Result<()> {
+        if pos >= self.size {
+            return Ok(());
+        }
+        let whole = self.whole();
+        // Only zero up to the last non-zero byte: a fresh file's tail is zero already.
+        let Some(last) = whole[pos as usize..].iter().rposition(|b| *b != 0) else {
+            return Ok(());
+        };
+        let end = pos + last as u64 + 1;
+        // SAFETY: recovery runs single-threaded before readers exist.
+        unsafe {
+            std::ptr::write_bytes(
+                self.map.as_mut_ptr().add(pos as usize),
+                0,
+                (end - pos) as usize,
+            )
+        };
+        self.map
+            .flush_range(pos as usize, (end - pos) as usize)
+            .map_err(|e| StoreError::io(&self.path, e))
+    }
+
+    pub fn msync(&self, from: u64, to: u64) -> Result<()> {
+        if to <= from {
+            return Ok(());
+        }
+        self.map
+            .flush_range(from as usize, (to - from) as usize)
+            .map_err(|e| StoreError::io(&self.path, e))
+    }
+
+    pub fn fdatasync(&self) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| StoreError::io(&self.path, e))
+    }
+
+    pub fn raw_fd(&self) -> i32 {
+        self.file.as_raw_fd()
+    }
+
+    /// Unlocks the pages; the mapping itself goes with the last `Arc`.
+    pub fn munlock(&self) {
+        if self.locked.swap(false, Ordering::Relaxed) {
+            // SAFETY: our own mapping.
+            unsafe { libc::munlock(self.map.as_ptr() as *const libc::c_void, self.size as usize) };
+        }
+    }
+
+    /// Deletes the file from disk; the mapping stays valid for existing readers.
+    pub fn delete(&self) -> Result<()> {
+        self.munlock();
+        std::fs::remove_file(&self.path).map_err(|e| StoreError::io(&self.path, e))
+    }
+}
+
+impl Drop for MappedFile {
+    fn drop(&mut self) {
+        self.munlock();
+    }
+}
+
+/// Parses a 20-digit file name into its start offset.
+pub fn parse_file_name(name: &str) -> Option<u64> {
+    (name.len() == 20 && name.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| name.parse().ok())
+        .flatten()
+}
