@@ -1,0 +1,299 @@
+//! One live, memory-mapped index file: the writer's insert, the readers'
+//! chain walk, and recovery-time truncation.
+//!
+//! The header lives twice: in the mapping (for persistence) and in atomics
+//! (for readers, so an 8-byte field is never read torn). The writer fills an
+//! entry, then stores the slot with `Release`, then updates the header
+//! atomics; a reader loads the slot with `Acquire` and therefore sees the
+//! entry and every older entry of the chain complete.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
+
+use super::format::{time_diff, IndexEntry, IndexHeader, IndexLayout};
+use crate::error::Result;
+use crate::word_map::WordMap;
+
+pub(crate) struct IndexFile {
+    pub(crate) name: String,
+    map: WordMap,
+    layout: IndexLayout,
+    begin_timestamp: AtomicI64,
+    end_timestamp: AtomicI64,
+    begin_phy_offset: AtomicI64,
+    end_phy_offset: AtomicI64,
+    hash_slot_count: AtomicI32,
+    index_count: AtomicI32,
+    /// Set after every change, cleared by a flush that will cover it.
+    dirty: AtomicBool,
+}
+
+impl IndexFile {
+    /// Creates a new file whose header begin/end values are pre-set to `prev`'s
+    /// end values (or zeros for the first file).
+    pub(crate) fn create(
+        dir: &Path,
+        name: &str,
+        layout: IndexLayout,
+        prev_end: Option<(i64, i64)>,
+    ) -> Result<Self> {
+        let map = WordMap::create(&dir.join(name), layout.file_size())?;
+        let (ts, phy) = prev_end.unwrap_or((0, 0));
+        let f = Self::with_header(
+            name,
+            map,
+            layout,
+            IndexHeader {
+                begin_timestamp: ts,
+                end_timestamp: ts,
+                begin_phy_offset: phy,
+                end_phy_offset: phy,
+                hash_slot_count: 0,
+                index_count: 1,
+            },
+        );
+        f.write_header();
+        f.dirty.store(true, Ordering::Release);
+        Ok(f)
+    }
+
+    /// Opens an existing file; an index count ≤ 0 is read as 1 and one beyond
+    /// the layout is clamped (with a warning).
+    pub(crate) fn open(dir: &Path, name: &str, layout: IndexLayout) -> Result<Self> {
+        let map = WordMap::open(&dir.join(name), layout.file_size())?;
+        let mut raw = [0u8; IndexHeader::SIZE];
+        map.read_into(0, &mut raw);
+        let mut h = IndexHeader::parse(&raw).unwrap_or_default();
+        h.index_count = h.effective_index_count();
+        if h.index_count as u32 > layout.index_num {
+            tracing::warn!(
+                "index file {name}: index count {} exceeds maxIndexNum {}; clamped",
+                h.index_count,
+                layout.index_num
+            );
+            h.index_count = layout.index_num as i32;
+        }
+        Ok(Self::with_header(name, map, layout, h))
+    }
+
+    fn with_header(name: &str, map: WordMap, layout: IndexLayout, h: IndexHeader) -> Self {
+        IndexFile {
+            name: name.to_string(),
+            map,
+            layout,
+            begin_timestamp: AtomicI64::new(h.begin_timestamp),
+            end_timestamp: AtomicI64::new(h.end_timestamp),
+            begin_phy_offset: AtomicI64::new(h.begin_phy_offset),
+            end_phy_offset: AtomicI64::new(h.end_phy_offset),
+            hash_slot_count: AtomicI32::new(h.hash_slot_count),
+            index_count: AtomicI32::new(h.index_count),
+            dirty: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        self.map.path()
+    }
+
+    pub(crate) fn header(&self) -> IndexHeader {
+        IndexHeader {
+            begin_timestamp: self.begin_timestamp.load(Ordering::Acquire),
+            end_timestamp: self.end_timestamp.load(Ordering::Acquire),
+            begin_phy_offset: self.begin_phy_offset.load(Ordering::Acquire),
+            end_phy_offset: self.end_phy_offset.load(Ordering::Acquire),
+            hash_slot_count: self.hash_slot_count.load(Ordering::Acquire),
+            index_count: self.index_count.load(Ordering::Acquire),
+        }
+    }
+
+    pub(crate) fn end_phy_offset(&self) -> i64 {
+        self.end_phy_offset.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn end_timestamp(&self) -> i64 {
+        self.end_timestamp.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn begin_timestamp(&self) -> i64 {
+        self.begin_timestamp.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn index_count(&self) -> i32 {
+        self.index_count.load(Ordering::Acquire)
+    }
+
+    /// No room for another entry (`indexCount ≥ maxIndexNum`).
+    pub(crate) fn is_full(&self) -> bool {
+        self.index_count() as u32 >= self.layout.index_num
+    }
+
+    pub(crate) fn is_dirty(&self) -> bool {
+        self.dirty.load(Ordering::Acquire)
+    }
+
+    fn write_header(&self) {
+        let h = self.header();
+        self.map.put_i64(0, h.begin_timestamp);
+        self.map.put_i64(8, h.end_timestamp);
+        self.map.put_i64(16, h.begin_phy_offset);
+        self.map.put_i64(24, h.end_phy_offset);
+        self.map.put_i32(32, h.hash_slot_count);
+        self.map.put_i32(36, h.index_count);
+    }
+
+    fn entry(&self, n: u32) -> IndexEntry {
+        let p = self.layout.entry_pos(n);
+        IndexEntry {
+            key_hash: self.map.get_i32(p),
+            phy_offset: self.map.get_i64(p + 4),
+            time_diff: self.map.get_i32(p + 12),
+            prev_index: self.map.get_i32(p + 16),
+        }
+    }
+
+    fn put_entry(&self, n: u32, e: IndexEntry) {
+        let p = self.layout.entry_pos(n);
+        self.map.put_i32(p, e.key_hash);
+        self.map.put_i64(p + 4, e.phy_offset);
+        self.map.put_i32(p + 12, e.time_diff);
+        self.map.put_i32(p + 16, e.prev_index);
+    }
+
+    fn slot_value(&self, slot: u32) -> i32 {
+        self.map.get_u32_acquire(self.layout.slot_pos(slot)) as i32
+    }
+
+    /// Inserts one key (store.md §8 "Insert"); `false` if the file is full.
+    /// Writer only. Unlike Java, the first entry's begin values are set
+    /// *before* its timeDiff is computed, so its reconstructed time is exact
+    /// (Java computes it against the pre-set begin of a rolled file).
+    pub(crate) fn put(&self, key_hash: i32, phy_offset: i64, store_timestamp: i64) -> bool {
+        let count = self.index_count.load(Ordering::Relaxed);
+        if count as u32 >= self.layout.index_num {
+            return false;
+        }
+        let slot = self.layout.slot_of(key_hash);
+        let mut s = self.slot_value(slot);
+        if s <= 0 || s >= count {
+            s = 0;
+        }
+        if count <= 1 {
+            self.begin_phy_offset.store(phy_offset, Ordering::Release);
+            self.begin_timestamp.store(store_timestamp, Ordering::Release);
+        }
+        let diff = time_diff(store_timestamp, self.begin_timestamp.load(Ordering::Relaxed));
+        self.put_entry(
+            count as u32,
+            IndexEntry {
+                key_hash,
+                phy_offset,
+                time_diff: diff,
+                prev_index: s,
+            },
+        );
+        self.map
+            .put_u32_release(self.layout.slot_pos(slot), count as u32);
+        if s == 0 {
+            self.hash_slot_count.fetch_add(1, Ordering::AcqRel);
+        }
+        self.end_phy_offset.store(phy_offset, Ordering::Release);
+        self.end_timestamp.store(store_timestamp, Ordering::Release);
+        self.index_count.store(count + 1, Ordering::Release);
+        self.write_header();
+        self.dirty.store(true, Ordering::Release);
+        true
+    }
+
+    /// RocketMQ's `selectPhyOffset`: walks `key_hash`'s chain newest → oldest,
+    /// collecting phys offsets of entries with that hash whose reconstructed
+    /// time is in `[begin, end]`, until `out` holds `max_num`; stops at a
+    /// prev of 0, an out-of-range or non-decreasing prev, or a time < begin.
+    /// Phys offsets already in `out` are not added again.
+    pub(crate) fn select(&self, key_hash: i32, max_num: usize, begin: i64, end: i64, out: &mut Vec<u64>) {
+        let slot = self.layout.slot_of(key_hash);
+        let mut next = self.slot_value(slot);
+        let file_begin = self.begin_timestamp();
+        while next > 0 && (next as u32) < self.layout.index_num {
+            if out.len() >= max_num {
+                break;
+            }
+            let e = self.entry(next as u32);
+            if e.time_diff < 0 {
+                break;
+            }
+            let t = e.timestamp(file_begin);
+            if e.key_hash == key_hash && t >= begin && t <= end && e.phy_offset >= 0 {
+                let phy = e.phy_offset as u64;
+                if !out.contains(&phy) {
+                    out.push(phy);
+                }
+            }
+            if e.prev_index <= 0 || e.prev_index >= next || t < begin {
+                break;
+            }
+            next = e.prev_index;
+        }
+    }
+
+    /// Commit log offset of the first entry, if the file has any.
+    pub(crate) fn first_entry_phy(&self) -> Option<i64> {
+        (self.index_count() > 1).then(|| self.entry(1).phy_offset)
+    }
+
+    /// Removes every entry whose phys offset is ≥ `phy` (entries are in commit
+    /// log order), undoing their slot updates: each slot pointing into the
+    /// removed range is walked down its chain to the newest kept entry. The
+    /// first entry must be kept (delete the file otherwise). Writer only;
+    /// recovery time. Returns the number of entries removed.
+    pub(crate) fn truncate_from(&self, phy: i64) -> u32 {
+        let old = self.index_count() as u32;
+        let mut keep = old;
+        while keep > 2 && self.entry(keep - 1).phy_offset >= phy {
+            keep -= 1;
+        }
+        if keep == old {
+            return 0;
+        }
+        let mut used = 0;
+        for slot in 0..self.layout.hash_slot_num {
+            let pos = self.layout.slot_pos(slot);
+            let mut v = self.map.get_u32(pos) as i32;
+            let mut steps = 0;
+            while v as u32 >= keep && (v as u32) < old && v > 0 && steps < old {
+                let prev = self.entry(v as u32).prev_index;
+                v = if prev < v { prev } else { 0 };
+                steps += 1;
+            }
+            if v < 0 || v as u32 >= keep {
+                v = 0;
+            }
+            self.map.put_u32(pos, v as u32);
+            if v != 0 {
+                used += 1;
+            }
+        }
+        for n in keep..old {
+            self.put_entry(n, IndexEntry::default());
+        }
+        let last = self.entry(keep - 1);
+        self.hash_slot_count.store(used, Ordering::Release);
+        self.end_phy_offset.store(last.phy_offset, Ordering::Release);
+        self.end_timestamp
+            .store(last.timestamp(self.begin_timestamp()), Ordering::Release);
+        self.index_count.store(keep as i32, Ordering::Release);
+        self.write_header();
+        self.dirty.store(true, Ordering::Release);
+        old - keep
+    }
+
+    /// `msync`s the file if it changed since the last flush.
+    pub(crate) fn flush(&self) -> Result<()> {
+        if self.dirty.swap(false, Ordering::AcqRel) {
+            if let Err(e) = self.map.flush() {
+                self.dirty.store(true, Ordering::Release);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+}
