@@ -9,12 +9,15 @@ pub mod allocator;
 pub mod checkpoint;
 pub mod commit_log;
 pub mod config;
+pub mod consume_queue;
 pub mod error;
 pub mod flusher;
 pub mod group_commit;
+pub mod index;
 pub mod mapped_file;
 pub mod record;
 pub mod store;
+mod word_map;
 
 pub use config::{BrokerRole, FlushDiskType, FlushMechanism, Properties, StoreConfig};
 pub use error::{Result, StoreError};
