@@ -1,1 +1,4 @@
-//! placeholder
+//! Network frontends: RocketMQ 4.x remoting protocol, name server, broker.
+
+pub mod namesrv;
+pub mod remoting;

@@ -1,0 +1,32 @@
+//! Name server settings (`namesrv.conf`, RocketMQ's `NamesrvConfig` and
+//! `NettyServerConfig` keys; the liveness timings are ours — Java hard-codes them).
+
+use std::path::PathBuf;
+
+fn default_kv_config_path() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("namesrv")
+        .join("kvConfig.json")
+}
+
+engine::config_struct! {
+    /// Name server configuration, by property key.
+    pub struct NamesrvConfig {
+        /// TCP port to listen on (9876); 0 picks a free port.
+        listen_port: u16 = 9876 => "listenPort",
+        /// Address to bind (all interfaces).
+        listen_addr: String = "0.0.0.0".to_string() => "listenAddr" | "bindAddress",
+        /// Add `orderTopicConf` (KV namespace ORDER_TOPIC_CONFIG) to routes (false).
+        order_message_enable: bool = false => "orderMessageEnable",
+        /// Where the KV config is persisted (`$HOME/namesrv/kvConfig.json`).
+        kv_config_path: PathBuf = default_kv_config_path() => "kvConfigPath",
+        /// A broker silent for longer than this many ms is removed (120000).
+        broker_channel_expired_time: u64 = 120_000 => "brokerChannelExpiredTime",
+        /// How often, in ms, silent brokers are looked for (10000).
+        scan_not_active_broker_interval: u64 = 10_000 => "scanNotActiveBrokerInterval",
+        /// Largest accepted frame in bytes, length field included (16 MiB).
+        server_max_frame_size: usize = 16 * 1024 * 1024 => "serverMaxFrameSize" | "frameMaxLength",
+    }
+}

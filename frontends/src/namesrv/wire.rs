@@ -1,0 +1,436 @@
+//! The name server's JSON bodies, as Java's fastjson writes and reads them
+//! (remoting.md §7.11).
+//!
+//! Input: RegisterBrokerBody / TopicConfigSerializeWrapper / DataVersion,
+//! parsed leniently — fastjson's unquoted integer map keys (`{0:"a"}`) are
+//! accepted, numbers may be strings, unknown fields are ignored.
+//!
+//! Output: TopicRouteData and ClusterInfo in either dialect: fastjson's
+//! default (integer map keys unquoted, what clients older than 4.9.4 get) or
+//! standard JSON (keys quoted and sorted, non-ASCII escaped). Field order is
+//! alphabetical, as fastjson writes beans.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::{BufMut, BytesMut};
+use serde_json::Value;
+
+use crate::remoting::json_header;
+
+use super::route_table::{BrokerData, DataVersion, QueueData, TopicRouteData};
+
+/// A body that is not the JSON we expect.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed JSON body: {0}")]
+pub struct BodyError(pub String);
+
+/// One topic of a registration (TopicConfig; only what routes need).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicConfig {
+    pub topic_name: String,
+    pub read_queue_nums: i32,
+    pub write_queue_nums: i32,
+    pub perm: i32,
+    pub topic_sys_flag: i32,
+}
+
+/// TopicConfigSerializeWrapper: the broker's topics and their version.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopicConfigWrapper {
+    pub data_version: DataVersion,
+    pub topics: Vec<TopicConfig>,
+}
+
+/// RegisterBrokerBody.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegisterBrokerBody {
+    pub topic_config_wrapper: TopicConfigWrapper,
+    pub filter_server_list: Vec<String>,
+}
+
+/// Parses JSON as fastjson would accept it: standard JSON, or JSON whose
+/// object keys are unquoted (`{0:"x"}`).
+pub fn parse_lenient(body: &[u8]) -> Result<Value, BodyError> {
+    match serde_json::from_slice(body) {
+        Ok(v) => Ok(v),
+        Err(first) => {
+            let quoted = quote_bare_keys(body);
+            serde_json::from_slice(&quoted).map_err(|_| BodyError(first.to_string()))
+        }
+    }
+}
+
+/// Rewrites bare object keys (`{0:` / `,abc:`) as quoted strings, leaving
+/// string contents untouched.
+fn quote_bare_keys(src: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(src.len() + 16);
+    let mut i = 0;
+    let mut in_str = false;
+    // True right after `{` or `,` inside an object: a key may start here.
+    let mut expect_key = false;
+    let mut depth_is_object: Vec<bool> = Vec::new();
+    while i < src.len() {
+        let c = src[i];
+        if in_str {
+            out.push(c);
+            if c == b'\\' && i + 1 < src.len() {
+                out.push(src[i + 1]);
+                i += 2;
+                continue;
+            }
+            if c == b'"' {
+                in_str = false;
+            }
+            i += 1;
+            continue;
+        }
+        match c {
+            b'"' => {
+                in_str = true;
+                expect_key = false;
+                out.push(c);
+            }
+            b'{' => {
+                depth_is_object.push(true);
+                expect_key = true;
+                out.push(c);
+            }
+            b'[' => {
+                depth_is_object.push(false);
+                expect_key = false;
+                out.push(c);
+            }
+            b'}' | b']' => {
+                depth_is_object.pop();
+                expect_key = false;
+                out.push(c);
+            }
+            b',' => {
+                expect_key = depth_is_object.last().copied().unwrap_or(false);
+                out.push(c);
+            }
+            c if c.is_ascii_whitespace() => out.push(c),
+            _ if expect_key => {
+                let start = i;
+                while i < src.len() && src[i] != b':' && !src[i].is_ascii_whitespace() {
+                    i += 1;
+                }
+                out.push(b'"');
+                out.extend_from_slice(&src[start..i]);
+                out.push(b'"');
+                expect_key = false;
+                continue;
+            }
+            _ => {
+                expect_key = false;
+                out.push(c);
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+fn as_i64(v: Option<&Value>) -> Option<i64> {
+    match v? {
+        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn as_i32(v: Option<&Value>, default: i32) -> i32 {
+    as_i64(v).map(|n| n as i32).unwrap_or(default)
+}
+
+impl DataVersion {
+    /// From `{"counter":N,"timestamp":T}` (extra fields ignored).
+    pub fn from_value(v: &Value) -> DataVersion {
+        DataVersion {
+            timestamp: as_i64(v.get("timestamp")).unwrap_or(0),
+            counter: as_i64(v.get("counter")).unwrap_or(0),
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        format!(
+            "{{\"counter\":{},\"timestamp\":{}}}",
+            self.counter, self.timestamp
+        )
+    }
+}
+
+impl TopicConfigWrapper {
+    /// From a TopicConfigSerializeWrapper object.
+    pub fn from_value(v: &Value) -> TopicConfigWrapper {
+        let data_version = v
+            .get("dataVersion")
+            .map(DataVersion::from_value)
+            .unwrap_or_default();
+        let mut topics = Vec::new();
+        if let Some(Value::Object(table)) = v.get("topicConfigTable") {
+            for (name, tc) in table {
+                let topic_name = match tc.get("topicName") {
+                    Some(Value::String(s)) if !s.is_empty() => s.clone(),
+                    _ => name.clone(),
+                };
+                topics.push(TopicConfig {
+                    topic_name,
+                    // Java's TopicConfig defaults: 16 queues, perm RW.
+                    read_queue_nums: as_i32(tc.get("readQueueNums"), 16),
+                    write_queue_nums: as_i32(tc.get("writeQueueNums"), 16),
+                    perm: as_i32(tc.get("perm"), 6),
+                    topic_sys_flag: as_i32(tc.get("topicSysFlag"), 0),
+                });
+            }
+        }
+        TopicConfigWrapper {
+            data_version,
+            topics,
+        }
+    }
+}
+
+impl RegisterBrokerBody {
+    /// Parses a registration body. Brokers older than V3_0_11 (`version` < 37)
+    /// send a bare TopicConfigSerializeWrapper.
+    pub fn parse(body: &[u8], request_version: i32) -> Result<RegisterBrokerBody, BodyError> {
+        let v = parse_lenient(body)?;
+        if !v.is_object() {
+            return Err(BodyError("registration body is not an object".into()));
+        }
+        if request_version < crate::remoting::command::version::V3_0_11 {
+            return Ok(RegisterBrokerBody {
+                topic_config_wrapper: TopicConfigWrapper::from_value(&v),
+                filter_server_list: Vec::new(),
+            });
+        }
+        let wrapper = v
+            .get("topicConfigSerializeWrapper")
+            .map(TopicConfigWrapper::from_value)
+            .unwrap_or_default();
+        let filter_server_list = match v.get("filterServerList") {
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        };
+        Ok(RegisterBrokerBody {
+            topic_config_wrapper: wrapper,
+            filter_server_list,
+        })
+    }
+
+    /// Encodes as a Java broker sends it (standard JSON).
+    pub fn to_json(&self) -> String {
+        let mut table = serde_json::Map::new();
+        for t in &self.topic_config_wrapper.topics {
+            table.insert(
+                t.topic_name.clone(),
+                serde_json::json!({
+                    "order": false,
+                    "perm": t.perm,
+                    "readQueueNums": t.read_queue_nums,
+                    "topicFilterType": "SINGLE_TAG",
+                    "topicName": t.topic_name,
+                    "topicSysFlag": t.topic_sys_flag,
+                    "writeQueueNums": t.write_queue_nums,
+                }),
+            );
+        }
+        let dv = &self.topic_config_wrapper.data_version;
+        serde_json::json!({
+            "filterServerList": self.filter_server_list,
+            "topicConfigSerializeWrapper": {
+                "dataVersion": {"counter": dv.counter, "timestamp": dv.timestamp},
+                "topicConfigTable": table,
+            }
+        })
+        .to_string()
+    }
+}
+
+/// Which JSON dialect to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// fastjson default: integer map keys unquoted.
+    Fastjson,
+    /// Standard JSON: every key quoted, non-ASCII escaped.
+    Standard,
+}
+
+struct Writer {
+    buf: BytesMut,
+    dialect: Dialect,
+}
+
+impl Writer {
+    fn new(dialect: Dialect) -> Self {
+        Writer {
+            buf: BytesMut::with_capacity(512),
+            dialect,
+        }
+    }
+    fn raw(&mut self, s: &str) {
+        self.buf.put_slice(s.as_bytes());
+    }
+    fn string(&mut self, s: &str) {
+        json_header::put_json_string(&mut self.buf, s, self.dialect == Dialect::Standard);
+    }
+    fn int_key(&mut self, k: i64) {
+        match self.dialect {
+            Dialect::Fastjson => self.raw(&k.to_string()),
+            Dialect::Standard => self.raw(&format!("\"{k}\"")),
+        }
+    }
+    fn broker_data(&mut self, b: &BrokerData) {
+        self.raw("{\"brokerAddrs\":{");
+        for (i, (id, addr)) in b.broker_addrs.iter().enumerate() {
+            if i > 0 {
+                self.raw(",");
+            }
+            self.int_key(*id);
+            self.raw(":");
+            self.string(addr);
+        }
+        self.raw("},\"brokerName\":");
+        self.string(&b.broker_name);
+        self.raw(",\"cluster\":");
+        self.string(&b.cluster);
+        self.raw("}");
+    }
+    fn queue_data(&mut self, q: &QueueData) {
+        self.raw("{\"brokerName\":");
+        self.string(&q.broker_name);
+        self.raw(&format!(
+            ",\"perm\":{},\"readQueueNums\":{},\"topicSysFlag\":{},\"writeQueueNums\":{}}}",
+            q.perm, q.read_queue_nums, q.topic_sys_flag, q.write_queue_nums
+        ));
+    }
+    fn finish(self) -> bytes::Bytes {
+        self.buf.freeze()
+    }
+}
+
+/// TopicRouteData as GET_ROUTEINFO_BY_TOPIC returns it.
+pub fn topic_route_json(route: &TopicRouteData, dialect: Dialect) -> bytes::Bytes {
+    let mut w = Writer::new(dialect);
+    w.raw("{\"brokerDatas\":[");
+    for (i, b) in route.broker_datas.iter().enumerate() {
+        if i > 0 {
+            w.raw(",");
+        }
+        w.broker_data(b);
+    }
+    w.raw("],\"filterServerTable\":{");
+    for (i, (addr, list)) in route.filter_server_table.iter().enumerate() {
+        if i > 0 {
+            w.raw(",");
+        }
+        w.string(addr);
+        w.raw(":[");
+        for (j, s) in list.iter().enumerate() {
+            if j > 0 {
+                w.raw(",");
+            }
+            w.string(s);
+        }
+        w.raw("]");
+    }
+    w.raw("}");
+    if let Some(conf) = &route.order_topic_conf {
+        w.raw(",\"orderTopicConf\":");
+        w.string(conf);
+    }
+    w.raw(",\"queueDatas\":[");
+    for (i, q) in route.queue_datas.iter().enumerate() {
+        if i > 0 {
+            w.raw(",");
+        }
+        w.queue_data(q);
+    }
+    w.raw("]}");
+    w.finish()
+}
+
+/// ClusterInfo (GET_BROKER_CLUSTER_INFO): always fastjson's dialect.
+pub fn cluster_info_json(
+    brokers: &BTreeMap<String, BrokerData>,
+    clusters: &BTreeMap<String, BTreeSet<String>>,
+) -> bytes::Bytes {
+    let mut w = Writer::new(Dialect::Fastjson);
+    w.raw("{\"brokerAddrTable\":{");
+    for (i, (name, b)) in brokers.iter().enumerate() {
+        if i > 0 {
+            w.raw(",");
+        }
+        w.string(name);
+        w.raw(":");
+        w.broker_data(b);
+    }
+    w.raw("},\"clusterAddrTable\":{");
+    for (i, (cluster, names)) in clusters.iter().enumerate() {
+        if i > 0 {
+            w.raw(",");
+        }
+        w.string(cluster);
+        w.raw(":[");
+        for (j, n) in names.iter().enumerate() {
+            if j > 0 {
+                w.raw(",");
+            }
+            w.string(n);
+        }
+        w.raw("]");
+    }
+    w.raw("}}");
+    w.finish()
+}
+
+/// `{"topicList":[…]}`.
+pub fn topic_list_json<'a>(topics: impl Iterator<Item = &'a String>) -> bytes::Bytes {
+    let list: Vec<&String> = topics.collect();
+    bytes::Bytes::from(serde_json::json!({ "topicList": list }).to_string())
+}
+
+/// KVTable `{"table":{"k":"v"}}`.
+pub fn kv_table_json(table: &BTreeMap<String, String>) -> bytes::Bytes {
+    bytes::Bytes::from(serde_json::json!({ "table": table }).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_integer_keys_are_accepted() {
+        let v = parse_lenient(br#"{"brokerAddrs":{0:"10.0.0.1:10911", 1 :"x:1"},"s":"a{0:b"}"#)
+            .unwrap();
+        assert_eq!(v["brokerAddrs"]["0"], "10.0.0.1:10911");
+        assert_eq!(v["brokerAddrs"]["1"], "x:1");
+        assert_eq!(v["s"], "a{0:b");
+    }
+
+    #[test]
+    fn register_body_round_trips() {
+        let body = RegisterBrokerBody {
+            topic_config_wrapper: TopicConfigWrapper {
+                data_version: DataVersion {
+                    timestamp: 1700000000000,
+                    counter: 3,
+                },
+                topics: vec![TopicConfig {
+                    topic_name: "T".into(),
+                    read_queue_nums: 4,
+                    write_queue_nums: 8,
+                    perm: 6,
+                    topic_sys_flag: 0,
+                }],
+            },
+            filter_server_list: vec![],
+        };
+        let parsed = RegisterBrokerBody::parse(body.to_json().as_bytes(), 409).unwrap();
+        assert_eq!(parsed, body);
+    }
+}

@@ -1,0 +1,278 @@
+//! [`RemotingCommand`]: one request or response of the remoting protocol
+//! (remoting.md §2), independent of how its header was serialized.
+//!
+//! The "custom header" of a request lives in [`ExtFields`], an ordered
+//! string-to-string map: every value is a string on output whatever the peer
+//! sent (C++ clients ignore non-string values), and numbers/booleans sent by
+//! lenient clients were already converted to their canonical text on input.
+
+use bytes::Bytes;
+
+/// Bit 0 of `flag`: the command is a response.
+pub const FLAG_RESPONSE: i32 = 0x1;
+/// Bit 1 of `flag`: the request is oneway (no response).
+pub const FLAG_ONEWAY: i32 = 0x2;
+
+/// The version ordinal we stamp into every command we create (Java 4.9.8).
+pub const OUR_VERSION: i32 = 409;
+
+/// Version ordinals from `MQVersion.Version` that change behaviour.
+pub mod version {
+    pub const V3_0_11: i32 = 37;
+    pub const V3_1_8: i32 = 63;
+    pub const V3_4_9: i32 = 121;
+    pub const V4_6_0: i32 = 333;
+    pub const V4_9_4: i32 = 401;
+    pub const V4_9_8: i32 = 409;
+}
+
+/// How a command's header is serialized (the top byte of the header word).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SerializeType {
+    /// Type 0: JSON text. Understood by every client.
+    #[default]
+    Json,
+    /// Type 1: RocketMQ's binary header (Java peers only).
+    RocketMq,
+}
+
+impl SerializeType {
+    /// The type byte on the wire.
+    pub const fn code(self) -> u8 {
+        match self {
+            SerializeType::Json => 0,
+            SerializeType::RocketMq => 1,
+        }
+    }
+
+    pub const fn from_code(code: u8) -> Option<Self> {
+        match code {
+            0 => Some(SerializeType::Json),
+            1 => Some(SerializeType::RocketMq),
+            _ => None,
+        }
+    }
+}
+
+macro_rules! languages {
+    ($($variant:ident = $code:literal, $name:literal;)+) => {
+        /// The sender's language (`LanguageCode`), binary byte / JSON name.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+        pub enum LanguageCode {
+            #[default]
+            $($variant),+
+        }
+
+        impl LanguageCode {
+            /// Every known language, in code order.
+            pub const ALL: &'static [LanguageCode] = &[$(LanguageCode::$variant),+];
+
+            /// The byte used by the binary header.
+            pub const fn code(self) -> u8 {
+                match self { $(LanguageCode::$variant => $code),+ }
+            }
+
+            /// The name used by the JSON header.
+            pub const fn name(self) -> &'static str {
+                match self { $(LanguageCode::$variant => $name),+ }
+            }
+
+            /// Unknown codes decode as [`LanguageCode::Other`]: the language is
+            /// informational and never a reason to drop a request.
+            pub const fn from_code(code: u8) -> Self {
+                match code { $($code => LanguageCode::$variant,)+ _ => LanguageCode::Other }
+            }
+
+            /// Unknown names decode as [`LanguageCode::Other`].
+            pub fn from_name(name: &str) -> Self {
+                match name { $($name => LanguageCode::$variant,)+ _ => LanguageCode::Other }
+            }
+        }
+    };
+}
+
+languages! {
+    Java = 0, "JAVA";
+    Cpp = 1, "CPP";
+    DotNet = 2, "DOTNET";
+    Python = 3, "PYTHON";
+    Delphi = 4, "DELPHI";
+    Erlang = 5, "ERLANG";
+    Ruby = 6, "RUBY";
+    Other = 7, "OTHER";
+    Http = 8, "HTTP";
+    Go = 9, "GO";
+    Php = 10, "PHP";
+    Oms = 11, "OMS";
+    Rust = 12, "RUST";
+}
+
+/// The `extFields` map: insertion-ordered, keys unique.
+///
+/// Headers hold a handful of entries, so a vector with linear lookup beats
+/// hashing and keeps the order we emit deterministic.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExtFields {
+    entries: Vec<(String, String)>,
+}
+
+impl ExtFields {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn with_capacity(n: usize) -> Self {
+        ExtFields {
+            entries: Vec::with_capacity(n),
+        }
+    }
+
+    /// The value of `key`, if present.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.entries
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Sets `key`, replacing an earlier value in place (order kept).
+    pub fn insert(&mut self, key: impl Into<String>, value: impl Into<String>) {
+        let key = key.into();
+        let value = value.into();
+        match self.entries.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => self.entries.push((key, value)),
+        }
+    }
+
+    /// Removes `key`, returning its value.
+    pub fn remove(&mut self, key: &str) -> Option<String> {
+        let i = self.entries.iter().position(|(k, _)| k == key)?;
+        Some(self.entries.remove(i).1)
+    }
+
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Entries in insertion order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.entries.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
+impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for ExtFields {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        let mut ext = ExtFields::new();
+        for (k, v) in iter {
+            ext.insert(k, v);
+        }
+        ext
+    }
+}
+
+/// One request or response.
+///
+/// `code` is the request code for requests and the result code for
+/// responses; `opaque` matches a response to its request on one connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemotingCommand {
+    pub code: i32,
+    pub language: LanguageCode,
+    pub version: i32,
+    pub opaque: i32,
+    pub flag: i32,
+    pub remark: Option<String>,
+    pub ext_fields: ExtFields,
+    pub body: Bytes,
+    /// How the header was (or will be) serialized.
+    pub serialization: SerializeType,
+}
+
+impl RemotingCommand {
+    /// A new request with our language and version; `opaque` is assigned by
+    /// whoever sends it.
+    pub fn request(code: i32) -> Self {
+        RemotingCommand {
+            code,
+            language: LanguageCode::Java,
+            version: OUR_VERSION,
+            opaque: 0,
+            flag: 0,
+            remark: None,
+            ext_fields: ExtFields::new(),
+            body: Bytes::new(),
+            serialization: SerializeType::Json,
+        }
+    }
+
+    /// A new response with result `code`. The connection copies the request's
+    /// opaque and serialization into it when it is sent as an answer.
+    pub fn response(code: i32) -> Self {
+        RemotingCommand {
+            flag: FLAG_RESPONSE,
+            ..Self::request(code)
+        }
+    }
+
+    /// A response with a remark (typically an error message).
+    pub fn response_with_remark(code: i32, remark: impl Into<String>) -> Self {
+        Self::response(code).with_remark(remark)
+    }
+
+    pub fn with_remark(mut self, remark: impl Into<String>) -> Self {
+        self.remark = Some(remark.into());
+        self
+    }
+
+    pub fn with_body(mut self, body: impl Into<Bytes>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    pub fn with_ext(mut self, key: impl Into<String>, value: impl ToString) -> Self {
+        self.ext_fields.insert(key, value.to_string());
+        self
+    }
+
+    pub fn with_serialization(mut self, s: SerializeType) -> Self {
+        self.serialization = s;
+        self
+    }
+
+    /// Marks a request oneway.
+    pub fn oneway(mut self) -> Self {
+        self.flag |= FLAG_ONEWAY;
+        self
+    }
+
+    pub fn is_response(&self) -> bool {
+        self.flag & FLAG_RESPONSE != 0
+    }
+
+    pub fn is_oneway(&self) -> bool {
+        self.flag & FLAG_ONEWAY != 0
+    }
+
+    /// The ext field `key`, if present.
+    pub fn ext(&self, key: &str) -> Option<&str> {
+        self.ext_fields.get(key)
+    }
+
+    /// Turns a handler's response into the answer to `request`: copies the
+    /// opaque and the serialization, sets the response flag.
+    pub fn make_answer_to(&mut self, request: &RemotingCommand) {
+        self.opaque = request.opaque;
+        self.serialization = request.serialization;
+        self.flag |= FLAG_RESPONSE;
+        self.flag &= !FLAG_ONEWAY;
+    }
+}

@@ -1,0 +1,297 @@
+//! The JSON header (serialization type 0, remoting.md §3).
+//!
+//! Input is lenient, as real clients require: `extFields` values may be
+//! strings, numbers, booleans or null (null = absent; others become their
+//! canonical text), unknown keys (`serializeTypeCurrentRPC`, …) are ignored,
+//! trailing whitespace (jsoncpp's `\n`) is accepted, and the integer fields
+//! may also arrive as numeric strings. Output is exact: keys sorted like
+//! Java's fastjson, `language` as a name, every ext value a JSON string.
+
+use std::fmt;
+
+use bytes::{BufMut, BytesMut};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+
+use super::command::{ExtFields, LanguageCode, RemotingCommand};
+use super::error::CodecError;
+
+/// Decodes a JSON header into a command (body and serialization are set by the caller).
+pub(crate) fn decode(header: &[u8]) -> Result<RemotingCommand, CodecError> {
+    let h: HeaderIn =
+        serde_json::from_slice(header).map_err(|e| CodecError::Json(e.to_string()))?;
+    Ok(RemotingCommand {
+        code: h.code.0,
+        language: h.language.0,
+        version: h.version.0,
+        opaque: h.opaque.0,
+        flag: h.flag.0,
+        remark: h.remark,
+        ext_fields: h.ext_fields.0,
+        body: bytes::Bytes::new(),
+        serialization: super::SerializeType::Json,
+    })
+}
+
+/// Appends the JSON header of `cmd` to `dst`.
+pub(crate) fn encode(cmd: &RemotingCommand, dst: &mut BytesMut) {
+    // Key order is alphabetical, as Java writes it.
+    dst.put_slice(b"{\"code\":");
+    put_int(dst, cmd.code as i64);
+    if !cmd.ext_fields.is_empty() {
+        dst.put_slice(b",\"extFields\":{");
+        for (i, (k, v)) in cmd.ext_fields.iter().enumerate() {
+            if i > 0 {
+                dst.put_u8(b',');
+            }
+            put_str(dst, k);
+            dst.put_u8(b':');
+            put_str(dst, v);
+        }
+        dst.put_u8(b'}');
+    }
+    dst.put_slice(b",\"flag\":");
+    put_int(dst, cmd.flag as i64);
+    dst.put_slice(b",\"language\":\"");
+    dst.put_slice(cmd.language.name().as_bytes());
+    dst.put_slice(b"\",\"opaque\":");
+    put_int(dst, cmd.opaque as i64);
+    if let Some(remark) = &cmd.remark {
+        dst.put_slice(b",\"remark\":");
+        put_str(dst, remark);
+    }
+    dst.put_slice(b",\"serializeTypeCurrentRPC\":\"JSON\",\"version\":");
+    put_int(dst, cmd.version as i64);
+    dst.put_u8(b'}');
+}
+
+fn put_int(dst: &mut BytesMut, v: i64) {
+    let mut buf = [0u8; 24];
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    // Writing an i64 into 24 bytes cannot fail.
+    let _ = std::io::Write::write_fmt(&mut cursor, format_args!("{v}"));
+    let n = cursor.position() as usize;
+    dst.put_slice(&buf[..n]);
+}
+
+/// Writes `s` as a JSON string literal (control characters as `\u00XX`).
+pub(crate) fn put_str(dst: &mut BytesMut, s: &str) {
+    put_json_string(dst, s, false);
+}
+
+/// Writes `s` as a JSON string literal; with `ascii_only`, non-ASCII
+/// characters are escaped as `\uXXXX` UTF-16 units (standard-JSON dialect).
+pub(crate) fn put_json_string(dst: &mut BytesMut, s: &str, ascii_only: bool) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    fn put_u16_escape(dst: &mut BytesMut, u: u16) {
+        dst.put_slice(b"\\u");
+        for shift in [12, 8, 4, 0] {
+            dst.put_u8(HEX[((u >> shift) & 0xf) as usize]);
+        }
+    }
+    dst.put_u8(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0..=0x1f => b"",
+            0x80.. if ascii_only => b"",
+            _ => continue,
+        };
+        if b >= 0x80 && !s.is_char_boundary(i) {
+            // Continuation byte of a character already escaped.
+            start = i + 1;
+            continue;
+        }
+        dst.put_slice(&bytes[start..i]);
+        if !esc.is_empty() {
+            dst.put_slice(esc);
+            start = i + 1;
+        } else if b < 0x80 {
+            put_u16_escape(dst, b as u16);
+            start = i + 1;
+        } else {
+            // Start of a multi-byte character: escape its UTF-16 units.
+            let ch = s[i..].chars().next().unwrap_or('\u{fffd}');
+            let mut units = [0u16; 2];
+            for u in ch.encode_utf16(&mut units) {
+                put_u16_escape(dst, *u);
+            }
+            start = i + ch.len_utf8();
+        }
+    }
+    if start < bytes.len() {
+        dst.put_slice(&bytes[start..]);
+    }
+    dst.put_u8(b'"');
+}
+
+#[derive(Deserialize)]
+struct HeaderIn {
+    #[serde(default)]
+    code: LenientI32,
+    #[serde(default)]
+    language: Language,
+    #[serde(default)]
+    version: LenientI32,
+    #[serde(default)]
+    opaque: LenientI32,
+    #[serde(default)]
+    flag: LenientI32,
+    #[serde(default)]
+    remark: Option<String>,
+    #[serde(default, rename = "extFields")]
+    ext_fields: ExtIn,
+}
+
+/// An i32 given as a JSON number or a numeric string; null = 0.
+#[derive(Default)]
+struct LenientI32(i32);
+
+impl<'de> Deserialize<'de> for LenientI32 {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = LenientI32;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an integer")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<LenientI32, E> {
+                // Java would truncate a long into an int field the same way.
+                Ok(LenientI32(v as i32))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<LenientI32, E> {
+                Ok(LenientI32(v as i32))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<LenientI32, E> {
+                v.trim()
+                    .parse::<i64>()
+                    .map(|n| LenientI32(n as i32))
+                    .map_err(|_| E::custom(format!("`{v}` is not an integer")))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<LenientI32, E> {
+                Ok(LenientI32(0))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `language`: a name, or (leniently) the numeric code; null = JAVA.
+#[derive(Default)]
+struct Language(LanguageCode);
+
+impl<'de> Deserialize<'de> for Language {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Language;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a language name")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Language, E> {
+                Ok(Language(LanguageCode::from_name(v)))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Language, E> {
+                Ok(Language(LanguageCode::from_code(v.min(255) as u8)))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Language, E> {
+                Ok(Language(LanguageCode::from_code(v.clamp(0, 255) as u8)))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Language, E> {
+                Ok(Language(LanguageCode::Java))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `extFields`: an object whose values are coerced to strings; null = empty.
+#[derive(Default)]
+struct ExtIn(ExtFields);
+
+impl<'de> Deserialize<'de> for ExtIn {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ExtIn;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<ExtIn, E> {
+                Ok(ExtIn::default())
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ExtIn, A::Error> {
+                let mut ext = ExtFields::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some(key) = map.next_key::<String>()? {
+                    let ExtValue(value) = map.next_value()?;
+                    if let Some(v) = value {
+                        ext.insert(key, v);
+                    }
+                }
+                Ok(ExtIn(ext))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// One ext value as its canonical string; `None` for JSON null.
+struct ExtValue(Option<String>);
+
+impl<'de> Deserialize<'de> for ExtValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ExtValue;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string, number, boolean or null")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ExtValue, E> {
+                Ok(ExtValue(Some(v.to_string())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<ExtValue, E> {
+                Ok(ExtValue(Some(v)))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ExtValue, E> {
+                Ok(ExtValue(Some(v.to_string())))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ExtValue, E> {
+                Ok(ExtValue(Some(v.to_string())))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<ExtValue, E> {
+                // Integral floats (`4.0`) read as the integer Java's
+                // coercion would give; others keep their text.
+                if v.fract() == 0.0 && v.abs() < 9.0e15 {
+                    Ok(ExtValue(Some((v as i64).to_string())))
+                } else {
+                    Ok(ExtValue(Some(v.to_string())))
+                }
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<ExtValue, E> {
+                Ok(ExtValue(Some(if v { "true" } else { "false" }.to_string())))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<ExtValue, E> {
+                Ok(ExtValue(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ExtValue, A::Error> {
+                // Nested JSON in a string-valued map: keep its text, as
+                // fastjson's coercion would.
+                let v = serde_json::Value::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(ExtValue(Some(v.to_string())))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<ExtValue, A::Error> {
+                let v = serde_json::Value::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
+                Ok(ExtValue(Some(v.to_string())))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}

@@ -1,0 +1,137 @@
+//! The remoting server: accept connections, one task per connection, and a
+//! graceful shutdown.
+//!
+//! Shutdown (mini-redis style): stop accepting, broadcast to every
+//! connection, each stops reading, lets its in-flight requests finish (at
+//! most [`ConnectionConfig::shutdown_grace`]), writes their answers and
+//! closes; [`ServerHandle::shutdown`] returns once every connection task has
+//! ended.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, ToSocketAddrs};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+use super::connection::{self, ConnectionConfig, RequestHandler};
+
+/// Server settings.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerConfig {
+    /// Settings of every accepted connection.
+    pub connection: ConnectionConfig,
+    /// Connections beyond this many wait in the accept backlog. Default 10,000.
+    pub max_connections: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            connection: ConnectionConfig::default(),
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// A listening server.
+pub struct Server;
+
+impl Server {
+    /// Binds `addr` and serves every connection with `handler`.
+    ///
+    /// Returns once listening; the returned handle stops the server.
+    /// Dropping the handle without calling [`ServerHandle::shutdown`] leaves
+    /// the server running until the runtime ends.
+    pub async fn start<H: RequestHandler>(
+        addr: impl ToSocketAddrs,
+        config: ServerConfig,
+        handler: Arc<H>,
+    ) -> std::io::Result<ServerHandle> {
+        let listener = TcpListener::bind(addr).await?;
+        let local_addr = listener.local_addr()?;
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let task = tokio::spawn(accept_loop(listener, config, handler, shutdown_rx));
+        tracing::info!(%local_addr, "remoting server listening");
+        Ok(ServerHandle {
+            local_addr,
+            shutdown_tx,
+            task,
+        })
+    }
+}
+
+/// Controls a running server.
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    shutdown_tx: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ServerHandle {
+    /// The bound address (useful after binding port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, lets connections finish their in-flight requests,
+    /// and waits until every connection has closed.
+    pub async fn shutdown(self) {
+        self.shutdown_tx.send_replace(true);
+        if let Err(e) = self.task.await {
+            tracing::error!("server accept task failed: {e}");
+        }
+    }
+}
+
+async fn accept_loop<H: RequestHandler>(
+    listener: TcpListener,
+    config: ServerConfig,
+    handler: Arc<H>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let limit = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    let mut connections = JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break, // semaphore closed: cannot happen
+            },
+            _ = shutdown.wait_for(|v| *v) => break,
+        };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.wait_for(|v| *v) => break,
+            // Reap finished connection tasks so the set does not grow.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Typically EMFILE: back off briefly instead of spinning.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        match connection::spawn(
+            stream,
+            handler.clone(),
+            config.connection,
+            Some(shutdown.clone()),
+        ) {
+            Ok((ctx, join)) => {
+                tracing::debug!(conn = ctx.id(), peer = %ctx.peer_addr(), "accepted connection");
+                connections.spawn(async move {
+                    let _ = join.await;
+                    drop(permit);
+                });
+            }
+            Err(e) => tracing::warn!("cannot set up accepted connection: {e}"),
+        }
+    }
+    drop(listener);
+    tracing::info!(connections = connections.len(), "server shutting down");
+    while connections.join_next().await.is_some() {}
+}
