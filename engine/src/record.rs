@@ -448,6 +448,11 @@ pub fn decode(buf: &[u8], check_crc: bool) -> Decoded<'_> {
     let Ok(properties) = std::str::from_utf8(&raw[p..]) else {
         return Decoded::Invalid("properties are not UTF-8".into());
     };
+    // NUL never occurs in a topic or properties string; zeros there are the
+    // unwritten part of a torn record (the CRC covers only the body).
+    if topic.contains('\0') || properties.contains('\0') {
+        return Decoded::Invalid("zero bytes inside topic or properties (torn write)".into());
+    }
     let crc = read_i32(raw, pos::BODY_CRC);
     if check_crc && crc != body_crc(body) {
         return Decoded::Invalid(format!(
