@@ -45,7 +45,7 @@ pub use entry::{CqEntry, CQ_ENTRY_SIZE, PLACEHOLDER_SIZE};
 pub use set::ConsumeQueueSet;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
@@ -121,6 +121,8 @@ pub struct ConsumeQueue {
     flushed_pos: AtomicU64,
     writer: Mutex<()>,
     flush_lock: Mutex<()>,
+    /// Set by [`retire`](Self::retire): the topic was deleted.
+    retired: AtomicBool,
 }
 
 impl std::fmt::Debug for ConsumeQueue {
@@ -159,6 +161,7 @@ impl ConsumeQueue {
             flushed_pos: AtomicU64::new(0),
             writer: Mutex::new(()),
             flush_lock: Mutex::new(()),
+            retired: AtomicBool::new(false),
         }
     }
 
@@ -420,6 +423,12 @@ impl ConsumeQueue {
     }
 
     fn create_file_locked(&self, start: u64) -> Result<Arc<CqFile>> {
+        if self.retired.load(Ordering::Acquire) {
+            return Err(StoreError::InvalidArgument(format!(
+                "consume queue {}/{} was removed",
+                self.topic, self.queue_id
+            )));
+        }
         if !valid_dir_component(&self.topic) {
             return Err(StoreError::InvalidArgument(format!(
                 "topic `{}` cannot be a directory name",
@@ -439,6 +448,17 @@ impl ConsumeQueue {
         });
         self.files.write().push(f.clone());
         Ok(f)
+    }
+
+    /// Deletes the queue's files and refuses further appends (topic deletion).
+    /// Readers keep whatever they already mapped; the queue then reads as empty
+    /// at its old max offset.
+    pub(crate) fn retire(&self) -> Result<()> {
+        let _w = self.writer.lock();
+        self.retired.store(true, Ordering::Release);
+        let write = self.write_pos.load(Ordering::Relaxed);
+        self.min_pos.store(write, Ordering::Release);
+        self.drop_all_files_locked()
     }
 
     fn drop_all_files_locked(&self) -> Result<()> {

@@ -139,6 +139,26 @@ impl ConsumeQueueSet {
             .clone()
     }
 
+    /// Forgets `topic`: its queues leave the table and their directory is
+    /// deleted. Holders of the old queues can still read what they mapped,
+    /// but the old queues refuse further appends (a later lookup creates a
+    /// fresh, empty queue whose offsets restart at 0).
+    pub fn remove_topic(&self, topic: &str) -> Result<()> {
+        let removed = self.shard(topic).write().remove(topic);
+        for q in removed.iter().flat_map(|qs| qs.values()) {
+            q.retire()?;
+        }
+        if valid_dir_component(topic) {
+            let dir = self.root.join(topic);
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::io(&dir, e)),
+            }
+        }
+        Ok(())
+    }
+
     /// Every queue, in no particular order (a snapshot).
     pub fn queues(&self) -> Vec<Arc<ConsumeQueue>> {
         let mut out = Vec::new();
