@@ -18,6 +18,10 @@ use super::error::CodecError;
 
 /// Decodes a JSON header into a command (body and serialization are set by the caller).
 pub(crate) fn decode(header: &[u8]) -> Result<RemotingCommand, CodecError> {
+    // serde would also read a struct from an array; a header is an object.
+    if header.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(CodecError::Json("header is not a JSON object".into()));
+    }
     let h: HeaderIn =
         serde_json::from_slice(header).map_err(|e| CodecError::Json(e.to_string()))?;
     Ok(RemotingCommand {

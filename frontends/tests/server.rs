@@ -1,0 +1,354 @@
+//! Remoting server and client over real sockets: pipelining, oneway,
+//! bad frames, server → client requests, disconnect hooks, shutdown.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, BytesMut};
+use frontends::remoting::codes::response;
+use frontends::remoting::frame::{encode_to_bytes, FrameCodec};
+use frontends::remoting::{
+    ClientConfig, ConnectionContext, RemotingClient, RemotingCommand, RequestHandler, Server,
+    ServerConfig, ServerHandle,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+const T: Duration = Duration::from_secs(10);
+
+const ECHO_AFTER_MS: i32 = 1; // body = decimal delay in ms; echoes body
+const RECORD_ONEWAY: i32 = 2;
+const CALL_BACK: i32 = 3; // asks the client for code 40 and returns its body
+const PANIC: i32 = 4;
+
+#[derive(Default)]
+struct TestHandler {
+    oneways: AtomicUsize,
+    closed: AtomicUsize,
+}
+
+impl RequestHandler for TestHandler {
+    async fn handle(
+        &self,
+        ctx: &ConnectionContext,
+        req: RemotingCommand,
+    ) -> Option<RemotingCommand> {
+        match req.code {
+            ECHO_AFTER_MS => {
+                let ms: u64 = std::str::from_utf8(&req.body).ok()?.parse().ok()?;
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Some(RemotingCommand::response(response::SUCCESS).with_body(req.body.clone()))
+            }
+            RECORD_ONEWAY => {
+                self.oneways.fetch_add(1, Ordering::SeqCst);
+                Some(RemotingCommand::response(response::SUCCESS))
+            }
+            CALL_BACK => {
+                let answer = ctx
+                    .request(
+                        RemotingCommand::request(40).with_ext("consumerGroup", "G"),
+                        T,
+                    )
+                    .await
+                    .ok()?;
+                Some(RemotingCommand::response(response::SUCCESS).with_body(answer.body))
+            }
+            PANIC => panic!("boom"),
+            _ => None,
+        }
+    }
+
+    fn on_closed(&self, _ctx: &ConnectionContext) {
+        self.closed.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+async fn start(handler: Arc<TestHandler>) -> ServerHandle {
+    Server::start("127.0.0.1:0", ServerConfig::default(), handler)
+        .await
+        .expect("bind")
+}
+
+/// Reads one whole frame from a raw socket.
+async fn read_frame(s: &mut TcpStream, buf: &mut BytesMut) -> Option<RemotingCommand> {
+    let codec = FrameCodec::default();
+    loop {
+        if let Some(cmd) = codec.decode(buf).expect("valid frame") {
+            return Some(cmd);
+        }
+        let n = timeout(T, s.read_buf(buf))
+            .await
+            .expect("read timed out")
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+    }
+}
+
+#[tokio::test]
+async fn sixty_four_pipelined_requests_are_answered_out_of_order() {
+    let server = start(Arc::default()).await;
+    let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+    // All 64 in one write; request i waits (64 − i) × 3 ms.
+    let mut out = BytesMut::new();
+    for i in 0..64 {
+        let mut req = RemotingCommand::request(ECHO_AFTER_MS).with_body(((64 - i) * 3).to_string());
+        req.opaque = i;
+        out.extend_from_slice(&encode_to_bytes(&req).unwrap());
+    }
+    s.write_all(&out).await.unwrap();
+    let mut buf = BytesMut::new();
+    let mut order = Vec::new();
+    for _ in 0..64 {
+        let resp = read_frame(&mut s, &mut buf).await.expect("response");
+        assert!(resp.is_response());
+        assert_eq!(resp.code, response::SUCCESS);
+        assert_eq!(resp.body, ((64 - resp.opaque) * 3).to_string());
+        order.push(resp.opaque);
+    }
+    let mut sorted = order.clone();
+    sorted.sort();
+    assert_eq!(sorted, (0..64).collect::<Vec<_>>());
+    assert_ne!(
+        order, sorted,
+        "answers come as they complete, not in request order"
+    );
+    // The slowest (opaque 0) is answered last.
+    assert_eq!(order.last(), Some(&0));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn client_keeps_many_requests_in_flight_on_one_connection() {
+    let server = start(Arc::default()).await;
+    let addr = server.local_addr().to_string();
+    let client = RemotingClient::new(ClientConfig::default());
+    let mut tasks = Vec::new();
+    for i in 0..64u64 {
+        let client = client.clone();
+        let addr = addr.clone();
+        tasks.push(tokio::spawn(async move {
+            let req = RemotingCommand::request(ECHO_AFTER_MS).with_body((i % 7).to_string());
+            client.invoke(&addr, req, T).await
+        }));
+    }
+    for (i, t) in tasks.into_iter().enumerate() {
+        let resp = t.await.unwrap().expect("answer");
+        assert_eq!(resp.body, ((i as u64) % 7).to_string());
+    }
+    // One shared connection.
+    let c1 = client.connection(&addr).await.unwrap();
+    let c2 = client.connection(&addr).await.unwrap();
+    assert_eq!(c1.id(), c2.id());
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn oneway_requests_get_no_answer() {
+    let handler = Arc::new(TestHandler::default());
+    let server = start(handler.clone()).await;
+    let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+    let mut oneway = RemotingCommand::request(RECORD_ONEWAY).oneway();
+    oneway.opaque = 100;
+    let mut normal = RemotingCommand::request(RECORD_ONEWAY);
+    normal.opaque = 101;
+    let mut out = BytesMut::new();
+    out.extend_from_slice(&encode_to_bytes(&oneway).unwrap());
+    out.extend_from_slice(&encode_to_bytes(&normal).unwrap());
+    s.write_all(&out).await.unwrap();
+    let mut buf = BytesMut::new();
+    let resp = read_frame(&mut s, &mut buf).await.unwrap();
+    assert_eq!(resp.opaque, 101, "only the two-way request is answered");
+    assert_eq!(handler.oneways.load(Ordering::SeqCst), 2);
+    // Nothing else arrives.
+    let mut more = [0u8; 1];
+    assert!(timeout(Duration::from_millis(200), s.read(&mut more))
+        .await
+        .is_err());
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_garbage_frame_closes_only_its_connection() {
+    let handler = Arc::new(TestHandler::default());
+    let server = start(handler.clone()).await;
+    let good = RemotingClient::connect(&server.local_addr().to_string())
+        .await
+        .unwrap();
+    let mut bad = TcpStream::connect(server.local_addr()).await.unwrap();
+    let mut frame = BytesMut::new();
+    frame.put_i32(8);
+    frame.put_u32(0x0500_0004); // serialization type 5
+    frame.put_slice(b"junk");
+    bad.write_all(&frame).await.unwrap();
+    let mut rest = Vec::new();
+    let n = timeout(T, bad.read_to_end(&mut rest))
+        .await
+        .expect("closed in time");
+    assert!(
+        n.is_ok_and(|n| n == 0) || rest.is_empty(),
+        "no answer to garbage"
+    );
+
+    // An oversized declaration also closes, without waiting for the bytes.
+    let mut big = TcpStream::connect(server.local_addr()).await.unwrap();
+    big.write_all(&(64 * 1024 * 1024i32).to_be_bytes())
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = timeout(T, big.read_to_end(&mut rest))
+        .await
+        .expect("closed in time");
+
+    // The well-behaved connection still works.
+    let resp = good
+        .request(RemotingCommand::request(ECHO_AFTER_MS).with_body("0"), T)
+        .await
+        .unwrap();
+    assert_eq!(resp.code, response::SUCCESS);
+    assert!(!good.is_closed());
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_panicking_handler_answers_system_error() {
+    let server = start(Arc::default()).await;
+    let c = RemotingClient::connect(&server.local_addr().to_string())
+        .await
+        .unwrap();
+    let resp = c.request(RemotingCommand::request(PANIC), T).await.unwrap();
+    assert_eq!(resp.code, response::SYSTEM_ERROR);
+    assert_eq!(resp.remark.as_deref(), Some("boom"));
+    // The connection survives.
+    let resp = c
+        .request(RemotingCommand::request(ECHO_AFTER_MS).with_body("0"), T)
+        .await
+        .unwrap();
+    assert_eq!(resp.code, response::SUCCESS);
+    server.shutdown().await;
+}
+
+/// A client that answers the server's code-40 requests.
+struct Consumer;
+impl RequestHandler for Consumer {
+    async fn handle(
+        &self,
+        _ctx: &ConnectionContext,
+        req: RemotingCommand,
+    ) -> Option<RemotingCommand> {
+        assert_eq!(req.code, 40);
+        Some(RemotingCommand::response(0).with_body(format!("hello {}", req.ext("consumerGroup")?)))
+    }
+}
+
+#[tokio::test]
+async fn server_calls_the_client_and_sees_it_disconnect() {
+    let handler = Arc::new(TestHandler::default());
+    let server = start(handler.clone()).await;
+    let conn = RemotingClient::connect_with(
+        &server.local_addr().to_string(),
+        ClientConfig::default(),
+        Arc::new(Consumer),
+    )
+    .await
+    .unwrap();
+    let resp = conn
+        .request(RemotingCommand::request(CALL_BACK), T)
+        .await
+        .unwrap();
+    assert_eq!(resp.body, "hello G");
+
+    conn.close();
+    timeout(T, conn.closed()).await.expect("client side closed");
+    assert!(matches!(
+        conn.request(RemotingCommand::request(1), T).await,
+        Err(frontends::remoting::RemotingError::ConnectionClosed)
+    ));
+    // The server's close hook runs.
+    timeout(T, async {
+        while handler.closed.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("on_closed called");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn requests_time_out_and_the_client_reconnects() {
+    let server = start(Arc::default()).await;
+    let addr = server.local_addr().to_string();
+    let client = RemotingClient::default();
+    // Code 99 is never answered.
+    let err = client
+        .invoke(
+            &addr,
+            RemotingCommand::request(99),
+            Duration::from_millis(50),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        frontends::remoting::RemotingError::Timeout { .. }
+    ));
+    let first = client.connection(&addr).await.unwrap();
+    assert_eq!(first.pending_requests(), 0, "timed-out waiter removed");
+    first.close();
+    timeout(T, first.closed()).await.unwrap();
+    let resp = client
+        .invoke(
+            &addr,
+            RemotingCommand::request(ECHO_AFTER_MS).with_body("0"),
+            T,
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.code, 0);
+    assert_ne!(client.connection(&addr).await.unwrap().id(), first.id());
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_finishes_in_flight_requests_then_closes() {
+    let server = start(Arc::default()).await;
+    let conn = RemotingClient::connect(&server.local_addr().to_string())
+        .await
+        .unwrap();
+    let c2 = conn.clone();
+    let slow = tokio::spawn(async move {
+        c2.request(RemotingCommand::request(ECHO_AFTER_MS).with_body("300"), T)
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    timeout(T, server.shutdown())
+        .await
+        .expect("shutdown completes");
+    let resp = slow.await.unwrap().expect("in-flight request answered");
+    assert_eq!(resp.body, "300");
+    timeout(T, conn.closed())
+        .await
+        .expect("connection closed by shutdown");
+}
+
+#[tokio::test]
+async fn answers_use_the_request_serialization() {
+    use frontends::remoting::SerializeType;
+    let server = start(Arc::default()).await;
+    let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+    let mut req = RemotingCommand::request(ECHO_AFTER_MS)
+        .with_body("0")
+        .with_serialization(SerializeType::RocketMq);
+    req.opaque = 5;
+    s.write_all(&encode_to_bytes(&req).unwrap()).await.unwrap();
+    let mut buf = BytesMut::new();
+    let resp = read_frame(&mut s, &mut buf).await.unwrap();
+    assert_eq!(resp.serialization, SerializeType::RocketMq);
+    assert_eq!(resp.opaque, 5);
+    assert_eq!(resp.version, 409);
+    server.shutdown().await;
+}
