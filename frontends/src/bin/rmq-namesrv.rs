@@ -60,6 +60,10 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        // Handlers first, so a signal right after the banner is not fatal.
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
         let bind = format!("{}:{}", config.listen_addr, config.listen_port);
         let kv = KvConfig::load(&config.kv_config_path);
         let ns = NameServer::start_with(&bind, &config, kv).await?;
@@ -70,18 +74,12 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let mut out = std::io::stdout();
         writeln!(out, "listening on {shown}")?;
         out.flush()?;
-        wait_for_signal().await?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
         tracing::info!("signal received, shutting down");
         ns.shutdown().await;
         Ok::<(), Box<dyn std::error::Error>>(())
     })
-}
-
-async fn wait_for_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r,
-        _ = term.recv() => Ok(()),
-    }
 }
