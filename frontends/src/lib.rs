@@ -1,4 +1,5 @@
 //! Network frontends: RocketMQ 4.x remoting protocol, name server, broker.
 
+pub mod broker;
 pub mod namesrv;
 pub mod remoting;

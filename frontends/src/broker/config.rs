@@ -1,0 +1,235 @@
+//! Broker settings: RocketMQ's `BrokerConfig` and `NettyServerConfig` keys
+//! (store.md §12.3), read from the same `broker.conf` as the store's
+//! [`StoreConfig`].
+//!
+//! Loading order, as `mqbroker -c FILE` does: defaults, then the file, then
+//! command-line `key=value` overrides (later wins). Every key is offered to
+//! the store section and this one; a key neither knows is a warning, a
+//! malformed value an error naming the key. `haListenPort` is always forced
+//! to `listenPort + 1` afterwards, as Java's start-up does.
+//!
+//! Keys that only tune Java machinery we do not have (thread pools, queue
+//! capacities, Netty buffers, transient store pool commit intervals) are
+//! accepted and shown by `-p` so a real `broker.conf` loads without
+//! warnings; they have no effect.
+
+use std::net::{IpAddr, Ipv4Addr, UdpSocket};
+use std::path::Path;
+
+use engine::config::{apply_properties, render, ConfigError, Properties, StoreConfig};
+
+fn default_broker_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| "broker-a".to_string())
+}
+
+fn default_namesrv_addr() -> Option<String> {
+    std::env::var("NAMESRV_ADDR").ok().filter(|s| !s.is_empty())
+}
+
+engine::config_struct! {
+    /// Broker configuration, by `broker.conf` key.
+    pub struct BrokerConfig {
+        /// Cluster this broker belongs to (`DefaultCluster`).
+        broker_cluster_name: String = "DefaultCluster".to_string() => "brokerClusterName",
+        /// Broker group name (local host name).
+        broker_name: String = default_broker_name() => "brokerName",
+        /// 0 = master, > 0 = slave.
+        broker_id: i64 = 0 => "brokerId",
+        /// Address advertised to name servers and written as STOREHOST;
+        /// empty = the first non-loopback IPv4 address (127.0.0.1 if none).
+        broker_ip1: Option<String> = None => "brokerIP1",
+        /// Address advertised for HA (`haServerAddr`); empty = brokerIP1.
+        broker_ip2: Option<String> = None => "brokerIP2",
+        /// Remoting port (10911); the fast/VIP port is listenPort − 2.
+        listen_port: u16 = 10911 => "listenPort",
+        /// Interface both ports bind to (all interfaces).
+        bind_address: String = "0.0.0.0".to_string() => "bindAddress",
+        /// Name servers, `host:port;host:port` (env `NAMESRV_ADDR`).
+        namesrv_addr: Option<String> = default_namesrv_addr() => "namesrvAddr",
+        /// Queue count of TBW102, the auto-create template (8).
+        default_topic_queue_nums: i32 = 8 => "defaultTopicQueueNums",
+        /// Create TBW102 and auto-create topics on first send (true).
+        auto_create_topic_enable: bool = true => "autoCreateTopicEnable",
+        /// Create subscription groups on first use (true).
+        auto_create_subscription_group: bool = true => "autoCreateSubscriptionGroup",
+        /// Broker-wide permission (6 = read + write).
+        broker_permission: i32 = 6 => "brokerPermission",
+        /// Cluster-name topic readable/writable (true).
+        cluster_topic_enable: bool = true => "clusterTopicEnable",
+        /// Broker-name topic readable/writable (true).
+        broker_topic_enable: bool = true => "brokerTopicEnable",
+        /// Create the message-trace topic at start (false).
+        trace_topic_enable: bool = false => "traceTopicEnable",
+        /// Name of the message-trace topic.
+        msg_trace_topic_name: String = "RMQ_SYS_TRACE_TOPIC".to_string() => "msgTraceTopicName",
+        /// Hold pulls that found nothing until a message arrives (true).
+        long_polling_enable: bool = true => "longPollingEnable",
+        /// Hold time in ms of a pull when long polling is off (1000).
+        short_polling_time_mills: u64 = 1000 => "shortPollingTimeMills",
+        /// Tell consumers when their group's membership changes (true).
+        notify_consumer_ids_changed_enable: bool = true => "notifyConsumerIdsChangedEnable",
+        slave_read_enable: bool = false => "slaveReadEnable",
+        transfer_msg_by_heap: bool = true => "transferMsgByHeap",
+        /// ms between consumerOffset.json writes (5000).
+        flush_consumer_offset_interval: u64 = 5000 => "flushConsumerOffsetInterval",
+        /// Refuse transactional (half) messages with NO_PERMISSION (false).
+        reject_transaction_message: bool = false => "rejectTransactionMessage",
+        transaction_time_out: u64 = 6000 => "transactionTimeOut",
+        transaction_check_max: u32 = 15 => "transactionCheckMax",
+        transaction_check_interval: u64 = 60_000 => "transactionCheckInterval",
+        /// Allow SQL92 subscriptions (false).
+        enable_property_filter: bool = false => "enablePropertyFilter",
+        enable_calc_filter_bit_map: bool = false => "enableCalcFilterBitMap",
+        filter_support_retry: bool = false => "filterSupportRetry",
+        /// ms between registrations with the name servers (30000, clamped to 10000..60000).
+        register_name_server_period: u64 = 30_000 => "registerNameServerPeriod",
+        /// ms a registration waits for each name server (6000).
+        register_broker_timeout_mills: u64 = 6000 => "registerBrokerTimeoutMills",
+        force_register: bool = true => "forceRegister",
+        /// Compressed registration bodies (not supported: always sent as JSON).
+        compressed_register: bool = false => "compressedRegister",
+        /// `MSG_REGION` of send responses.
+        region_id: String = "DefaultRegion".to_string() => "regionId",
+        /// `TRACE_ON` of send responses.
+        trace_on: bool = true => "traceOn",
+        broker_fast_failure_enable: bool = true => "brokerFastFailureEnable",
+        wait_time_mills_in_send_queue: u64 = 200 => "waitTimeMillsInSendQueue",
+        wait_time_mills_in_pull_queue: u64 = 5000 => "waitTimeMillsInPullQueue",
+        wait_time_mills_in_heartbeat_queue: u64 = 31_000 => "waitTimeMillsInHeartbeatQueue",
+        wait_time_mills_in_transaction_queue: u64 = 3000 => "waitTimeMillsInTransactionQueue",
+        /// Sends are refused (SYSTEM_ERROR) before this epoch-ms time (0).
+        start_accept_send_request_time_stamp: i64 = 0 => "startAcceptSendRequestTimeStamp",
+        acl_enable: bool = false => "aclEnable",
+        send_message_thread_pool_nums: u32 = 4 => "sendMessageThreadPoolNums",
+        pull_message_thread_pool_nums: u32 = 20 => "pullMessageThreadPoolNums",
+        query_message_thread_pool_nums: u32 = 10 => "queryMessageThreadPoolNums",
+        admin_broker_thread_pool_nums: u32 = 16 => "adminBrokerThreadPoolNums",
+        client_manage_thread_pool_nums: u32 = 32 => "clientManageThreadPoolNums",
+        consumer_manage_thread_pool_nums: u32 = 32 => "consumerManageThreadPoolNums",
+        heartbeat_thread_pool_nums: u32 = 8 => "heartbeatThreadPoolNums",
+        end_transaction_thread_pool_nums: u32 = 12 => "endTransactionThreadPoolNums",
+        send_thread_pool_queue_capacity: u32 = 10_000 => "sendThreadPoolQueueCapacity",
+        pull_thread_pool_queue_capacity: u32 = 100_000 => "pullThreadPoolQueueCapacity",
+        use_tls: bool = false => "useTLS",
+        server_worker_threads: u32 = 8 => "serverWorkerThreads",
+        server_callback_executor_threads: u32 = 0 => "serverCallbackExecutorThreads",
+        server_selector_threads: u32 = 3 => "serverSelectorThreads",
+        /// Connections idle this many seconds are closed (120).
+        server_channel_max_idle_time_seconds: u64 = 120 => "serverChannelMaxIdleTimeSeconds",
+        server_oneway_semaphore_value: u32 = 256 => "serverOnewaySemaphoreValue",
+        server_async_semaphore_value: u32 = 64 => "serverAsyncSemaphoreValue",
+        server_socket_snd_buf_size: u32 = 131_072 => "serverSocketSndBufSize",
+        server_socket_rcv_buf_size: u32 = 131_072 => "serverSocketRcvBufSize",
+        server_pooled_byte_buf_allocator_enable: bool = true => "serverPooledByteBufAllocatorEnable",
+        use_epoll_native_selector: bool = false => "useEpollNativeSelector",
+        // MessageStoreConfig keys the engine does not model (accepted, no effect).
+        enable_consume_queue_ext: bool = false => "enableConsumeQueueExt",
+        commit_interval_commit_log: u64 = 200 => "commitIntervalCommitLog",
+        commit_commit_log_least_pages: u64 = 4 => "commitCommitLogLeastPages",
+        commit_commit_log_thorough_interval: u64 = 200 => "commitCommitLogThoroughInterval",
+        fast_fail_if_no_buffer_in_store_pool: bool = false => "fastFailIfNoBufferInStorePool",
+        offset_check_in_slave: bool = false => "offsetCheckInSlave",
+        disk_fall_recorded: bool = true => "diskFallRecorded",
+        enable_dleger_commit_log: bool = false => "enableDLegerCommitLog",
+        enable_schedule_async_deliver: bool = false => "enableScheduleAsyncDeliver",
+        enable_lmq: bool = false => "enableLmq",
+        enable_multi_dispatch: bool = false => "enableMultiDispatch",
+    }
+}
+
+/// The first non-loopback IPv4 address of this host, found by asking the
+/// kernel which source address it would use (no packet is sent).
+fn local_ipv4() -> Option<Ipv4Addr> {
+    let sock = UdpSocket::bind("0.0.0.0:0").ok()?;
+    sock.connect("10.255.255.255:1").ok()?;
+    match sock.local_addr().ok()?.ip() {
+        IpAddr::V4(ip) if !ip.is_loopback() && !ip.is_unspecified() => Some(ip),
+        _ => None,
+    }
+}
+
+impl BrokerConfig {
+    /// `brokerIP1`, resolved.
+    pub fn broker_ip1(&self) -> String {
+        match &self.broker_ip1 {
+            Some(ip) => ip.clone(),
+            None => local_ipv4().unwrap_or(Ipv4Addr::LOCALHOST).to_string(),
+        }
+    }
+
+    /// `brokerIP2`, resolved (defaults to brokerIP1).
+    pub fn broker_ip2(&self) -> String {
+        self.broker_ip2.clone().unwrap_or_else(|| self.broker_ip1())
+    }
+
+    /// Name server addresses (`;`-separated list), empty if none.
+    pub fn namesrv_addrs(&self) -> Vec<String> {
+        self.namesrv_addr
+            .as_deref()
+            .unwrap_or("")
+            .split(';')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Registration period, clamped to [10 s, 60 s] as Java does.
+    pub fn register_period_ms(&self) -> u64 {
+        self.register_name_server_period.clamp(10_000, 60_000)
+    }
+
+    /// The fast (VIP) port, listenPort − 2.
+    pub fn fast_listen_port(&self) -> u16 {
+        self.listen_port.saturating_sub(2)
+    }
+}
+
+/// Both configurations of a broker process.
+#[derive(Debug, Clone, Default)]
+pub struct BrokerSettings {
+    pub broker: BrokerConfig,
+    pub store: StoreConfig,
+}
+
+impl BrokerSettings {
+    /// Applies properties (file, then overrides) to both sections; returns
+    /// the keys nobody knows (already logged as warnings).
+    pub fn apply(&mut self, props: &Properties) -> Result<Vec<String>, ConfigError> {
+        let unknown = apply_properties(props, &mut [&mut self.broker, &mut self.store])?;
+        self.finish();
+        Ok(unknown)
+    }
+
+    /// Loads `file` (if any) then `overrides` (`key=value`).
+    pub fn load(file: Option<&Path>, overrides: &[String]) -> Result<Self, ConfigError> {
+        let mut props = match file {
+            Some(p) => Properties::load(p)?,
+            None => Properties::default(),
+        };
+        props.extend(Properties::from_args(overrides)?);
+        let mut s = BrokerSettings::default();
+        s.apply(&props)?;
+        s.store.validate()?;
+        Ok(s)
+    }
+
+    /// Start-up rules applied after reading: haListenPort = listenPort + 1;
+    /// masters get brokerId 0.
+    pub fn finish(&mut self) {
+        self.store.ha_listen_port = self.broker.listen_port.wrapping_add(1);
+        if self.store.broker_role != engine::BrokerRole::Slave {
+            self.broker.broker_id = 0;
+        }
+    }
+
+    /// `key=value` lines of every setting, sorted (like `mqbroker -p`).
+    pub fn render(&self) -> String {
+        render(&[&self.broker, &self.store])
+    }
+}

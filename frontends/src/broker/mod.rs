@@ -1,0 +1,393 @@
+//! The broker: RocketMQ 4.x's broker protocol over the engine's store.
+//!
+//! * [`config`] — `broker.conf` keys (BrokerConfig) next to the store's;
+//! * [`json_file`] — config-file persistence and fastjson's JSON dialect;
+//! * [`topic_config`], [`subscription_group`], [`consumer_offset`] — the
+//!   persisted tables (`config/*.json`);
+//! * [`client_registry`] — connected producers/consumers, subscriptions;
+//! * [`rebalance_lock`] — ordered-consumption queue locks;
+//! * [`register`] — registration with the name servers;
+//! * [`processor`] — one file per request family;
+//! * [`long_polling`] — parked pulls.
+//!
+//! [`Broker`] is the shared state; [`Broker::start`] binds the main port
+//! (`listenPort`) and the fast/VIP port (`listenPort − 2`, same processors
+//! except PULL_MESSAGE) and starts the background tasks (registration,
+//! offset persistence, client expiry). Requests are processed on their
+//! connection's task, dispatched by code in [`Broker::dispatch`].
+
+pub mod client_registry;
+pub mod config;
+pub mod consumer_offset;
+pub mod json_file;
+pub mod long_polling;
+pub mod processor;
+pub mod rebalance_lock;
+pub mod register;
+pub mod subscription_group;
+pub mod topic_config;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use engine::MessageStore;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::remoting::codes::{request, response};
+use crate::remoting::{
+    ConnectionContext, RemotingCommand, RequestHandler, Server, ServerConfig, ServerHandle,
+};
+
+pub use client_registry::{ClientRegistry, SubscriptionData};
+pub use config::{BrokerConfig, BrokerSettings};
+pub use consumer_offset::ConsumerOffsetTable;
+pub use long_polling::LongPolling;
+pub use rebalance_lock::RebalanceLocks;
+pub use register::Registrar;
+pub use subscription_group::SubscriptionGroupTable;
+pub use topic_config::{TopicConfig, TopicConfigTable};
+
+/// Errors starting a broker.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] engine::StoreError),
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("brokerIP1 `{0}` is not an IP address")]
+    BadAddress(String),
+}
+
+/// The broker's shared state. Everything a processor needs is a public
+/// field; all of it is safe to use from any connection task.
+pub struct Broker {
+    /// Both configurations as loaded.
+    pub settings: BrokerSettings,
+    /// `settings.broker`, for short access.
+    pub config: BrokerConfig,
+    /// The message store.
+    pub store: Arc<MessageStore>,
+    /// topics.json.
+    pub topics: TopicConfigTable,
+    /// subscriptionGroup.json.
+    pub groups: SubscriptionGroupTable,
+    /// consumerOffset.json.
+    pub offsets: ConsumerOffsetTable,
+    /// Connected clients and consumer subscriptions.
+    pub clients: ClientRegistry,
+    /// Ordered-consumption locks.
+    pub locks: RebalanceLocks,
+    /// Parked pulls (owned by the pull processor).
+    pub long_polling: LongPolling,
+    /// Name server registration.
+    pub registrar: Registrar,
+    /// `brokerIP1:listenPort`: STOREHOST of our records, our address in routes.
+    pub store_host: SocketAddr,
+    /// The same as text.
+    pub broker_addr: String,
+    /// Epoch ms of start-up.
+    pub boot_timestamp: i64,
+}
+
+impl Broker {
+    /// Opens the store and loads the tables (no network yet).
+    pub fn open(settings: BrokerSettings) -> Result<Arc<Broker>, StartError> {
+        let cfg = settings.broker.clone();
+        let ip1 = cfg.broker_ip1();
+        let ip: IpAddr = ip1
+            .parse()
+            .map_err(|_| StartError::BadAddress(ip1.clone()))?;
+        let store_host = SocketAddr::new(ip, cfg.listen_port);
+        let broker_addr = format!("{ip1}:{}", cfg.listen_port);
+        let ha_addr = format!("{}:{}", cfg.broker_ip2(), settings.store.ha_listen_port);
+        let config_dir = settings.store.config_dir();
+        let store = MessageStore::open(settings.store.clone())?;
+        let broker = Broker {
+            topics: TopicConfigTable::load(config_dir.clone(), &cfg),
+            groups: SubscriptionGroupTable::load(
+                config_dir.clone(),
+                cfg.auto_create_subscription_group,
+            ),
+            offsets: ConsumerOffsetTable::load(config_dir),
+            clients: ClientRegistry::new(cfg.notify_consumer_ids_changed_enable),
+            locks: RebalanceLocks::new(Duration::from_secs(60)),
+            long_polling: LongPolling::new(),
+            registrar: Registrar::new(&cfg, broker_addr.clone(), ha_addr),
+            store_host,
+            broker_addr,
+            boot_timestamp: processor::now_ms(),
+            store,
+            config: cfg,
+            settings,
+        };
+        if let Err(e) = broker.topics.persist() {
+            tracing::warn!("cannot write topics.json: {e}");
+        }
+        Ok(Arc::new(broker))
+    }
+
+    /// Registers with every name server now (after topic admin changes).
+    pub async fn register_now(&self) {
+        self.registrar.register_all(&self.topics).await;
+    }
+
+    /// Routes one request to its processor. `fast_port`: the VIP port,
+    /// which does not serve PULL_MESSAGE.
+    pub async fn dispatch(
+        self: &Arc<Self>,
+        ctx: &ConnectionContext,
+        req: RemotingCommand,
+        fast_port: bool,
+    ) -> Option<RemotingCommand> {
+        use processor::*;
+        let reply = match req.code {
+            request::SEND_MESSAGE | request::SEND_MESSAGE_V2 | request::SEND_BATCH_MESSAGE => {
+                send::handle(self, ctx, &req).await
+            }
+            request::PULL_MESSAGE if !fast_port => return pull::handle(self, ctx, req).await,
+            request::QUERY_MESSAGE | request::VIEW_MESSAGE_BY_ID => query::handle(self, &req),
+            request::QUERY_CONSUMER_OFFSET
+            | request::UPDATE_CONSUMER_OFFSET
+            | request::SEARCH_OFFSET_BY_TIMESTAMP
+            | request::GET_MAX_OFFSET
+            | request::GET_MIN_OFFSET
+            | request::GET_EARLIEST_MSG_STORETIME => offset::handle(self, &req),
+            request::HEART_BEAT
+            | request::UNREGISTER_CLIENT
+            | request::GET_CONSUMER_LIST_BY_GROUP => heartbeat::handle(self, ctx, &req),
+            request::LOCK_BATCH_MQ | request::UNLOCK_BATCH_MQ => lock::handle(self, &req),
+            request::CONSUMER_SEND_MSG_BACK => consumer_send_back::handle(self, ctx, &req).await,
+            request::END_TRANSACTION => return end_transaction(&req),
+            request::UPDATE_AND_CREATE_TOPIC
+            | request::DELETE_TOPIC_IN_BROKER
+            | request::GET_ALL_TOPIC_CONFIG
+            | request::GET_BROKER_RUNTIME_INFO
+            | request::GET_BROKER_CONFIG
+            | request::GET_ALL_CONSUMER_OFFSET
+            | request::GET_ALL_DELAY_OFFSET
+            | request::GET_ALL_SUBSCRIPTIONGROUP_CONFIG
+            | request::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP
+            | request::DELETE_SUBSCRIPTIONGROUP
+            | request::CHECK_CLIENT_CONFIG => topic_admin::handle(self, &req).await,
+            other => Err(processor::error(
+                response::REQUEST_CODE_NOT_SUPPORTED,
+                format!(" request type {other} not supported"),
+            )),
+        };
+        Some(reply.unwrap_or_else(|e| e))
+    }
+
+    /// Persists the consumer offsets if they changed.
+    pub fn persist_offsets(&self) {
+        if let Err(e) = self.offsets.persist_if_dirty() {
+            tracing::error!("cannot persist consumer offsets: {e}");
+        }
+    }
+
+    /// Starts a broker: opens the store, binds both ports, registers with
+    /// the name servers and starts the background tasks.
+    pub async fn start(settings: BrokerSettings) -> Result<BrokerHandle, StartError> {
+        let broker = Broker::open(settings)?;
+        let bind_ip = broker.config.bind_address.clone();
+        let main_addr = format!("{bind_ip}:{}", broker.config.listen_port);
+        let fast_addr = format!("{bind_ip}:{}", broker.config.fast_listen_port());
+        let server_config = ServerConfig::default();
+        let main = Server::start(
+            main_addr.as_str(),
+            server_config,
+            Arc::new(BrokerPort {
+                broker: broker.clone(),
+                fast: false,
+            }),
+        )
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: main_addr.clone(),
+            source,
+        })?;
+        let fast = match Server::start(
+            fast_addr.as_str(),
+            server_config,
+            Arc::new(BrokerPort {
+                broker: broker.clone(),
+                fast: true,
+            }),
+        )
+        .await
+        {
+            Ok(f) => f,
+            Err(source) => {
+                main.shutdown().await;
+                shutdown_store(&broker).await;
+                return Err(StartError::Bind {
+                    addr: fast_addr,
+                    source,
+                });
+            }
+        };
+        let registered = broker.registrar.register_all(&broker.topics).await;
+        tracing::info!(
+            broker = %broker.config.broker_name,
+            addr = %broker.broker_addr,
+            namesrvs = broker.registrar.namesrv_addrs().len(),
+            registered,
+            "broker started"
+        );
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let tasks = vec![
+            tokio::spawn(register_loop(broker.clone(), stop_rx.clone())),
+            tokio::spawn(offset_flush_loop(broker.clone(), stop_rx.clone())),
+            tokio::spawn(client_scan_loop(broker.clone(), stop_rx)),
+        ];
+        Ok(BrokerHandle {
+            broker,
+            main,
+            fast,
+            stop_tx,
+            tasks,
+        })
+    }
+}
+
+/// END_TRANSACTION (37): transactional messages are stored as plain
+/// messages for now (later issue), so commit and rollback have nothing to
+/// do; UNKNOWN (0) gets no response, as in Java.
+fn end_transaction(req: &RemotingCommand) -> Option<RemotingCommand> {
+    match req
+        .ext("commitOrRollback")
+        .and_then(|v| v.trim().parse::<i32>().ok())
+    {
+        Some(8) | Some(12) => Some(processor::success()),
+        _ => None,
+    }
+}
+
+async fn shutdown_store(broker: &Arc<Broker>) {
+    let b = broker.clone();
+    let r = tokio::task::spawn_blocking(move || b.store.shutdown()).await;
+    match r {
+        Ok(Ok(())) => tracing::info!("store shut down cleanly"),
+        Ok(Err(e)) => tracing::error!("store shutdown failed: {e}"),
+        Err(e) => tracing::error!("store shutdown task failed: {e}"),
+    }
+}
+
+/// One listening port's request handler.
+struct BrokerPort {
+    broker: Arc<Broker>,
+    fast: bool,
+}
+
+impl RequestHandler for BrokerPort {
+    async fn handle(
+        &self,
+        ctx: &ConnectionContext,
+        request: RemotingCommand,
+    ) -> Option<RemotingCommand> {
+        self.broker.dispatch(ctx, request, self.fast).await
+    }
+
+    fn on_closed(&self, ctx: &ConnectionContext) {
+        self.broker.clients.on_channel_closed(ctx.id());
+    }
+}
+
+async fn register_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    let period = Duration::from_millis(broker.config.register_period_ms());
+    // Java: first periodic run 10 s after start.
+    let first = tokio::time::Instant::now() + Duration::from_secs(10).min(period);
+    let mut tick = tokio::time::interval_at(first, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = broker.topics.changed.notified() => {}
+            _ = stop.wait_for(|v| *v) => return,
+        }
+        broker.register_now().await;
+    }
+}
+
+async fn offset_flush_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    let period = Duration::from_millis(broker.config.flush_consumer_offset_interval.max(100));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|v| *v) => return,
+        }
+        let b = broker.clone();
+        let _ = tokio::task::spawn_blocking(move || b.persist_offsets()).await;
+    }
+}
+
+async fn client_scan_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|v| *v) => return,
+        }
+        broker.clients.scan_expired();
+    }
+}
+
+/// A running broker.
+pub struct BrokerHandle {
+    broker: Arc<Broker>,
+    main: ServerHandle,
+    fast: ServerHandle,
+    stop_tx: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl BrokerHandle {
+    /// The shared state.
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
+    /// The main port's bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.main.local_addr()
+    }
+
+    /// The fast (VIP) port's bound address.
+    pub fn fast_addr(&self) -> SocketAddr {
+        self.fast.local_addr()
+    }
+
+    /// Clean stop: unregister from the name servers, stop serving, persist
+    /// offsets and tables, shut the store down (flush, checkpoint, abort
+    /// file removed).
+    pub async fn shutdown(self) {
+        self.stop_tx.send_replace(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.broker.registrar.unregister_all().await;
+        self.fast.shutdown().await;
+        self.main.shutdown().await;
+        let b = self.broker.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Err(e) = b.offsets.persist() {
+                tracing::error!("cannot persist consumer offsets: {e}");
+            }
+            if let Err(e) = b.topics.persist() {
+                tracing::error!("cannot persist topics: {e}");
+            }
+            if let Err(e) = b.groups.persist() {
+                tracing::error!("cannot persist subscription groups: {e}");
+            }
+        })
+        .await;
+        shutdown_store(&self.broker).await;
+        tracing::info!("broker stopped");
+    }
+}

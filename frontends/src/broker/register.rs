@@ -1,0 +1,137 @@
+//! Registration with the name servers (cluster.md §2.2): REGISTER_BROKER to
+//! every name server in `namesrvAddr`, in parallel, at start, every
+//! `registerNameServerPeriod` and after each topic change; UNREGISTER_BROKER
+//! on a clean stop. The body is what a Java 4.9.8 broker sends with
+//! `compressedRegister=false`: `{"filterServerList":[],
+//! "topicConfigSerializeWrapper":{"dataVersion":…,"topicConfigTable":…}}`.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::config::BrokerConfig;
+use super::json_file;
+use super::topic_config::{perm, TopicConfigTable};
+use crate::remoting::codes::{request, response};
+use crate::remoting::{RemotingClient, RemotingCommand};
+
+/// Who we are to the name servers, and how to reach them.
+pub struct Registrar {
+    client: RemotingClient,
+    namesrv_addrs: Vec<String>,
+    cluster_name: String,
+    broker_name: String,
+    broker_id: i64,
+    broker_addr: String,
+    ha_server_addr: String,
+    broker_permission: i32,
+    timeout: Duration,
+}
+
+/// CRC32 of the body masked to 31 bits (store.md §5).
+pub fn body_crc32(body: &[u8]) -> i32 {
+    (crc32fast::hash(body) & 0x7FFF_FFFF) as i32
+}
+
+impl Registrar {
+    pub fn new(cfg: &BrokerConfig, broker_addr: String, ha_server_addr: String) -> Self {
+        Registrar {
+            client: RemotingClient::default(),
+            namesrv_addrs: cfg.namesrv_addrs(),
+            cluster_name: cfg.broker_cluster_name.clone(),
+            broker_name: cfg.broker_name.clone(),
+            broker_id: cfg.broker_id,
+            broker_addr,
+            ha_server_addr,
+            broker_permission: cfg.broker_permission,
+            timeout: Duration::from_millis(cfg.register_broker_timeout_mills.max(1)),
+        }
+    }
+
+    pub fn namesrv_addrs(&self) -> &[String] {
+        &self.namesrv_addrs
+    }
+
+    /// The RegisterBrokerBody JSON for the current topic table.
+    pub fn body(&self, topics: &TopicConfigTable) -> String {
+        let mut wrapper = topics.wrapper_value();
+        // A broker lacking R or W registers every topic with its own perm.
+        let restricted = !perm::is_readable(self.broker_permission)
+            || !perm::is_writeable(self.broker_permission);
+        if restricted {
+            if let Some(Value::Object(table)) = wrapper.get_mut("topicConfigTable") {
+                for tc in table.values_mut() {
+                    tc["perm"] = Value::from(self.broker_permission);
+                }
+            }
+        }
+        let body = json!({
+            "filterServerList": [],
+            "topicConfigSerializeWrapper": wrapper,
+        });
+        json_file::to_compact(&body, &|_| false)
+    }
+
+    fn header(&self, code: i32) -> RemotingCommand {
+        RemotingCommand::request(code)
+            .with_ext("brokerName", &self.broker_name)
+            .with_ext("brokerAddr", &self.broker_addr)
+            .with_ext("clusterName", &self.cluster_name)
+            .with_ext("brokerId", self.broker_id)
+    }
+
+    /// Registers with every name server; returns how many accepted.
+    pub async fn register_all(&self, topics: &TopicConfigTable) -> usize {
+        if self.namesrv_addrs.is_empty() {
+            return 0;
+        }
+        let body = self.body(topics).into_bytes();
+        let crc = body_crc32(&body);
+        let body = bytes::Bytes::from(body);
+        let calls = self.namesrv_addrs.iter().map(|addr| {
+            let req = self
+                .header(request::REGISTER_BROKER)
+                .with_ext("haServerAddr", &self.ha_server_addr)
+                .with_ext("compressed", "false")
+                .with_ext("bodyCrc32", crc)
+                .with_body(body.clone());
+            async move {
+                match self.client.invoke(addr, req, self.timeout).await {
+                    Ok(resp) if resp.code == response::SUCCESS => {
+                        tracing::debug!(namesrv = %addr, "registered broker");
+                        true
+                    }
+                    Ok(resp) => {
+                        tracing::warn!(namesrv = %addr, code = resp.code, remark = ?resp.remark, "name server refused registration");
+                        false
+                    }
+                    Err(e) => {
+                        tracing::warn!(namesrv = %addr, "cannot register broker: {e}");
+                        self.client.close(addr);
+                        false
+                    }
+                }
+            }
+        });
+        futures_util::future::join_all(calls)
+            .await
+            .into_iter()
+            .filter(|ok| *ok)
+            .count()
+    }
+
+    /// UNREGISTER_BROKER to every name server (clean stop).
+    pub async fn unregister_all(&self) {
+        let calls = self.namesrv_addrs.iter().map(|addr| {
+            let req = self.header(request::UNREGISTER_BROKER);
+            async move {
+                match self.client.invoke(addr, req, self.timeout).await {
+                    Ok(_) => tracing::info!(namesrv = %addr, "unregistered broker"),
+                    Err(e) => tracing::warn!(namesrv = %addr, "cannot unregister broker: {e}"),
+                }
+            }
+        });
+        futures_util::future::join_all(calls).await;
+        self.client.close_all();
+    }
+}
