@@ -1,0 +1,300 @@
+//! One flush-strategy run: a fresh store in a temp directory, W writer
+//! threads blocking in `MessageStore::put_message`, each timing every call
+//! into its own HdrHistogram.
+//!
+//! Writers are OS threads (not tokio tasks): under SYNC_FLUSH a writer blocks
+//! in `put_message` until the group commit covering its record completes,
+//! which is exactly one producer waiting for its ack.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use engine::{FlushDiskType, FlushMechanism, MessageStore, MessageToStore, PutStatus, StoreConfig};
+use serde::Serialize;
+
+use crate::stats::{self, Latency};
+
+/// What one run measures.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    pub mode: FlushDiskType,
+    pub mechanism: FlushMechanism,
+    pub warm: bool,
+    pub allocator: bool,
+    pub size: usize,
+    pub writers: usize,
+    pub file_size: u64,
+}
+
+impl RunSpec {
+    pub fn label(&self) -> String {
+        format!(
+            "{}/{} warm={} alloc={} {}B W={}",
+            self.mode,
+            self.mechanism,
+            on_off(self.warm),
+            on_off(self.allocator),
+            self.size,
+            self.writers
+        )
+    }
+}
+
+pub fn on_off(b: bool) -> &'static str {
+    if b {
+        "on"
+    } else {
+        "off"
+    }
+}
+
+/// When a run ends: whichever comes first.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub seconds: Option<f64>,
+    /// Total messages over all writers.
+    pub messages: Option<u64>,
+    /// Pause after opening the store (and the first, unmeasured put) before
+    /// the clock starts, so the background allocator can prepare the next file.
+    pub settle: Duration,
+}
+
+/// The measured outcome of one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    pub mode: String,
+    pub mechanism: String,
+    pub warm: bool,
+    pub allocator: bool,
+    pub size: usize,
+    pub writers: usize,
+    pub file_size: u64,
+    /// Encoded commit log record length of one message.
+    pub record_bytes: usize,
+    pub messages: u64,
+    pub elapsed_s: f64,
+    pub msgs_per_sec: f64,
+    /// Commit log record bytes per second (10^6).
+    pub mb_per_sec: f64,
+    pub latency: Latency,
+    /// File rolls observed (appends whose record landed in a later file than
+    /// that writer's previous record).
+    pub rolls: u64,
+    /// Longest append that crossed a file boundary, µs.
+    pub roll_max_us: f64,
+    /// PutStatus other than PUT_OK (FLUSH_DISK_TIMEOUT etc.).
+    pub not_ok: u64,
+    pub errors: u64,
+    pub first_error: Option<String>,
+    pub stopped_early: bool,
+    /// Percentile curve `[percentile, µs]` for plotting.
+    pub curve: Vec<[f64; 2]>,
+}
+
+#[repr(align(128))]
+#[derive(Default)]
+struct Slot(AtomicU64);
+
+struct WriterOut {
+    hist: hdrhistogram::Histogram<u64>,
+    count: u64,
+    rolls: u64,
+    roll_max_ns: u64,
+    not_ok: u64,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+pub fn store_config(spec: &RunSpec, root: &Path) -> StoreConfig {
+    let mut c = StoreConfig {
+        store_path_root_dir: root.to_path_buf(),
+        flush_disk_type: spec.mode,
+        flush_mechanism: spec.mechanism,
+        warm_maped_file_enable: spec.warm,
+        allocate_next_file: spec.allocator,
+        mapped_file_size_commit_log: spec.file_size,
+        ..StoreConfig::default()
+    };
+    c.max_message_size = c.max_message_size.max(spec.size as u64);
+    c
+}
+
+/// Runs one scenario. `progress` prints a status line on stderr.
+pub fn run(
+    spec: &RunSpec,
+    base: &Path,
+    limits: Limits,
+    stop: &AtomicBool,
+    progress: Option<&str>,
+) -> Result<RunResult, String> {
+    let tmp = tempfile::Builder::new()
+        .prefix("rmq-bench-store-")
+        .tempdir_in(base)
+        .map_err(|e| format!("temp dir in {}: {e}", base.display()))?;
+    let owned = MessageStore::open(store_config(spec, tmp.path())).map_err(|e| e.to_string())?;
+    let store = &owned;
+    let body: Vec<u8> = (0..spec.size).map(|i| (i % 251) as u8).collect();
+    let topic = "BenchTopic";
+    // Unmeasured first put: creates (and, if enabled, warms) file 0.
+    let prime = store
+        .put_message(&MessageToStore::new(topic, 0, &body, ""))
+        .map_err(|e| format!("first put: {e}"))?;
+    let record_bytes = prime.messages[0].size as usize;
+    let prime_file = prime.messages[0].physical_offset / spec.file_size;
+    if !limits.settle.is_zero() {
+        std::thread::sleep(limits.settle);
+    }
+
+    let writers = spec.writers.max(1);
+    let quota = limits
+        .messages
+        .map(|m| m.div_ceil(writers as u64))
+        .unwrap_or(u64::MAX);
+    let seconds = limits.seconds.unwrap_or(if limits.messages.is_some() {
+        3600.0
+    } else {
+        5.0
+    });
+    let counters: Vec<Slot> = (0..writers).map(|_| Slot::default()).collect();
+    let done = AtomicUsize::new(0);
+    let barrier = Barrier::new(writers + 1);
+    let (outs, elapsed) = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..writers)
+            .map(|w| {
+                let (body, counters, barrier, done) = (&body, &counters, &barrier, &done);
+                s.spawn(move || {
+                    let msg = MessageToStore::new(topic, (w % 8) as i32, body, "");
+                    let mut out = WriterOut {
+                        hist: stats::new_hist(),
+                        count: 0,
+                        rolls: 0,
+                        roll_max_ns: 0,
+                        not_ok: 0,
+                        errors: 0,
+                        first_error: None,
+                    };
+                    let mut last_file = prime_file;
+                    barrier.wait();
+                    let start = Instant::now();
+                    let deadline = start + Duration::from_secs_f64(seconds);
+                    while out.count < quota && !stop.load(Ordering::Relaxed) {
+                        let t0 = Instant::now();
+                        let r = store.put_message(&msg);
+                        let t1 = Instant::now();
+                        let ns = (t1 - t0).as_nanos() as u64;
+                        match r {
+                            Ok(res) => {
+                                stats::record(&mut out.hist, ns);
+                                out.count += 1;
+                                if res.status != PutStatus::PutOk {
+                                    out.not_ok += 1;
+                                }
+                                let file = res.messages[0].physical_offset / spec.file_size;
+                                if file > last_file {
+                                    out.rolls += file - last_file;
+                                    out.roll_max_ns = out.roll_max_ns.max(ns);
+                                    last_file = file;
+                                }
+                                counters[w].0.store(out.count, Ordering::Relaxed);
+                            }
+                            Err(e) => {
+                                out.errors += 1;
+                                out.first_error.get_or_insert_with(|| e.to_string());
+                                break;
+                            }
+                        }
+                        if t1 >= deadline {
+                            break;
+                        }
+                    }
+                    done.fetch_add(1, Ordering::Release);
+                    (out, start.elapsed())
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        let mut last_print = Instant::now();
+        while done.load(Ordering::Acquire) < writers {
+            std::thread::sleep(Duration::from_millis(20));
+            if let Some(label) = progress {
+                if last_print.elapsed() >= Duration::from_millis(250) {
+                    last_print = Instant::now();
+                    let n: u64 = counters.iter().map(|c| c.0.load(Ordering::Relaxed)).sum();
+                    let t = start.elapsed().as_secs_f64();
+                    let mut e = std::io::stderr().lock();
+                    let _ = write!(
+                        e,
+                        "\r\x1b[K{label}: {t:5.1}s {n:>11} msgs {:>12.0} msg/s",
+                        n as f64 / t.max(1e-9)
+                    );
+                    let _ = e.flush();
+                }
+            }
+        }
+        let outs: Vec<(WriterOut, Duration)> = handles
+            .into_iter()
+            .map(|h| h.join().expect("writer panicked"))
+            .collect();
+        (outs, start.elapsed())
+    });
+    if progress.is_some() {
+        eprint!("\r\x1b[K");
+    }
+    let shutdown = store.shutdown();
+
+    let mut hist = stats::new_hist();
+    let mut r = RunResult {
+        mode: spec.mode.to_string(),
+        mechanism: spec.mechanism.to_string(),
+        warm: spec.warm,
+        allocator: spec.allocator,
+        size: spec.size,
+        writers,
+        file_size: spec.file_size,
+        record_bytes,
+        messages: 0,
+        elapsed_s: 0.0,
+        msgs_per_sec: 0.0,
+        mb_per_sec: 0.0,
+        latency: Latency::default(),
+        rolls: 0,
+        roll_max_us: 0.0,
+        not_ok: 0,
+        errors: 0,
+        first_error: None,
+        stopped_early: stop.load(Ordering::Relaxed),
+        curve: Vec::new(),
+    };
+    // Throughput over the longest writer's own measured span.
+    let span = outs.iter().map(|(_, d)| *d).max().unwrap_or(elapsed);
+    for (o, _) in &outs {
+        hist.add(&o.hist).expect("same histogram bounds");
+        r.messages += o.count;
+        r.rolls += o.rolls;
+        r.roll_max_us = r.roll_max_us.max(o.roll_max_ns as f64 / 1000.0);
+        r.not_ok += o.not_ok;
+        r.errors += o.errors;
+        if r.first_error.is_none() {
+            r.first_error = o.first_error.clone();
+        }
+    }
+    if let Err(e) = shutdown {
+        r.first_error
+            .get_or_insert_with(|| format!("shutdown: {e}"));
+    }
+    r.elapsed_s = span.as_secs_f64();
+    r.msgs_per_sec = r.messages as f64 / r.elapsed_s.max(1e-9);
+    r.mb_per_sec = r.msgs_per_sec * record_bytes as f64 / 1e6;
+    r.latency = Latency::from_hist(&hist);
+    r.curve = stats::curve(&hist);
+    drop(owned);
+    drop(tmp);
+    // Leave no dirty pages behind to disturb the next run.
+    // SAFETY: sync(2) has no preconditions.
+    unsafe { libc::sync() };
+    Ok(r)
+}
