@@ -85,6 +85,8 @@ pub struct RunResult {
     pub rolls: u64,
     /// Longest append that crossed a file boundary, µs.
     pub roll_max_us: f64,
+    /// Every append that crossed a file boundary, µs (the stall distribution).
+    pub roll_latencies_us: Vec<f64>,
     /// PutStatus other than PUT_OK (FLUSH_DISK_TIMEOUT etc.).
     pub not_ok: u64,
     pub errors: u64,
@@ -103,6 +105,7 @@ struct WriterOut {
     count: u64,
     rolls: u64,
     roll_max_ns: u64,
+    roll_ns: Vec<u64>,
     not_ok: u64,
     errors: u64,
     first_error: Option<String>,
@@ -172,6 +175,7 @@ pub fn run(
                         count: 0,
                         rolls: 0,
                         roll_max_ns: 0,
+                        roll_ns: Vec::new(),
                         not_ok: 0,
                         errors: 0,
                         first_error: None,
@@ -196,6 +200,7 @@ pub fn run(
                                 if file > last_file {
                                     out.rolls += file - last_file;
                                     out.roll_max_ns = out.roll_max_ns.max(ns);
+                                    out.roll_ns.push(ns);
                                     last_file = file;
                                 }
                                 counters[w].0.store(out.count, Ordering::Relaxed);
@@ -263,6 +268,7 @@ pub fn run(
         latency: Latency::default(),
         rolls: 0,
         roll_max_us: 0.0,
+        roll_latencies_us: Vec::new(),
         not_ok: 0,
         errors: 0,
         first_error: None,
@@ -276,6 +282,8 @@ pub fn run(
         r.messages += o.count;
         r.rolls += o.rolls;
         r.roll_max_us = r.roll_max_us.max(o.roll_max_ns as f64 / 1000.0);
+        r.roll_latencies_us
+            .extend(o.roll_ns.iter().map(|&n| n as f64 / 1000.0));
         r.not_ok += o.not_ok;
         r.errors += o.errors;
         if r.first_error.is_none() {
