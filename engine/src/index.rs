@@ -246,7 +246,9 @@ impl IndexService {
             return Ok(out);
         }
         let _w = self.writer.lock();
-        let mut file = match self.files.read().last().cloned() {
+        // Bind first: a read guard alive in the match would deadlock create_file_locked.
+        let last = self.files.read().last().cloned();
+        let mut file = match last {
             Some(f) => f,
             None => self.create_file_locked(None)?,
         };

@@ -23,6 +23,10 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use crate::allocator::FileSpec;
+use crate::consume_queue::ConsumeQueueSet;
+use crate::dispatch::{ArrivalListener, Derived, Dispatcher};
+use crate::index::{IndexLoad, IndexService};
+use crate::read::{self, GetMessageResult, MessageFilter, ReadLimits};
 use crate::checkpoint::{AbortFile, Checkpoint, StoreLock};
 use crate::commit_log::{AppendedRecord, CommitLog, MappedSlice, Recovered};
 use crate::config::{FlushDiskType, StoreConfig};
@@ -67,6 +71,11 @@ pub struct MessageStore {
     commit_log: Arc<CommitLog>,
     group: Arc<GroupCommit>,
     flusher: Mutex<Option<Flusher>>,
+    derived: Arc<Derived>,
+    dispatcher: Mutex<Option<Dispatcher>>,
+    dispatcher_thread: std::thread::Thread,
+    checkpointer: Mutex<Option<Checkpointer>>,
+    read_limits: ReadLimits,
     abort: AbortFile,
     recovered: Recovered,
     was_clean: bool,
@@ -114,7 +123,49 @@ impl MessageStore {
                 recovered.zeroed_bytes
             );
         }
-        let group = Arc::new(GroupCommit::new(recovered.end_offset));
+        let end = recovered.end_offset;
+
+        // Derived files: drop what points past the recovered end, then
+        // re-dispatch from a point where everything before is known durable.
+        let queues = Arc::new(ConsumeQueueSet::load(&config)?);
+        queues.truncate_dirty_all(end)?;
+        let index = if config.message_index_enable {
+            let index = IndexService::load(&config, IndexLoad::KeepAll)?;
+            index.truncate_after(end)?;
+            Some(Arc::new(index))
+        } else {
+            None
+        };
+        let mut replay_from = match checkpoint.dispatched_offset {
+            Some(d) => d,
+            None if was_clean => queues.max_phys_end(),
+            None => commit_log.file_start(start).unwrap_or(0),
+        };
+        if let (Some(index), false) = (&index, was_clean) {
+            if let Some(p) = index.rebuild_point(checkpoint.index_msg_timestamp) {
+                if checkpoint.dispatched_offset.is_none() {
+                    replay_from = replay_from.min(p);
+                }
+            }
+        }
+        let replay_from = replay_from.min(end).max(commit_log.min_offset());
+        let derived = Arc::new(Derived {
+            queues: queues.clone(),
+            index: index.clone(),
+            listener: parking_lot::RwLock::new(None),
+            last_timestamp: std::sync::atomic::AtomicI64::new(checkpoint.logics_msg_timestamp),
+        });
+        let reached = derived.dispatch_range(&commit_log, replay_from, end)?;
+        if reached < end {
+            return Err(StoreError::corruption(
+                commit_log.dir(),
+                format!("dispatch stopped at {reached} before the recovered end {end}"),
+            ));
+        }
+        queues.correct_min_offsets(commit_log.min_offset());
+        commit_log.set_queue_offsets(queue_offset_table(&queues));
+
+        let group = Arc::new(GroupCommit::new(end));
         let log = commit_log.clone();
         let flusher = Flusher::start(
             commit_log.clone(),
@@ -122,12 +173,30 @@ impl MessageStore {
             FlushPolicy::from_config(&config),
             move || log.last_store_timestamp(),
         )?;
+        let dispatcher = Dispatcher::start(commit_log.clone(), derived.clone(), end)?;
+        let dispatcher_thread = dispatcher
+            .thread()
+            .cloned()
+            .ok_or_else(|| StoreError::io("reput thread", std::io::Error::other("not running")))?;
+        let checkpointer = Checkpointer::start(
+            config.checkpoint_path(),
+            std::time::Duration::from_millis(config.flush_interval_consume_queue.max(10)),
+            derived.clone(),
+            dispatcher.reached_handle(),
+            flusher.last_flush_timestamp.clone(),
+        )?;
         abort.create()?;
+        let read_limits = ReadLimits::from_config(&config);
         Ok(Arc::new(MessageStore {
             config,
             commit_log,
             group,
             flusher: Mutex::new(Some(flusher)),
+            derived,
+            dispatcher: Mutex::new(Some(dispatcher)),
+            dispatcher_thread,
+            checkpointer: Mutex::new(Some(checkpointer)),
+            read_limits,
             abort,
             recovered,
             was_clean,
@@ -186,6 +255,7 @@ impl MessageStore {
         let appended = self
             .commit_log
             .append(&first.topic, first.queue_id, &mut buf)?;
+        self.dispatcher_thread.unpark();
         let store_host = first.store_host;
         let messages = appended
             .records
@@ -287,6 +357,112 @@ impl MessageStore {
         self.group.durable()
     }
 
+    /// Registers the function told about every newly dispatched message
+    /// (topic, queue, queue offset, tag code, properties), on the dispatcher
+    /// thread: long-polling pulls use it to wake up without polling.
+    pub fn set_arrival_listener(&self, listener: ArrivalListener) {
+        *self.derived.listener.write() = Some(listener);
+    }
+
+    /// Reads up to `max_count` messages of a queue from `offset` that pass
+    /// `filter` (RocketMQ's getMessage). Never blocks.
+    pub fn get_messages(
+        &self,
+        topic: &str,
+        queue_id: i32,
+        offset: u64,
+        max_count: usize,
+        filter: &dyn MessageFilter,
+    ) -> GetMessageResult {
+        let cq = self.derived.queues.get_or_create(topic, queue_id);
+        read::get_messages(&self.commit_log, &cq, &self.read_limits, offset, max_count, filter)
+    }
+
+    /// The first valid queue offset of a queue (0 for unknown queues).
+    pub fn min_queue_offset(&self, topic: &str, queue_id: i32) -> u64 {
+        self.derived.queues.get_or_create(topic, queue_id).min_offset()
+    }
+
+    /// The next queue offset to be written (0 for unknown queues).
+    pub fn max_queue_offset(&self, topic: &str, queue_id: i32) -> u64 {
+        self.derived.queues.get_or_create(topic, queue_id).max_offset()
+    }
+
+    /// Queue ids that exist for `topic`.
+    pub fn queue_ids(&self, topic: &str) -> Vec<i32> {
+        self.derived.queues.topic_queues(topic).into_keys().collect()
+    }
+
+    /// The queue offset of the message stored closest to `timestamp` ms (0 if none).
+    pub fn queue_offset_by_time(&self, topic: &str, queue_id: i32, timestamp: i64) -> u64 {
+        let cq = self.derived.queues.get_or_create(topic, queue_id);
+        cq.search_offset_by_time(timestamp, self.commit_log.min_offset(), |phys, size| {
+            let slice = self.commit_log.slice(phys as u64, size as u64)?;
+            match record::decode(slice.as_bytes(), false) {
+                record::Decoded::Message(v) => Some(v.store_timestamp),
+                _ => None,
+            }
+        })
+        .unwrap_or(0)
+    }
+
+    /// Store time of the first message still in the queue.
+    pub fn earliest_message_time(&self, topic: &str, queue_id: i32) -> Option<i64> {
+        let cq = self.derived.queues.get_or_create(topic, queue_id);
+        let e = cq.entry(cq.min_offset())?;
+        let slice = self.commit_log.slice(e.phys_offset as u64, e.size as u64)?;
+        match record::decode(slice.as_bytes(), false) {
+            record::Decoded::Message(v) => Some(v.store_timestamp),
+            _ => None,
+        }
+    }
+
+    /// Messages of `topic` whose KEYS or UNIQ_KEY contain `key`, stored in
+    /// `[begin_ms, end_ms]`, newest first, at most `max_num`. Keys are
+    /// re-checked here, so hash collisions never return a wrong message.
+    pub fn query_by_key(&self, topic: &str, key: &str, max_num: usize, begin_ms: i64, end_ms: i64) -> Vec<MappedSlice> {
+        let Some(index) = &self.derived.index else {
+            return Vec::new();
+        };
+        let found = index.query(topic, key, max_num.max(1) * 2, begin_ms, end_ms);
+        let mut out = Vec::new();
+        for phys in found.phys_offsets {
+            let Some(slice) = self.commit_log.read_record(phys) else {
+                continue;
+            };
+            if let record::Decoded::Message(v) = record::decode(slice.as_bytes(), false) {
+                let matches = v.topic == topic
+                    && (v.property(record::property::UNIQ_KEY) == Some(key)
+                        || v.property(record::property::KEYS)
+                            .is_some_and(|k| k.split(' ').any(|w| w == key)));
+                if matches {
+                    out.push(slice);
+                    if out.len() >= max_num {
+                        break;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Forgets a topic: its consume queues are deleted from disk and its
+    /// queue offsets restart at 0. Commit log records stay until retention.
+    pub fn delete_topic(&self, topic: &str) -> Result<()> {
+        self.derived.queues.remove_topic(topic)?;
+        self.commit_log.remove_topic(topic);
+        Ok(())
+    }
+
+    /// Commit log offset below which every record has been dispatched.
+    pub fn dispatched_offset(&self) -> u64 {
+        self.dispatcher
+            .lock()
+            .as_ref()
+            .map(|d| d.reached())
+            .unwrap_or_else(|| self.commit_log.max_offset())
+    }
+
     /// Whether the append lock is held longer than `osPageCacheBusyTimeOutMills`.
     pub fn is_os_page_cache_busy(&self) -> bool {
         self.commit_log
@@ -307,9 +483,19 @@ impl MessageStore {
             f.shutdown();
         }
         self.commit_log.shutdown();
+        if let Some(mut d) = self.dispatcher.lock().take() {
+            d.shutdown();
+        }
+        if let Some(mut c) = self.checkpointer.lock().take() {
+            c.shutdown();
+        }
         if let Some(why) = self.group.failure() {
             // Leave the abort file: the next start must recover.
             return Err(StoreError::ReadOnly(why.to_string()));
+        }
+        self.derived.queues.flush_all(0)?;
+        if let Some(index) = &self.derived.index {
+            index.flush()?;
         }
         let ts = self.commit_log.last_store_timestamp();
         let cp = Checkpoint {
@@ -331,6 +517,12 @@ impl MessageStore {
             f.shutdown();
         }
         self.commit_log.shutdown();
+        if let Some(mut d) = self.dispatcher.lock().take() {
+            d.shutdown();
+        }
+        if let Some(mut c) = self.checkpointer.lock().take() {
+            c.stop_without_final_checkpoint();
+        }
     }
 
     /// The store root.
@@ -365,4 +557,102 @@ fn abnormal_start_file(log: &CommitLog, cp: &Checkpoint, config: &StoreConfig) -
                 .unwrap_or(false)
         })
         .unwrap_or(0)
+}
+
+/// The next-queue-offset table for the append path, from the consume queues.
+fn queue_offset_table(queues: &ConsumeQueueSet) -> std::collections::HashMap<String, Vec<i64>> {
+    let mut table: std::collections::HashMap<String, Vec<i64>> = std::collections::HashMap::new();
+    for ((topic, queue_id), max) in queues.next_offset_table() {
+        if queue_id < 0 {
+            continue;
+        }
+        let v = table.entry(topic).or_default();
+        if v.len() <= queue_id as usize {
+            v.resize(queue_id as usize + 1, 0);
+        }
+        v[queue_id as usize] = max as i64;
+    }
+    table
+}
+
+/// Flushes consume queues and the index every `flushIntervalConsumeQueue`
+/// and then records in the checkpoint how far dispatch is durable.
+struct Checkpointer {
+    stop: Arc<AtomicBool>,
+    final_checkpoint: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(
+        path: std::path::PathBuf,
+        interval: Duration,
+        derived: Arc<Derived>,
+        reached: Arc<std::sync::atomic::AtomicU64>,
+        physic_ts: Arc<std::sync::atomic::AtomicI64>,
+    ) -> Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let final_checkpoint = Arc::new(AtomicBool::new(true));
+        let (s, fc) = (stop.clone(), final_checkpoint.clone());
+        let handle = std::thread::Builder::new()
+            .name("cq-flusher".into())
+            .spawn(move || {
+                let mut index_ts = 0i64;
+                loop {
+                    let stopping = s.load(Ordering::Acquire);
+                    if !stopping {
+                        std::thread::park_timeout(interval);
+                    } else if !fc.load(Ordering::Acquire) {
+                        return;
+                    }
+                    // Capture before flushing: all entries below it get flushed now.
+                    let dispatched = reached.load(Ordering::Acquire);
+                    let logics_ts = derived.last_timestamp.load(Ordering::Acquire);
+                    let mut ok = derived.queues.flush_all(0).is_ok();
+                    if let Some(index) = &derived.index {
+                        match index.flush() {
+                            Ok(Some(ts)) => index_ts = ts,
+                            Ok(None) => {}
+                            Err(e) => {
+                                tracing::error!("index flush: {e}");
+                                ok = false;
+                            }
+                        }
+                    }
+                    if ok {
+                        let cp = Checkpoint {
+                            physic_msg_timestamp: physic_ts.load(Ordering::Acquire),
+                            logics_msg_timestamp: logics_ts,
+                            index_msg_timestamp: index_ts,
+                            dispatched_offset: Some(dispatched),
+                        };
+                        if let Err(e) = cp.store(&path) {
+                            tracing::error!("checkpoint: {e}");
+                        }
+                    }
+                    if stopping {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| StoreError::io("cq-flusher thread", e))?;
+        Ok(Checkpointer {
+            stop,
+            final_checkpoint,
+            handle: Some(handle),
+        })
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(h) = self.handle.take() {
+            h.thread().unpark();
+            let _ = h.join();
+        }
+    }
+
+    fn stop_without_final_checkpoint(&mut self) {
+        self.final_checkpoint.store(false, Ordering::Release);
+        self.shutdown();
+    }
 }

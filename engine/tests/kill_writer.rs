@@ -54,12 +54,13 @@ fn child_writer() {
                 let tid = round * 4 + t;
                 let mut seq = 0u64;
                 while Instant::now() < deadline {
-                    let m = MessageToStore::new("KILL", t as i32, &body(tid, seq), "");
+                    let props = format!("KEYS\u{1}k{tid}-{seq}\u{2}TAGS\u{1}T{t}");
+                    let m = MessageToStore::new("KILL", t as i32, &body(tid, seq), &props);
                     let r = store.put_message(&m).expect("put");
                     if r.status == PutStatus::PutOk {
                         let s = &r.messages[0];
                         let mut o = out.lock().unwrap_or_else(|e| e.into_inner());
-                        let _ = writeln!(o, "ACK {tid} {seq} {} {}", s.physical_offset, s.size);
+                        let _ = writeln!(o, "ACK {tid} {seq} {} {} {} {}", s.physical_offset, s.size, t, s.queue_offset);
                         let _ = o.flush();
                     }
                     seq += 1;
@@ -77,7 +78,7 @@ fn kill_9_never_loses_acknowledged_records() {
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut rng = rand::thread_rng();
-    let mut all_acked: Vec<(u32, u64, u64, u32)> = Vec::new();
+    let mut all_acked: Vec<(u32, u64, u64, u32, i32, u64)> = Vec::new();
     let rounds = 8;
     for round in 0..rounds {
         let mut child = Command::new(&exe)
@@ -95,9 +96,9 @@ fn kill_9_never_loses_acknowledged_records() {
             std::thread::spawn(move || {
                 for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                     let f: Vec<&str> = line.split_whitespace().collect();
-                    if f.len() == 5 && f[0] == "ACK" {
+                    if f.len() == 7 && f[0] == "ACK" {
                         let p = |i: usize| f[i].parse::<u64>().unwrap();
-                        acked.lock().unwrap().push((p(1) as u32, p(2), p(3), p(4) as u32));
+                        acked.lock().unwrap().push((p(1) as u32, p(2), p(3), p(4) as u32, p(5) as i32, p(6)));
                     }
                 }
             })
@@ -117,7 +118,13 @@ fn kill_9_never_loses_acknowledged_records() {
 
         let store = MessageStore::open(config(dir.path())).unwrap();
         assert!(!store.was_clean_shutdown());
-        for (tid, seq, off, size) in &all_acked {
+        for (tid, seq, off, size, queue, qoff) in &all_acked {
+            // The consume queue finds it at its queue offset.
+            let got = store.get_messages("KILL", *queue, *qoff, 1, &engine::AcceptAll);
+            assert_eq!(got.messages.len(), 1, "round {round}: queue {queue} offset {qoff} missing");
+            assert_eq!(got.messages[0].offset(), *off, "round {round}: queue {queue} offset {qoff}");
+            let by_key = store.query_by_key("KILL", &format!("k{tid}-{seq}"), 4, 0, i64::MAX);
+            assert_eq!(by_key.iter().map(|m| m.offset()).collect::<Vec<_>>(), vec![*off], "round {round}: index");
             let rec = store
                 .read_record(*off)
                 .unwrap_or_else(|| panic!("round {round}: acked record at {off} missing"));
@@ -127,6 +134,29 @@ fn kill_9_never_loses_acknowledged_records() {
             };
             assert_eq!(v.body, &body(*tid, *seq)[..], "round {round}: body at {off}");
         }
+        check_derived_against_commit_log(&store, round);
         store.shutdown().unwrap();
+    }
+}
+
+/// Every record in the commit log has exactly one consume-queue entry at its
+/// QUEUEOFFSET, pointing back at it, and every key is found in the index.
+fn check_derived_against_commit_log(store: &MessageStore, round: u32) {
+    let mut per_queue: std::collections::HashMap<i32, u64> = Default::default();
+    for f in store.commit_log().files() {
+        let data = f.whole();
+        let mut pos = 0;
+        while let Decoded::Message(v) = record::decode(&data[pos..], false) {
+            let q = v.queue_id;
+            let expect = per_queue.entry(q).or_insert(0);
+            assert_eq!(v.queue_offset as u64, *expect, "round {round}: queue {q} offsets not contiguous");
+            *expect += 1;
+            let got = store.get_messages(v.topic, q, v.queue_offset as u64, 1, &engine::AcceptAll);
+            assert_eq!(got.messages.first().map(|m| m.offset()), Some(v.physical_offset as u64));
+            pos += v.total_size();
+        }
+    }
+    for (q, n) in per_queue {
+        assert_eq!(store.max_queue_offset("KILL", q), n, "round {round}: queue {q} has extra or missing entries");
     }
 }

@@ -1,0 +1,197 @@
+//! Reput: turns new commit log records into consume-queue entries and index
+//! keys (store.md §11.5), and tells the frontend about each new message.
+//!
+//! One thread follows the commit log from its dispatch position. The appender
+//! unparks it after publishing new bytes, so a waiting long-poll pull hears of
+//! a message within one thread wake-up instead of a 1 ms sleep. Dispatch is
+//! idempotent (consume queues ignore entries they have, the index skips
+//! offsets below its end), so recovery may replay any range safely.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::{JoinHandle, Thread};
+use std::time::{Duration, Instant};
+
+use parking_lot::RwLock;
+
+use crate::commit_log::CommitLog;
+use crate::consume_queue::ConsumeQueueSet;
+use crate::error::{Result, StoreError};
+use crate::index::IndexService;
+use crate::record::{self, property, sysflag, Decoded};
+
+/// A message that just became visible in its consume queue.
+#[derive(Debug, Clone)]
+pub struct Arrival<'a> {
+    pub topic: &'a str,
+    pub queue_id: i32,
+    /// The message's queue offset; the queue's max offset is now this + 1.
+    pub queue_offset: i64,
+    pub tags_code: i64,
+    pub store_timestamp: i64,
+    pub properties: &'a str,
+}
+
+/// Called on the dispatcher thread for every dispatched message; must be quick.
+pub type ArrivalListener = Arc<dyn Fn(&Arrival<'_>) + Send + Sync>;
+
+/// The derived structures dispatch writes into.
+pub struct Derived {
+    pub queues: Arc<ConsumeQueueSet>,
+    pub index: Option<Arc<IndexService>>,
+    pub listener: RwLock<Option<ArrivalListener>>,
+    /// Store timestamp of the last dispatched record (checkpoint logicsMsgTimestamp).
+    pub last_timestamp: AtomicI64,
+}
+
+impl Derived {
+    /// Dispatches every record in `[from, to)`; returns the offset reached
+    /// (`to` unless an unreadable record stopped it).
+    pub fn dispatch_range(&self, log: &CommitLog, from: u64, to: u64) -> Result<u64> {
+        let file_size = log.file_size();
+        let mut pos = from.max(log.min_offset());
+        while pos < to {
+            let file_end = (pos / file_size + 1) * file_size;
+            let Some(slice) = log.slice_to_file_end(pos) else {
+                break;
+            };
+            let data = slice.as_bytes();
+            let mut at = 0usize;
+            let mut next = None;
+            while at < data.len() {
+                match record::decode(&data[at..], false) {
+                    Decoded::Message(v) => {
+                        self.dispatch_one(&v)?;
+                        at += v.total_size();
+                    }
+                    // The end-of-file blank: continue at the next file.
+                    Decoded::Blank(_) => {
+                        next = Some(file_end);
+                        break;
+                    }
+                    Decoded::End => {
+                        return Ok(pos + at as u64);
+                    }
+                    Decoded::Invalid(why) => {
+                        return Err(StoreError::corruption(
+                            log.dir(),
+                            format!("dispatch: unreadable record at {}: {why}", pos + at as u64),
+                        ));
+                    }
+                }
+            }
+            pos = next.unwrap_or(pos + at as u64);
+        }
+        Ok(pos)
+    }
+
+    fn dispatch_one(&self, v: &record::RecordView<'_>) -> Result<()> {
+        let phys = v.physical_offset;
+        if v.is_consumable() {
+            let tags_code = v.tags_code();
+            let q = self.queues.get_or_create(v.topic, v.queue_id);
+            if let Err(e) = q.append_entry(v.queue_offset as u64, phys, v.total_size() as i32, tags_code) {
+                tracing::error!("consume queue {}/{}: {e}; record at {phys} skipped", v.topic, v.queue_id);
+            }
+            if let Some(l) = self.listener.read().as_ref() {
+                l(&Arrival {
+                    topic: v.topic,
+                    queue_id: v.queue_id,
+                    queue_offset: v.queue_offset,
+                    tags_code,
+                    store_timestamp: v.store_timestamp,
+                    properties: v.properties,
+                });
+            }
+        }
+        if let Some(index) = &self.index {
+            if v.transaction_type() != sysflag::TRANSACTION_ROLLBACK {
+                index.put_message(
+                    v.topic,
+                    v.property(property::UNIQ_KEY),
+                    v.property(property::KEYS),
+                    phys as u64,
+                    v.store_timestamp,
+                )?;
+            }
+        }
+        self.last_timestamp.store(v.store_timestamp, Ordering::Release);
+        Ok(())
+    }
+}
+
+/// The running reput thread.
+pub struct Dispatcher {
+    reached: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Dispatcher {
+    pub fn start(log: Arc<CommitLog>, derived: Arc<Derived>, from: u64) -> Result<Self> {
+        let reached = Arc::new(AtomicU64::new(from));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (r, s) = (reached.clone(), stop.clone());
+        let handle = std::thread::Builder::new()
+            .name("reput".into())
+            .spawn(move || {
+                let mut last_error = Instant::now() - Duration::from_secs(60);
+                loop {
+                    let pos = r.load(Ordering::Acquire);
+                    let end = log.max_offset();
+                    if pos < end {
+                        match derived.dispatch_range(&log, pos, end) {
+                            Ok(p) => r.store(p, Ordering::Release),
+                            Err(e) => {
+                                if last_error.elapsed() > Duration::from_secs(5) {
+                                    tracing::error!("dispatch stopped at {pos}: {e}");
+                                    last_error = Instant::now();
+                                }
+                                std::thread::park_timeout(Duration::from_millis(100));
+                            }
+                        }
+                        continue;
+                    }
+                    if s.load(Ordering::Acquire) {
+                        return;
+                    }
+                    std::thread::park_timeout(Duration::from_millis(1));
+                }
+            })
+            .map_err(|e| StoreError::io("reput thread", e))?;
+        Ok(Dispatcher {
+            reached,
+            stop,
+            handle: Some(handle),
+        })
+    }
+
+    /// The thread to unpark when new bytes are published.
+    pub fn thread(&self) -> Option<&Thread> {
+        self.handle.as_ref().map(|h| h.thread())
+    }
+
+    /// Commit log offset below which everything has been dispatched.
+    pub fn reached(&self) -> u64 {
+        self.reached.load(Ordering::Acquire)
+    }
+
+    pub fn reached_handle(&self) -> Arc<AtomicU64> {
+        self.reached.clone()
+    }
+
+    /// Stops after dispatching everything already published.
+    pub fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(h) = self.handle.take() {
+            h.thread().unpark();
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Dispatcher {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
