@@ -249,3 +249,24 @@ def duplicates(items):
             dups.append(x)
         seen.add(x)
     return dups
+
+
+def wait_max_offsets_total(cluster, topic, expected, queues=4, timeout=10):
+    """The consume queues are filled asynchronously after the append (as in
+    Java's reput service): wait, bounded, for the sum of the queues' max
+    offsets to reach `expected`, and return the per-queue dict."""
+    state = {}
+
+    def ok():
+        state.clear()
+        state.update(max_offsets(cluster, topic, queues))
+        return sum(state.values()) >= expected
+
+    try:
+        wait_until(ok, timeout, "", interval=0.1)
+    except AssertionError:
+        pass
+    assert sum(state.values()) == expected, (
+        "broker max offsets %r add up to %d, expected %d (after waiting up to %ds)"
+        % (state, sum(state.values()), expected, timeout))
+    return dict(state)

@@ -149,3 +149,16 @@ def get_min_offset(broker_addr, topic, queue_id):
     if r.code != 0:
         raise RemotingError("GET_MIN_OFFSET failed: %r" % (r,))
     return int(r.ext.get("offset"))
+
+
+def send_message(broker_addr, topic, body, properties="", queue_id=0, producer_group="PG_remoting_probe"):
+    """SEND_MESSAGE (10) shaped like the C++ 1.2.x client's request."""
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    ext = {
+        "producerGroup": producer_group, "topic": topic, "defaultTopic": "TBW102",
+        "defaultTopicQueueNums": 4, "queueId": queue_id, "sysFlag": 0,
+        "bornTimestamp": str(int(time.time() * 1000)), "flag": 0, "properties": properties,
+        "reconsumeTimes": "0", "unitMode": "0", "batch": "0",
+    }
+    return invoke(broker_addr, 10, ext, body=body)

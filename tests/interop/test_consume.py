@@ -8,7 +8,7 @@ from rocketmq.client import SendStatus
 
 import remoting
 from helpers import (Collector, duplicates, make_message, max_offsets, prepare_topic, unique,
-                     wait_bodies, wait_committed, wait_until)
+                     wait_bodies, wait_committed, wait_max_offsets_total, wait_until)
 
 QUEUES = 4
 
@@ -223,7 +223,7 @@ def test_pull_consumer_reads_queues_from_zero(cluster, clients):
     bodies = ["pull-%03d" % i for i in range(80)]
     for b in bodies:
         assert p.send_sync(make_message(topic, b)).status == SendStatus.OK
-    maxo = max_offsets(cluster, topic)
+    maxo = wait_max_offsets_total(cluster, topic, len(bodies) + 1)
     got = pull_all(clients, cluster, topic)
     assert sorted(b for _, _, b, _ in got) == sorted(bodies + ["marker"])
     per_q = {}

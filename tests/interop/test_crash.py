@@ -62,9 +62,13 @@ def test_kill9_under_load_sync_flush(cluster_factory, clients):
 
     c.start_broker()
     print("broker restarted in %.2fs" % c.broker_ready_seconds)
-    maxo = max_offsets(c, topic)
-    assert sum(maxo.values()) >= len(acked) + 1, "fewer messages in queues (%r) than acknowledged (%d)" % (
-        maxo, len(acked))
+    maxo = {}
+
+    def enough():
+        maxo.update(max_offsets(c, topic))
+        return sum(maxo.values()) >= len(acked) + 1
+
+    wait_until(enough, 20, lambda: "queues to hold the %d acknowledged messages (max offsets %r)" % (len(acked), maxo))
     got = pull_all(clients, c, topic, timeout=90)
     bodies = [b for _, _, b, _ in got]
     missing = set(acked) - set(bodies)
