@@ -241,36 +241,68 @@ impl IndexFile {
     }
 
     /// Removes every entry whose phys offset is ≥ `phy` (entries are in commit
-    /// log order), undoing their slot updates: each slot pointing into the
-    /// removed range is walked down its chain to the newest kept entry. The
-    /// first entry must be kept (delete the file otherwise). Writer only;
-    /// recovery time. Returns the number of entries removed.
+    /// log order) and makes the hash slots consistent again. Writer only;
+    /// recovery time. The first entry must be kept (delete the file otherwise).
+    ///
+    /// Every slot is checked (one pass over the slot region, writing only
+    /// slots that change): a slot pointing into the removed range is walked
+    /// down its chain to the newest kept entry; a slot holding garbage (out of
+    /// range, or naming an entry of another slot — a torn page after a power
+    /// loss) is re-pointed at the newest kept entry that hashes to it, found by
+    /// scanning entries backwards. Returns the number of entries removed.
     pub(crate) fn truncate_from(&self, phy: i64) -> u32 {
         let old = self.index_count() as u32;
         let mut keep = old;
         while keep > 2 && self.entry(keep - 1).phy_offset >= phy {
             keep -= 1;
         }
-        if keep == old {
-            return 0;
-        }
         let mut used = 0;
+        let mut changed = false;
+        let mut bad = std::collections::HashSet::new();
         for slot in 0..self.layout.hash_slot_num {
             let pos = self.layout.slot_pos(slot);
-            let mut v = self.map.get_u32(pos) as i32;
+            let orig = self.map.get_u32(pos) as i32;
+            let mut v = orig;
+            if v < 0 || v as u32 >= old {
+                bad.insert(slot);
+                v = 0;
+            }
             let mut steps = 0;
-            while v as u32 >= keep && (v as u32) < old && v > 0 && steps < old {
+            while v as u32 >= keep && v > 0 && steps < old {
                 let prev = self.entry(v as u32).prev_index;
                 v = if prev < v { prev } else { 0 };
                 steps += 1;
             }
-            if v < 0 || v as u32 >= keep {
+            if v > 0 && self.layout.slot_of(self.entry(v as u32).key_hash) != slot {
+                bad.insert(slot);
                 v = 0;
             }
-            self.map.put_u32(pos, v as u32);
+            if v != orig {
+                self.map.put_u32(pos, v as u32);
+                changed = true;
+            }
             if v != 0 {
                 used += 1;
             }
+        }
+        let mut n = keep;
+        while !bad.is_empty() && n > 1 {
+            n -= 1;
+            let slot = self.layout.slot_of(self.entry(n).key_hash);
+            if bad.remove(&slot) {
+                tracing::warn!("index file {}: repaired torn hash slot {slot}", self.name);
+                self.map.put_u32(self.layout.slot_pos(slot), n);
+                used += 1;
+                changed = true;
+            }
+        }
+        if keep == old {
+            if changed || used != self.hash_slot_count.load(Ordering::Acquire) {
+                self.hash_slot_count.store(used, Ordering::Release);
+                self.write_header();
+                self.dirty.store(true, Ordering::Release);
+            }
+            return 0;
         }
         for n in keep..old {
             self.put_entry(n, IndexEntry::default());
