@@ -102,7 +102,9 @@ impl FileAllocator {
         let mut st = self.shared.state.lock();
         loop {
             if let Some(r) = st.ready.remove(&offset) {
-                return r.map_err(|e| StoreError::io(self.shared.spec.dir.clone(), std::io::Error::other(e)));
+                return r.map_err(|e| {
+                    StoreError::io(self.shared.spec.dir.clone(), std::io::Error::other(e))
+                });
             }
             if st.stop {
                 return Err(StoreError::ShutDown);

@@ -121,7 +121,11 @@ impl CommitLog {
     /// Opens the commit log directory, checking that files are named by
     /// contiguous offsets and sized as configured. Positions are unknown until
     /// [`CommitLog::recover`] runs.
-    pub fn open(spec: FileSpec, mechanism: FlushMechanism, background_allocate: bool) -> Result<Self> {
+    pub fn open(
+        spec: FileSpec,
+        mechanism: FlushMechanism,
+        background_allocate: bool,
+    ) -> Result<Self> {
         let dir = spec.dir.clone();
         std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
         let mut names = Vec::new();
@@ -201,7 +205,11 @@ impl CommitLog {
                     Decoded::Message(v) => {
                         if v.physical_offset != (file.start_offset() + pos as u64) as i64 {
                             report.end_offset = file.start_offset() + pos as u64;
-                            self.ensure_tail_only(&files, i, "record's physical offset field disagrees with its position")?;
+                            self.ensure_tail_only(
+                                &files,
+                                i,
+                                "record's physical offset field disagrees with its position",
+                            )?;
                             break 'files;
                         }
                         report.last_store_timestamp = v.store_timestamp;
@@ -530,7 +538,10 @@ impl CommitLog {
 
     /// Deletes the oldest file if `keep` says so; never the last file.
     /// Returns the removed file (still mapped for readers holding slices).
-    pub fn delete_first_file_if(&self, keep: impl Fn(&MappedFile) -> bool) -> Result<Option<Arc<MappedFile>>> {
+    pub fn delete_first_file_if(
+        &self,
+        keep: impl Fn(&MappedFile) -> bool,
+    ) -> Result<Option<Arc<MappedFile>>> {
         let mut files = self.files.write();
         if files.len() <= 1 || keep(&files[0]) {
             return Ok(None);

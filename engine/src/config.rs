@@ -76,7 +76,9 @@ impl Properties {
     }
 
     /// Parses `key=value` command-line arguments.
-    pub fn from_args<I: IntoIterator<Item = S>, S: AsRef<str>>(args: I) -> Result<Self, ConfigError> {
+    pub fn from_args<I: IntoIterator<Item = S>, S: AsRef<str>>(
+        args: I,
+    ) -> Result<Self, ConfigError> {
         let mut text = String::new();
         for a in args {
             text.push_str(a.as_ref());
@@ -516,11 +518,21 @@ mod tests {
     fn malformed_values_name_the_key() {
         let mut c = StoreConfig::default();
         let props = Properties::parse("syncFlushTimeout=5s").unwrap();
-        let err = apply_properties(&props, &mut [&mut c]).unwrap_err().to_string();
-        assert!(err.contains("syncFlushTimeout") && err.contains("5s"), "{err}");
+        let err = apply_properties(&props, &mut [&mut c])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("syncFlushTimeout") && err.contains("5s"),
+            "{err}"
+        );
         let props = Properties::parse("flushDiskType=SOMETIMES").unwrap();
-        let err = apply_properties(&props, &mut [&mut c]).unwrap_err().to_string();
-        assert!(err.contains("flushDiskType") && err.contains("SOMETIMES"), "{err}");
+        let err = apply_properties(&props, &mut [&mut c])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("flushDiskType") && err.contains("SOMETIMES"),
+            "{err}"
+        );
         assert!(Properties::parse("just words").is_err());
     }
 

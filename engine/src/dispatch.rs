@@ -90,8 +90,17 @@ impl Derived {
         if v.is_consumable() {
             let tags_code = v.tags_code();
             let q = self.queues.get_or_create(v.topic, v.queue_id);
-            if let Err(e) = q.append_entry(v.queue_offset as u64, phys, v.total_size() as i32, tags_code) {
-                tracing::error!("consume queue {}/{}: {e}; record at {phys} skipped", v.topic, v.queue_id);
+            if let Err(e) = q.append_entry(
+                v.queue_offset as u64,
+                phys,
+                v.total_size() as i32,
+                tags_code,
+            ) {
+                tracing::error!(
+                    "consume queue {}/{}: {e}; record at {phys} skipped",
+                    v.topic,
+                    v.queue_id
+                );
             }
             if let Some(l) = self.listener.read().as_ref() {
                 l(&Arrival {
@@ -115,7 +124,8 @@ impl Derived {
                 )?;
             }
         }
-        self.last_timestamp.store(v.store_timestamp, Ordering::Release);
+        self.last_timestamp
+            .store(v.store_timestamp, Ordering::Release);
         Ok(())
     }
 }

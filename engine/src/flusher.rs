@@ -54,9 +54,9 @@ pub struct FlushDevice {
 impl FlushDevice {
     pub fn new(mechanism: FlushMechanism) -> Result<Self> {
         let ring = match mechanism {
-            FlushMechanism::IoUring => Some(
-                io_uring::IoUring::new(8).map_err(|e| StoreError::io("io_uring setup", e))?,
-            ),
+            FlushMechanism::IoUring => {
+                Some(io_uring::IoUring::new(8).map_err(|e| StoreError::io("io_uring setup", e))?)
+            }
             _ => None,
         };
         Ok(FlushDevice { mechanism, ring })
@@ -75,16 +75,15 @@ impl FlushDevice {
                     .user_data(1);
                 // SAFETY: the fd outlives the submission (we wait for it below).
                 unsafe {
-                    ring.submission()
-                        .push(&op)
-                        .map_err(|_| StoreError::io(file.path(), std::io::Error::other("io_uring queue full")))?;
+                    ring.submission().push(&op).map_err(|_| {
+                        StoreError::io(file.path(), std::io::Error::other("io_uring queue full"))
+                    })?;
                 }
                 ring.submit_and_wait(1)
                     .map_err(|e| StoreError::io(file.path(), e))?;
-                let cqe = ring
-                    .completion()
-                    .next()
-                    .ok_or_else(|| StoreError::io(file.path(), std::io::Error::other("no io_uring completion")))?;
+                let cqe = ring.completion().next().ok_or_else(|| {
+                    StoreError::io(file.path(), std::io::Error::other("no io_uring completion"))
+                })?;
                 if cqe.result() < 0 {
                     return Err(StoreError::io(
                         file.path(),
@@ -99,7 +98,12 @@ impl FlushDevice {
 
 /// Flushes the commit log up to its current end, file by file.
 /// Returns the new durable offset.
-pub fn flush_commit_log(log: &CommitLog, device: &mut FlushDevice, durable: u64, least_pages: u64) -> Result<u64> {
+pub fn flush_commit_log(
+    log: &CommitLog,
+    device: &mut FlushDevice,
+    durable: u64,
+    least_pages: u64,
+) -> Result<u64> {
     let mut reached = durable;
     for file in log.files_from(durable) {
         let flushed = file.flushed();

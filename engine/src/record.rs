@@ -182,7 +182,14 @@ impl MessageToStore {
 
     /// Total record length (TOTALSIZE).
     pub fn encoded_len(&self) -> usize {
-        4 + 4 + 4 + 4 + 4 + 8 + 8 + 4 + 8
+        4 + 4
+            + 4
+            + 4
+            + 4
+            + 8
+            + 8
+            + 4
+            + 8
             + host_len(&self.born_host)
             + 8
             + host_len(&self.store_host)
@@ -269,7 +276,12 @@ pub fn store_timestamp_pos(sys_flag: i32) -> usize {
 }
 
 /// Fills the fields only the append-lock holder knows into an encoded record.
-pub fn patch_under_lock(record: &mut [u8], queue_offset: i64, physical_offset: i64, store_timestamp: i64) {
+pub fn patch_under_lock(
+    record: &mut [u8],
+    queue_offset: i64,
+    physical_offset: i64,
+    store_timestamp: i64,
+) {
     record[pos::QUEUE_OFFSET..pos::QUEUE_OFFSET + 8].copy_from_slice(&queue_offset.to_be_bytes());
     record[pos::PHYSICAL_OFFSET..pos::PHYSICAL_OFFSET + 8]
         .copy_from_slice(&physical_offset.to_be_bytes());
@@ -425,7 +437,9 @@ pub fn decode(buf: &[u8], check_crc: bool) -> Decoded<'_> {
     let body_len = read_i32(raw, p);
     p += 4;
     if body_len < 0 || p + body_len as usize + 3 > raw.len() {
-        return Decoded::Invalid(format!("body length {body_len} overruns record size {total}"));
+        return Decoded::Invalid(format!(
+            "body length {body_len} overruns record size {total}"
+        ));
     }
     let body = &raw[p..p + body_len as usize];
     p += body_len as usize;
@@ -525,20 +539,20 @@ mod tests {
         hex(concat!(
             "00000062", // TOTALSIZE = 91 + 2 + 1 + 6 = 100? computed below
             "DAA320A7",
-            "00000000", // BODYCRC placeholder, patched in the test
-            "00000003", // QUEUEID
-            "00000007", // FLAG
-            "000000000000002A", // QUEUEOFFSET 42
-            "0000000000001A2B", // PHYSICALOFFSET
-            "00000000",         // SYSFLAG
-            "0000018BCFE56800", // BORNTIMESTAMP 1700000000000
-            "7F000001 0000D431", // BORNHOST 127.0.0.1:54321
-            "0000018BCFE56801", // STORETIMESTAMP
-            "C0A8010A 00002A9F", // STOREHOST 192.168.1.10:10911
-            "00000001",         // RECONSUMETIMES
-            "0000000000000000", // PREPARED
-            "00000002 6869",    // BODY "hi"
-            "01 54",            // TOPIC "T"
+            "00000000",           // BODYCRC placeholder, patched in the test
+            "00000003",           // QUEUEID
+            "00000007",           // FLAG
+            "000000000000002A",   // QUEUEOFFSET 42
+            "0000000000001A2B",   // PHYSICALOFFSET
+            "00000000",           // SYSFLAG
+            "0000018BCFE56800",   // BORNTIMESTAMP 1700000000000
+            "7F000001 0000D431",  // BORNHOST 127.0.0.1:54321
+            "0000018BCFE56801",   // STORETIMESTAMP
+            "C0A8010A 00002A9F",  // STOREHOST 192.168.1.10:10911
+            "00000001",           // RECONSUMETIMES
+            "0000000000000000",   // PREPARED
+            "00000002 6869",      // BODY "hi"
+            "01 54",              // TOPIC "T"
             "0006 54414753 0141", // PROPERTIES "TAGS\x01A"
         ))
     }
@@ -646,8 +660,17 @@ mod tests {
             parse_properties("A\u{1}1\u{2}B\u{1}2\u{2}"),
             vec![("A", "1"), ("B", "2")]
         );
-        assert_eq!(parse_properties("A\u{1}1\u{2}\u{2}B\u{1}2"), vec![("A", "1"), ("B", "2")]);
-        assert_eq!(serialize_properties([("A", "1"), ("B", "2")]), "A\u{1}1\u{2}B\u{1}2");
-        assert_eq!(find_property("KEYS\u{1}k1 k2\u{2}TAGS\u{1}x", "TAGS"), Some("x"));
+        assert_eq!(
+            parse_properties("A\u{1}1\u{2}\u{2}B\u{1}2"),
+            vec![("A", "1"), ("B", "2")]
+        );
+        assert_eq!(
+            serialize_properties([("A", "1"), ("B", "2")]),
+            "A\u{1}1\u{2}B\u{1}2"
+        );
+        assert_eq!(
+            find_property("KEYS\u{1}k1 k2\u{2}TAGS\u{1}x", "TAGS"),
+            Some("x")
+        );
     }
 }

@@ -23,16 +23,16 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use crate::allocator::FileSpec;
-use crate::consume_queue::ConsumeQueueSet;
-use crate::dispatch::{ArrivalListener, Derived, Dispatcher};
-use crate::index::{IndexLoad, IndexService};
-use crate::read::{self, GetMessageResult, MessageFilter, ReadLimits};
 use crate::checkpoint::{AbortFile, Checkpoint, StoreLock};
 use crate::commit_log::{AppendedRecord, CommitLog, MappedSlice, Recovered};
 use crate::config::{FlushDiskType, StoreConfig};
+use crate::consume_queue::ConsumeQueueSet;
+use crate::dispatch::{ArrivalListener, Derived, Dispatcher};
 use crate::error::{Result, StoreError};
 use crate::flusher::{FlushPolicy, Flusher};
 use crate::group_commit::{GroupCommit, NotDurable};
+use crate::index::{IndexLoad, IndexService};
+use crate::read::{self, GetMessageResult, MessageFilter, ReadLimits};
 use crate::record::{self, MessageToStore};
 
 /// RocketMQ's PutMessageStatus values that a successful append can carry.
@@ -289,7 +289,10 @@ impl MessageStore {
         Ok((result, wait))
     }
 
-    fn settle(mut result: PutResult, waited: std::result::Result<(), NotDurable>) -> Result<PutResult> {
+    fn settle(
+        mut result: PutResult,
+        waited: std::result::Result<(), NotDurable>,
+    ) -> Result<PutResult> {
         match waited {
             Ok(()) => Ok(result),
             Err(NotDurable::Timeout) => {
@@ -375,22 +378,39 @@ impl MessageStore {
         filter: &dyn MessageFilter,
     ) -> GetMessageResult {
         let cq = self.derived.queues.get_or_create(topic, queue_id);
-        read::get_messages(&self.commit_log, &cq, &self.read_limits, offset, max_count, filter)
+        read::get_messages(
+            &self.commit_log,
+            &cq,
+            &self.read_limits,
+            offset,
+            max_count,
+            filter,
+        )
     }
 
     /// The first valid queue offset of a queue (0 for unknown queues).
     pub fn min_queue_offset(&self, topic: &str, queue_id: i32) -> u64 {
-        self.derived.queues.get_or_create(topic, queue_id).min_offset()
+        self.derived
+            .queues
+            .get_or_create(topic, queue_id)
+            .min_offset()
     }
 
     /// The next queue offset to be written (0 for unknown queues).
     pub fn max_queue_offset(&self, topic: &str, queue_id: i32) -> u64 {
-        self.derived.queues.get_or_create(topic, queue_id).max_offset()
+        self.derived
+            .queues
+            .get_or_create(topic, queue_id)
+            .max_offset()
     }
 
     /// Queue ids that exist for `topic`.
     pub fn queue_ids(&self, topic: &str) -> Vec<i32> {
-        self.derived.queues.topic_queues(topic).into_keys().collect()
+        self.derived
+            .queues
+            .topic_queues(topic)
+            .into_keys()
+            .collect()
     }
 
     /// The queue offset of the message stored closest to `timestamp` ms (0 if none).
@@ -420,7 +440,14 @@ impl MessageStore {
     /// Messages of `topic` whose KEYS or UNIQ_KEY contain `key`, stored in
     /// `[begin_ms, end_ms]`, newest first, at most `max_num`. Keys are
     /// re-checked here, so hash collisions never return a wrong message.
-    pub fn query_by_key(&self, topic: &str, key: &str, max_num: usize, begin_ms: i64, end_ms: i64) -> Vec<MappedSlice> {
+    pub fn query_by_key(
+        &self,
+        topic: &str,
+        key: &str,
+        max_num: usize,
+        begin_ms: i64,
+        end_ms: i64,
+    ) -> Vec<MappedSlice> {
         let Some(index) = &self.derived.index else {
             return Vec::new();
         };

@@ -16,7 +16,12 @@ fn config(dir: &Path, file_size: u64) -> StoreConfig {
 }
 
 fn msg(topic: &str, queue: i32, body: &[u8]) -> MessageToStore {
-    MessageToStore::new(topic, queue, body, &format!("TAGS\u{1}t{queue}\u{2}KEYS\u{1}k{}", body.len()))
+    MessageToStore::new(
+        topic,
+        queue,
+        body,
+        &format!("TAGS\u{1}t{queue}\u{2}KEYS\u{1}k{}", body.len()),
+    )
 }
 
 fn decode_all(store: &MessageStore) -> Vec<(u64, Vec<u8>)> {
@@ -167,9 +172,14 @@ async fn async_callers_wait_without_blocking() {
         let s = store.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0..20u8 {
-                let r = s.put_message_async(&msg("T", t % 4, &[i; 256])).await.unwrap();
+                let r = s
+                    .put_message_async(&msg("T", t % 4, &[i; 256]))
+                    .await
+                    .unwrap();
                 assert_eq!(r.status, PutStatus::PutOk);
-                assert!(s.durable_offset() >= r.messages[0].physical_offset + r.messages[0].size as u64);
+                assert!(
+                    s.durable_offset() >= r.messages[0].physical_offset + r.messages[0].size as u64
+                );
             }
         }));
     }
@@ -227,7 +237,10 @@ fn crash_and_damage(n: usize, sizes: &[usize], cut: usize, garbage: bool) {
         // The CRC covers only the body: a record whose topic or properties
         // were garbled (but whose lengths and body survived) still decodes, as
         // in RocketMQ. It must be the one record the cut went through.
-        assert!(got.len() == expect.len() || got.len() == expect.len() + 1, "cut at {cut}");
+        assert!(
+            got.len() == expect.len() || got.len() == expect.len() + 1,
+            "cut at {cut}"
+        );
         assert_eq!(&got[..expect.len()], &expect[..]);
         if got.len() > expect.len() {
             return;
@@ -245,9 +258,15 @@ fn crash_and_damage(n: usize, sizes: &[usize], cut: usize, garbage: bool) {
     assert_eq!(store.max_offset(), expected_end);
     // Nothing non-zero remains past the recovered end in its file.
     let end = store.max_offset();
-    let f = store.commit_log().files().into_iter().find(|f| f.start_offset() <= end && end < f.start_offset() + 4096);
+    let f = store
+        .commit_log()
+        .files()
+        .into_iter()
+        .find(|f| f.start_offset() <= end && end < f.start_offset() + 4096);
     if let Some(f) = f {
-        assert!(f.whole()[(end - f.start_offset()) as usize..].iter().all(|b| *b == 0));
+        assert!(f.whole()[(end - f.start_offset()) as usize..]
+            .iter()
+            .all(|b| *b == 0));
     }
     // The store accepts appends right after recovery.
     store.put_message(&msg("T", 0, b"after")).unwrap();

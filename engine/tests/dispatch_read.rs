@@ -96,7 +96,9 @@ fn concurrent_writers_every_record_once_in_order() {
     let r = store.get_messages("T0", 0, 0, 1000, &TagCodes(vec![code]));
     assert!(!r.messages.is_empty());
     for m in &r.messages {
-        let Decoded::Message(v) = record::decode(m.as_bytes(), false) else { panic!() };
+        let Decoded::Message(v) = record::decode(m.as_bytes(), false) else {
+            panic!()
+        };
         assert_eq!(v.property("TAGS"), Some("TagA"));
     }
 
@@ -118,13 +120,23 @@ fn offset_corrections_and_lookups() {
     assert_eq!(store.max_queue_offset("EMPTY", 0), 0);
     let mut times = Vec::new();
     for i in 0..10u8 {
-        let r = store.put_message(&MessageToStore::new("Q", 1, &[i], "")).unwrap();
+        let r = store
+            .put_message(&MessageToStore::new("Q", 1, &[i], ""))
+            .unwrap();
         times.push(r.store_timestamp);
         std::thread::sleep(Duration::from_millis(3));
     }
     wait_dispatched(&store);
-    assert_eq!(store.get_messages("Q", 1, 11, 32, &AcceptAll).status, GetMessageStatus::OffsetOverflowBadly);
-    assert_eq!(store.get_messages("Q", 1, 11, 32, &AcceptAll).next_begin_offset, 10);
+    assert_eq!(
+        store.get_messages("Q", 1, 11, 32, &AcceptAll).status,
+        GetMessageStatus::OffsetOverflowBadly
+    );
+    assert_eq!(
+        store
+            .get_messages("Q", 1, 11, 32, &AcceptAll)
+            .next_begin_offset,
+        10
+    );
     assert_eq!(store.min_queue_offset("Q", 1), 0);
     assert_eq!(store.earliest_message_time("Q", 1), Some(times[0]));
     assert_eq!(store.queue_offset_by_time("Q", 1, times[4]), 4);
@@ -137,7 +149,9 @@ fn offset_corrections_and_lookups() {
     drop(store);
     let store = MessageStore::open(config(dir.path())).unwrap();
     assert_eq!(store.max_queue_offset("Q", 1), 10);
-    let r = store.put_message(&MessageToStore::new("Q", 1, b"x", "")).unwrap();
+    let r = store
+        .put_message(&MessageToStore::new("Q", 1, b"x", ""))
+        .unwrap();
     assert_eq!(r.messages[0].queue_offset, 10);
     store.delete_topic("Q").unwrap();
     assert_eq!(store.max_queue_offset("Q", 1), 0);
@@ -150,7 +164,14 @@ fn derived_files_rebuilt_after_crash_and_loss() {
         let store = MessageStore::open(config(dir.path())).unwrap();
         for i in 0..200u32 {
             let props = format!("KEYS\u{1}key{i}");
-            store.put_message(&MessageToStore::new("C", (i % 3) as i32, &i.to_be_bytes(), &props)).unwrap();
+            store
+                .put_message(&MessageToStore::new(
+                    "C",
+                    (i % 3) as i32,
+                    &i.to_be_bytes(),
+                    &props,
+                ))
+                .unwrap();
         }
         wait_dispatched(&store);
         store.abandon();

@@ -60,7 +60,11 @@ fn child_writer() {
                     if r.status == PutStatus::PutOk {
                         let s = &r.messages[0];
                         let mut o = out.lock().unwrap_or_else(|e| e.into_inner());
-                        let _ = writeln!(o, "ACK {tid} {seq} {} {} {} {}", s.physical_offset, s.size, t, s.queue_offset);
+                        let _ = writeln!(
+                            o,
+                            "ACK {tid} {seq} {} {} {} {}",
+                            s.physical_offset, s.size, t, s.queue_offset
+                        );
                         let _ = o.flush();
                     }
                     seq += 1;
@@ -82,7 +86,13 @@ fn kill_9_never_loses_acknowledged_records() {
     let rounds = 8;
     for round in 0..rounds {
         let mut child = Command::new(&exe)
-            .args(["--ignored", "--exact", "child_writer", "--nocapture", "--test-threads=1"])
+            .args([
+                "--ignored",
+                "--exact",
+                "child_writer",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("RMQ_KILL_CHILD_DIR", dir.path())
             .env("RMQ_KILL_ROUND", round.to_string())
             .stdout(Stdio::piped())
@@ -98,7 +108,14 @@ fn kill_9_never_loses_acknowledged_records() {
                     let f: Vec<&str> = line.split_whitespace().collect();
                     if f.len() == 7 && f[0] == "ACK" {
                         let p = |i: usize| f[i].parse::<u64>().unwrap();
-                        acked.lock().unwrap().push((p(1) as u32, p(2), p(3), p(4) as u32, p(5) as i32, p(6)));
+                        acked.lock().unwrap().push((
+                            p(1) as u32,
+                            p(2),
+                            p(3),
+                            p(4) as u32,
+                            p(5) as i32,
+                            p(6),
+                        ));
                     }
                 }
             })
@@ -113,7 +130,10 @@ fn kill_9_never_loses_acknowledged_records() {
         child.wait().unwrap();
         reader.join().unwrap();
         let acked = std::mem::take(&mut *acked.lock().unwrap());
-        assert!(!acked.is_empty(), "round {round}: child acknowledged nothing");
+        assert!(
+            !acked.is_empty(),
+            "round {round}: child acknowledged nothing"
+        );
         all_acked.extend(acked);
 
         let store = MessageStore::open(config(dir.path())).unwrap();
@@ -121,10 +141,22 @@ fn kill_9_never_loses_acknowledged_records() {
         for (tid, seq, off, size, queue, qoff) in &all_acked {
             // The consume queue finds it at its queue offset.
             let got = store.get_messages("KILL", *queue, *qoff, 1, &engine::AcceptAll);
-            assert_eq!(got.messages.len(), 1, "round {round}: queue {queue} offset {qoff} missing");
-            assert_eq!(got.messages[0].offset(), *off, "round {round}: queue {queue} offset {qoff}");
+            assert_eq!(
+                got.messages.len(),
+                1,
+                "round {round}: queue {queue} offset {qoff} missing"
+            );
+            assert_eq!(
+                got.messages[0].offset(),
+                *off,
+                "round {round}: queue {queue} offset {qoff}"
+            );
             let by_key = store.query_by_key("KILL", &format!("k{tid}-{seq}"), 4, 0, i64::MAX);
-            assert_eq!(by_key.iter().map(|m| m.offset()).collect::<Vec<_>>(), vec![*off], "round {round}: index");
+            assert_eq!(
+                by_key.iter().map(|m| m.offset()).collect::<Vec<_>>(),
+                vec![*off],
+                "round {round}: index"
+            );
             let rec = store
                 .read_record(*off)
                 .unwrap_or_else(|| panic!("round {round}: acked record at {off} missing"));
@@ -132,7 +164,11 @@ fn kill_9_never_loses_acknowledged_records() {
             let Decoded::Message(v) = record::decode(rec.as_bytes(), true) else {
                 panic!("round {round}: acked record at {off} does not decode")
             };
-            assert_eq!(v.body, &body(*tid, *seq)[..], "round {round}: body at {off}");
+            assert_eq!(
+                v.body,
+                &body(*tid, *seq)[..],
+                "round {round}: body at {off}"
+            );
         }
         check_derived_against_commit_log(&store, round);
         store.shutdown().unwrap();
@@ -149,14 +185,24 @@ fn check_derived_against_commit_log(store: &MessageStore, round: u32) {
         while let Decoded::Message(v) = record::decode(&data[pos..], false) {
             let q = v.queue_id;
             let expect = per_queue.entry(q).or_insert(0);
-            assert_eq!(v.queue_offset as u64, *expect, "round {round}: queue {q} offsets not contiguous");
+            assert_eq!(
+                v.queue_offset as u64, *expect,
+                "round {round}: queue {q} offsets not contiguous"
+            );
             *expect += 1;
             let got = store.get_messages(v.topic, q, v.queue_offset as u64, 1, &engine::AcceptAll);
-            assert_eq!(got.messages.first().map(|m| m.offset()), Some(v.physical_offset as u64));
+            assert_eq!(
+                got.messages.first().map(|m| m.offset()),
+                Some(v.physical_offset as u64)
+            );
             pos += v.total_size();
         }
     }
     for (q, n) in per_queue {
-        assert_eq!(store.max_queue_offset("KILL", q), n, "round {round}: queue {q} has extra or missing entries");
+        assert_eq!(
+            store.max_queue_offset("KILL", q),
+            n,
+            "round {round}: queue {q} has extra or missing entries"
+        );
     }
 }

@@ -129,7 +129,9 @@ impl Broker {
         if let Err(e) = broker.topics.persist() {
             tracing::warn!("cannot write topics.json: {e}");
         }
-        Ok(Arc::new(broker))
+        let broker = Arc::new(broker);
+        processor::pull::install_arrival_listener(&broker);
+        Ok(broker)
     }
 
     /// Registers with every name server now (after topic admin changes).

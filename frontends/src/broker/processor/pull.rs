@@ -1,20 +1,270 @@
-//! PULL_MESSAGE (11). Placeholder: owned and implemented by the engine owner.
+//! PULL_MESSAGE (11): read a queue from an offset (remoting.md §7.2,
+//! semantics.md §6). A pull that finds nothing and may suspend is held by
+//! [`LongPolling`](crate::broker::LongPolling) and re-run once a matching
+//! message arrives or its suspend timeout passes.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use crate::broker::Broker;
+use bytes::BytesMut;
+use engine::{AcceptAll, GetMessageStatus, MessageFilter, TagCodes};
+
+use super::{error, optional, required, required_i32, required_i64};
+use crate::broker::topic_config::perm;
+use crate::broker::{Broker, SubscriptionData};
 use crate::remoting::codes::response;
 use crate::remoting::{ConnectionContext, RemotingCommand};
+
+const FLAG_COMMIT_OFFSET: i32 = 0x1;
+const FLAG_SUSPEND: i32 = 0x2;
+const FLAG_SUBSCRIPTION: i32 = 0x4;
+
+/// The parsed request header.
+struct PullRequest<'a> {
+    group: &'a str,
+    topic: &'a str,
+    queue_id: i32,
+    offset: i64,
+    max_msgs: i32,
+    sys_flag: i32,
+    commit_offset: i64,
+    suspend_ms: i64,
+}
+
+impl<'a> PullRequest<'a> {
+    fn parse(req: &'a RemotingCommand) -> Result<Self, RemotingCommand> {
+        Ok(PullRequest {
+            group: required(req, "consumerGroup")?,
+            topic: required(req, "topic")?,
+            queue_id: required_i32(req, "queueId")?,
+            offset: required_i64(req, "queueOffset")?,
+            max_msgs: required_i32(req, "maxMsgNums")?,
+            sys_flag: required_i32(req, "sysFlag")?,
+            commit_offset: super::optional_i64(req, "commitOffset")?.unwrap_or(-1),
+            suspend_ms: super::optional_i64(req, "suspendTimeoutMillis")?.unwrap_or(15_000),
+        })
+    }
+}
+
+/// What one processing pass decided.
+enum Pass {
+    Reply(RemotingCommand),
+    /// Nothing yet: park until a message with one of these tag codes
+    /// (empty = any) reaches this offset.
+    Suspend {
+        codes: Vec<i32>,
+        hold: Duration,
+    },
+}
 
 /// Handles one PULL_MESSAGE request (main port only).
 pub async fn handle(
     broker: &Arc<Broker>,
-    ctx: &ConnectionContext,
+    _ctx: &ConnectionContext,
     request: RemotingCommand,
 ) -> Option<RemotingCommand> {
-    let _ = (broker, ctx, request);
-    Some(RemotingCommand::response_with_remark(
-        response::SYSTEM_ERROR,
-        "pull not implemented yet",
-    ))
+    match process(broker, &request, true) {
+        Ok(Pass::Reply(r)) => Some(r),
+        Err(e) => Some(e),
+        Ok(Pass::Suspend { codes, hold }) => {
+            let Ok(p) = PullRequest::parse(&request) else {
+                return Some(error(response::SYSTEM_ERROR, "bad pull header"));
+            };
+            let store = broker.store.clone();
+            let (topic, queue_id) = (p.topic.to_string(), p.queue_id);
+            broker
+                .long_polling
+                .wait(
+                    p.topic,
+                    p.queue_id,
+                    p.offset.max(0) as u64,
+                    codes,
+                    Instant::now() + hold,
+                    move || store.max_queue_offset(&topic, queue_id),
+                )
+                .await;
+            match process(broker, &request, false) {
+                Ok(Pass::Reply(r)) => Some(r),
+                Err(e) => Some(e),
+                Ok(Pass::Suspend { .. }) => {
+                    Some(error(response::PULL_NOT_FOUND, "OFFSET_OVERFLOW_ONE"))
+                }
+            }
+        }
+    }
+}
+
+/// The filter of a subscription.
+fn filter_of(sub: &SubscriptionData) -> Box<dyn MessageFilter + Send + Sync> {
+    if sub.matches_all() || sub.codes_set.is_empty() {
+        Box::new(AcceptAll)
+    } else {
+        Box::new(TagCodes(sub.codes_set.iter().copied().collect()))
+    }
+}
+
+fn process(
+    broker: &Arc<Broker>,
+    req: &RemotingCommand,
+    first_pass: bool,
+) -> Result<Pass, RemotingCommand> {
+    let p = PullRequest::parse(req)?;
+    if !perm::is_readable(broker.config.broker_permission) {
+        return Err(error(
+            response::NO_PERMISSION,
+            format!(
+                "the broker[{}] pulling message is forbidden",
+                broker.config.broker_ip1()
+            ),
+        ));
+    }
+    let Some(group) = broker.groups.find_or_create(p.group) else {
+        return Err(error(
+            response::SUBSCRIPTION_GROUP_NOT_EXIST,
+            format!("subscription group [{}] does not exist", p.group),
+        ));
+    };
+    if !group.consume_enable {
+        return Err(error(
+            response::NO_PERMISSION,
+            format!("subscription group no permission, {}", p.group),
+        ));
+    }
+    let Some(topic) = broker.topics.get(p.topic) else {
+        return Err(error(
+            response::TOPIC_NOT_EXIST,
+            format!("topic[{}] not exist, apply first please!", p.topic),
+        ));
+    };
+    if !perm::is_readable(topic.perm) {
+        return Err(error(
+            response::NO_PERMISSION,
+            format!("the topic[{}] pulling message is forbidden", p.topic),
+        ));
+    }
+    if p.queue_id < 0 || p.queue_id >= topic.read_queue_nums {
+        return Err(error(
+            response::SYSTEM_ERROR,
+            format!(
+                "queueId[{}] is illegal, topic:[{}] topicConfig.readQueueNums:[{}]",
+                p.queue_id, p.topic, topic.read_queue_nums
+            ),
+        ));
+    }
+    let sub = if p.sys_flag & FLAG_SUBSCRIPTION != 0 {
+        let expr = optional(req, "subscription").unwrap_or("*");
+        let sub_version = super::optional_i64(req, "subVersion")?.unwrap_or(0);
+        SubscriptionData::from_expression(
+            p.topic,
+            expr,
+            optional(req, "expressionType"),
+            sub_version,
+        )
+    } else {
+        let Some(info) = broker.clients.consumer_group(p.group) else {
+            return Err(error(
+                response::SUBSCRIPTION_NOT_EXIST,
+                format!("the consumer's group info not exist, group: {}", p.group),
+            ));
+        };
+        let Some(sub) = info.subscriptions.get(p.topic).cloned() else {
+            return Err(error(
+                response::SUBSCRIPTION_NOT_EXIST,
+                format!("the consumer's subscription not exist, group: {}", p.group),
+            ));
+        };
+        let wanted = super::optional_i64(req, "subVersion")?.unwrap_or(0);
+        if sub.sub_version < wanted {
+            return Err(error(
+                response::SUBSCRIPTION_NOT_LATEST,
+                format!("the consumer's subscription not latest, group: {}", p.group),
+            ));
+        }
+        sub
+    };
+    if !sub.is_tag_type() {
+        return Err(error(
+            response::SYSTEM_ERROR,
+            "The broker does not support consumer to filter message by SQL92",
+        ));
+    }
+    let filter = filter_of(&sub);
+    let offset = p.offset.max(0) as u64;
+    let r = broker.store.get_messages(
+        p.topic,
+        p.queue_id,
+        offset,
+        p.max_msgs.max(1) as usize,
+        filter.as_ref(),
+    );
+    let (code, name) = match r.status {
+        GetMessageStatus::Found => (response::SUCCESS, "FOUND"),
+        GetMessageStatus::NoMessageInQueue if p.offset != 0 => {
+            (response::PULL_OFFSET_MOVED, "NO_MESSAGE_IN_QUEUE")
+        }
+        GetMessageStatus::NoMessageInQueue => (response::PULL_NOT_FOUND, "NO_MESSAGE_IN_QUEUE"),
+        GetMessageStatus::OffsetTooSmall => (response::PULL_OFFSET_MOVED, "OFFSET_TOO_SMALL"),
+        GetMessageStatus::OffsetOverflowOne => (response::PULL_NOT_FOUND, "OFFSET_OVERFLOW_ONE"),
+        GetMessageStatus::OffsetOverflowBadly => {
+            (response::PULL_OFFSET_MOVED, "OFFSET_OVERFLOW_BADLY")
+        }
+        GetMessageStatus::OffsetFoundNull => (response::PULL_NOT_FOUND, "OFFSET_FOUND_NULL"),
+        GetMessageStatus::NoMatchedMessage => {
+            (response::PULL_RETRY_IMMEDIATELY, "NO_MATCHED_MESSAGE")
+        }
+        GetMessageStatus::MessageWasRemoving => {
+            (response::PULL_RETRY_IMMEDIATELY, "MESSAGE_WAS_REMOVING")
+        }
+    };
+    // The consumer's position is stored on the first pass only (semantics.md §6.3).
+    if first_pass && p.sys_flag & FLAG_COMMIT_OFFSET != 0 && p.commit_offset >= 0 {
+        broker
+            .offsets
+            .commit(p.group, p.topic, p.queue_id, p.commit_offset);
+    }
+    if code == response::PULL_NOT_FOUND && first_pass && p.sys_flag & FLAG_SUSPEND != 0 {
+        let hold = if broker.config.long_polling_enable {
+            Duration::from_millis(p.suspend_ms.clamp(0, 3_600_000) as u64)
+        } else {
+            Duration::from_millis(broker.config.short_polling_time_mills)
+        };
+        let codes = if sub.matches_all() {
+            Vec::new()
+        } else {
+            sub.codes_set.iter().copied().collect()
+        };
+        return Ok(Pass::Suspend { codes, hold });
+    }
+    let suggest = if broker.config.slave_read_enable && r.suggest_pull_from_slave {
+        group.which_broker_when_consume_slowly as i64
+    } else if broker.config.slave_read_enable {
+        group.broker_id as i64
+    } else {
+        0
+    };
+    let mut resp = RemotingCommand::response(code)
+        .with_remark(name)
+        .with_ext("suggestWhichBrokerId", suggest)
+        .with_ext("nextBeginOffset", r.next_begin_offset)
+        .with_ext("minOffset", r.min_offset)
+        .with_ext("maxOffset", r.max_offset);
+    if code == response::SUCCESS {
+        let mut body = BytesMut::with_capacity(r.total_bytes);
+        for m in &r.messages {
+            body.extend_from_slice(m.as_bytes());
+        }
+        resp = resp.with_body(body.freeze());
+    }
+    Ok(Pass::Reply(resp))
+}
+
+/// Wires the store's arrival notifications to long polling.
+pub fn install_arrival_listener(broker: &Arc<Broker>) {
+    let weak = Arc::downgrade(broker);
+    broker.store.set_arrival_listener(Arc::new(move |a| {
+        if let Some(b) = weak.upgrade() {
+            b.long_polling
+                .notify(a.topic, a.queue_id, a.queue_offset, a.tags_code);
+        }
+    }));
 }
