@@ -146,7 +146,7 @@ impl ConsumeQueue {
     /// [`StoreConfig::consume_queue_file_size`](crate::StoreConfig::consume_queue_file_size)).
     pub fn new(root: &Path, topic: &str, queue_id: i32, file_size: u64) -> Self {
         assert!(
-            file_size > 0 && file_size % ENTRY == 0,
+            file_size > 0 && file_size.is_multiple_of(ENTRY),
             "consume queue file size {file_size} must be a positive multiple of 20"
         );
         ConsumeQueue {
@@ -574,10 +574,11 @@ impl ConsumeQueue {
         }
         *self.files.write() = files;
         self.cut_after_locked(write)?;
-        let min = self.first_message_pos(self.first_file_start().unwrap_or(write), write);
-        self.min_pos.store(min, Ordering::Release);
+        let first = self.first_file_start().unwrap_or(write);
+        self.min_pos
+            .store(self.first_message_pos(first, write), Ordering::Release);
         self.max_phys_end
-            .store(self.last_message_end(min, write), Ordering::Release);
+            .store(self.last_message_end(first, write), Ordering::Release);
         self.flushed_pos.store(write, Ordering::Release);
         Ok(())
     }
@@ -611,7 +612,10 @@ impl ConsumeQueue {
             files.split_off(keep)
         };
         for f in removed.iter().rev() {
-            tracing::info!("deleting consume queue file {} after recovery point", f.map.path().display());
+            tracing::info!(
+                "deleting consume queue file {} after recovery point",
+                f.map.path().display()
+            );
             remove_file(f.map.path())?;
         }
         let files = self.files.read().clone();
@@ -628,7 +632,8 @@ impl ConsumeQueue {
                 }
             }
             if dirty {
-                f.map.flush_range(from as usize, (self.file_size - from) as usize)?;
+                f.map
+                    .flush_range(from as usize, (self.file_size - from) as usize)?;
             }
         }
         Ok(())
@@ -677,7 +682,8 @@ impl ConsumeQueue {
 
     /// Drops every entry pointing at or beyond commit log offset `phys_offset`
     /// (store.md §11.7 step 4), after the commit log was truncated there.
-    /// Entries are in commit log order, so this cuts a tail: files whose
+    /// Entries are in commit log order, so this cuts a tail (with any gap
+    /// padding left at its end, down to the min offset): files whose
     /// first entry is beyond are deleted (except the first remaining file,
     /// which is kept empty so the queue keeps its offsets), the rest of the
     /// last file is zeroed, and the max physical end recomputed.
@@ -691,7 +697,10 @@ impl ConsumeQueue {
                 break;
             };
             let e = f.entry_at(pos - ENTRY - f.start);
-            if e.is_valid() && (e.phys_offset as u64) < phys_offset {
+            // Keep entries below the cut, except gap padding that would
+            // become the tail (it only existed to place a dropped entry).
+            let padding_tail = e.is_placeholder() && pos - ENTRY >= min;
+            if e.is_valid() && (e.phys_offset as u64) < phys_offset && !padding_tail {
                 break;
             }
             pos -= ENTRY;
@@ -707,14 +716,15 @@ impl ConsumeQueue {
             old_write / ENTRY
         );
         self.cut_after_locked(pos)?;
-        let min = min.min(pos);
+        let first = self.first_file_start().unwrap_or(pos);
         self.max_phys_end
-            .store(self.last_message_end(min, pos), Ordering::Release);
+            .store(self.last_message_end(first, pos), Ordering::Release);
         Ok(())
     }
 
     /// Deletes files (never the last) whose last entry points below the commit
     /// log's min offset, then recomputes the min offset (store.md §11.8).
+    /// Padding entries are ignored when finding a file's last entry.
     /// Returns the number of files deleted.
     pub fn delete_expired(&self, commit_log_min_offset: u64) -> Result<usize> {
         let _w = self.writer.lock();
@@ -726,14 +736,22 @@ impl ConsumeQueue {
                     break;
                 }
                 let first = &files[0];
-                let last = first.entry_at(self.file_size - ENTRY);
-                if last.is_message() && last.phys_offset as u64 >= commit_log_min_offset {
+                // The file's last *message* entry decides (its last slot may
+                // be gap padding); a file of padding only goes too.
+                let last = (0..self.file_size / ENTRY)
+                    .rev()
+                    .map(|i| first.entry_at(i * ENTRY))
+                    .find(CqEntry::is_message);
+                if last.is_some_and(|e| e.phys_offset as u64 >= commit_log_min_offset) {
                     break;
                 }
                 first.clone()
             };
             self.files.write().remove(0);
-            tracing::info!("deleting expired consume queue file {}", victim.map.path().display());
+            tracing::info!(
+                "deleting expired consume queue file {}",
+                victim.map.path().display()
+            );
             remove_file(victim.map.path())?;
             deleted += 1;
         }
@@ -792,7 +810,10 @@ impl ConsumeQueue {
             return None;
         }
         // Binary search over entry indexes relative to the file.
-        let (mut lo, mut hi) = ((low_pos - file.start) / ENTRY, (high_end - file.start) / ENTRY);
+        let (mut lo, mut hi) = (
+            (low_pos - file.start) / ENTRY,
+            (high_end - file.start) / ENTRY,
+        );
         let mut left: Option<(u64, i64)> = None;
         let mut right: Option<(u64, i64)> = None;
         while lo < hi {

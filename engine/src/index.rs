@@ -238,8 +238,9 @@ impl IndexService {
         phys_offset: u64,
         store_timestamp: i64,
     ) -> Result<IndexPutOutcome> {
-        let phy = i64::try_from(phys_offset)
-            .map_err(|_| StoreError::InvalidArgument(format!("phys offset {phys_offset} too large")))?;
+        let phy = i64::try_from(phys_offset).map_err(|_| {
+            StoreError::InvalidArgument(format!("phys offset {phys_offset} too large"))
+        })?;
         let mut keys = keys.into_iter().filter(|k| !k.is_empty()).peekable();
         let mut out = IndexPutOutcome::default();
         if keys.peek().is_none() {
@@ -285,8 +286,8 @@ impl IndexService {
         // Names must sort in creation order even if the wall clock stepped back
         // (or two files are created within one millisecond).
         loop {
-            let clash = last_name.as_ref().is_some_and(|l| name <= *l)
-                || self.dir.join(&name).exists();
+            let clash =
+                last_name.as_ref().is_some_and(|l| name <= *l) || self.dir.join(&name).exists();
             if !clash {
                 break;
             }
@@ -305,7 +306,14 @@ impl IndexService {
     /// maxMsgsNumBatch)` (store.md §8 "Query"): files newest → oldest whose
     /// time range overlaps, stopping after a file that begins before `begin`
     /// or once enough offsets are found.
-    pub fn query(&self, topic: &str, key: &str, max_num: usize, begin: i64, end: i64) -> IndexQueryResult {
+    pub fn query(
+        &self,
+        topic: &str,
+        key: &str,
+        max_num: usize,
+        begin: i64,
+        end: i64,
+    ) -> IndexQueryResult {
         let max_num = max_num.min(self.max_msgs_num_batch);
         let files: Vec<Arc<IndexFile>> = self.files.read().clone();
         let mut out = IndexQueryResult::default();
@@ -384,7 +392,9 @@ impl IndexService {
         let f = files
             .iter()
             .find(|f| f.end_timestamp() > index_checkpoint_timestamp)?;
-        let phy = f.first_entry_phy().unwrap_or_else(|| f.header().begin_phy_offset);
+        let phy = f
+            .first_entry_phy()
+            .unwrap_or_else(|| f.header().begin_phy_offset);
         Some(phy.max(0) as u64)
     }
 
@@ -419,7 +429,10 @@ impl IndexService {
             }
             let n = last.truncate_from(phy);
             if n > 0 {
-                tracing::info!("index file {}: removed {n} entries at or after {phy}", last.name);
+                tracing::info!(
+                    "index file {}: removed {n} entries at or after {phy}",
+                    last.name
+                );
             }
             removed += n as u64;
             break;

@@ -67,7 +67,7 @@ impl WordMap {
     }
 
     fn map(path: &Path, file: File, len: u64) -> Result<Self> {
-        if len == 0 || len % 4 != 0 || usize::try_from(len).is_err() {
+        if len == 0 || !len.is_multiple_of(4) || usize::try_from(len).is_err() {
             return Err(StoreError::InvalidArgument(format!(
                 "mapped file length {len} must be a positive multiple of 4"
             )));
@@ -91,7 +91,7 @@ impl WordMap {
     #[inline]
     fn word(&self, pos: usize) -> &AtomicU32 {
         assert!(
-            pos % 4 == 0 && pos + 4 <= self.len,
+            pos.is_multiple_of(4) && pos + 4 <= self.len,
             "word position {pos} outside mapping of {} bytes",
             self.len
         );
@@ -155,7 +155,10 @@ impl WordMap {
 
     /// Copies `out.len()` bytes starting at `pos` (both multiples of 4).
     pub(crate) fn read_into(&self, pos: usize, out: &mut [u8]) {
-        assert!(out.len() % 4 == 0, "read length must be a multiple of 4");
+        assert!(
+            out.len().is_multiple_of(4),
+            "read length must be a multiple of 4"
+        );
         for (i, chunk) in out.chunks_exact_mut(4).enumerate() {
             chunk.copy_from_slice(&self.get_u32(pos + 4 * i).to_be_bytes());
         }
@@ -191,7 +194,10 @@ mod tests {
         m.put_i32(12, -2);
         m.flush().unwrap();
         let bytes = std::fs::read(&p).unwrap();
-        assert_eq!(&bytes[4..16], &[1, 2, 3, 4, 5, 6, 7, 8, 0xFF, 0xFF, 0xFF, 0xFE]);
+        assert_eq!(
+            &bytes[4..16],
+            &[1, 2, 3, 4, 5, 6, 7, 8, 0xFF, 0xFF, 0xFF, 0xFE]
+        );
         assert_eq!(m.get_i64(4), 0x0102_0304_0506_0708);
         assert_eq!(m.get_i32(12), -2);
         let mut buf = [0u8; 8];
@@ -199,6 +205,9 @@ mod tests {
         assert_eq!(buf, [1, 2, 3, 4, 5, 6, 7, 8]);
         drop(m);
         assert!(WordMap::open(&p, 8192).is_err());
-        assert!(WordMap::create(&p, 4096).is_err(), "create must not clobber");
+        assert!(
+            WordMap::create(&p, 4096).is_err(),
+            "create must not clobber"
+        );
     }
 }

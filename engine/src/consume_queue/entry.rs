@@ -76,6 +76,6 @@ impl CqEntry {
     /// Whether `tags_code` is an address into `consumequeue_ext` rather than a
     /// tag hash (any value ≤ `i32::MIN - 1`, store.md §7.2).
     pub fn tags_code_is_ext_address(&self) -> bool {
-        self.tags_code <= i32::MIN as i64 - 1
+        self.tags_code < i32::MIN as i64
     }
 }

@@ -1,7 +1,7 @@
 //! All consume queues of a store, keyed by (topic, queueId).
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -41,13 +41,16 @@ impl std::fmt::Debug for ConsumeQueueSet {
 impl ConsumeQueueSet {
     /// An empty table for `config.consume_queue_dir()` (no I/O).
     pub fn new(config: &StoreConfig) -> Result<Self> {
-        Self::with_root(&config.consume_queue_dir(), config.consume_queue_file_size())
+        Self::with_root(
+            &config.consume_queue_dir(),
+            config.consume_queue_file_size(),
+        )
     }
 
     /// An empty table rooted at `root` (the `consumequeue` directory).
     /// `file_size` must be a positive multiple of 20.
     pub fn with_root(root: &Path, file_size: u64) -> Result<Self> {
-        if file_size == 0 || file_size % CQ_ENTRY_SIZE != 0 {
+        if file_size == 0 || !file_size.is_multiple_of(CQ_ENTRY_SIZE) {
             return Err(StoreError::InvalidArgument(format!(
                 "consume queue file size {file_size} must be a positive multiple of 20"
             )));
@@ -65,7 +68,10 @@ impl ConsumeQueueSet {
     /// queueId>` are skipped with a warning; a queue that fails to load fails
     /// the whole load (the store must not start on a corrupt queue).
     pub fn load(config: &StoreConfig) -> Result<Self> {
-        Self::load_from(&config.consume_queue_dir(), config.consume_queue_file_size())
+        Self::load_from(
+            &config.consume_queue_dir(),
+            config.consume_queue_file_size(),
+        )
     }
 
     /// [`load`](Self::load) with an explicit root and file size.
@@ -110,9 +116,7 @@ impl ConsumeQueueSet {
     }
 
     fn shard(&self, topic: &str) -> &Shard {
-        let mut h = self.hasher.build_hasher();
-        topic.hash(&mut h);
-        &self.shards[h.finish() as usize % SHARDS]
+        &self.shards[self.hasher.hash_one(topic) as usize % SHARDS]
     }
 
     /// The queue, if it has been looked up, created or loaded before.
@@ -132,9 +136,16 @@ impl ConsumeQueueSet {
             .entry(queue_id)
             .or_insert_with(|| {
                 if !valid_dir_component(topic) {
-                    tracing::warn!("topic `{topic}` cannot be stored; its queue will refuse appends");
+                    tracing::warn!(
+                        "topic `{topic}` cannot be stored; its queue will refuse appends"
+                    );
                 }
-                Arc::new(ConsumeQueue::new(&self.root, topic, queue_id, self.file_size))
+                Arc::new(ConsumeQueue::new(
+                    &self.root,
+                    topic,
+                    queue_id,
+                    self.file_size,
+                ))
             })
             .clone()
     }
@@ -195,7 +206,11 @@ impl ConsumeQueueSet {
     /// The largest [`ConsumeQueue::max_phys_end`] of all queues: where dispatch
     /// resumes at start-up (store.md §11.5), together with the commit log min offset.
     pub fn max_phys_end(&self) -> u64 {
-        self.queues().iter().map(|q| q.max_phys_end()).max().unwrap_or(0)
+        self.queues()
+            .iter()
+            .map(|q| q.max_phys_end())
+            .max()
+            .unwrap_or(0)
     }
 
     /// Truncates every queue at commit log offset `phys_offset` (store.md §11.7 step 4).

@@ -9,7 +9,10 @@ fn open(dir: &TempDir) -> ConsumeQueue {
 }
 
 fn file_path(dir: &TempDir, start: u64) -> PathBuf {
-    dir.path().join("TopicTest").join("3").join(file_name(start))
+    dir.path()
+        .join("TopicTest")
+        .join("3")
+        .join(file_name(start))
 }
 
 /// Entry i references phys offset i*100, size 100.
@@ -36,7 +39,9 @@ fn golden_entry_bytes() {
     assert_eq!(e.encode(), golden);
     assert_eq!(CqEntry::decode(&golden), Some(e));
     assert_eq!(CqEntry::decode(&golden[..19]), None);
-    let ph: [u8; 20] = [0, 0, 0, 0, 0, 0, 0, 0, 0x7F, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0, 0, 0, 0, 0];
+    let ph: [u8; 20] = [
+        0, 0, 0, 0, 0, 0, 0, 0, 0x7F, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
     assert_eq!(CqEntry::PLACEHOLDER.encode(), ph);
 
     // And on disk, at entry 6 = file 00000000000000000100, position 20.
@@ -45,7 +50,8 @@ fn golden_entry_bytes() {
     for i in 0..6 {
         q.append_entry(i, i as i64 * 1000, 1, 0).unwrap();
     }
-    q.append_entry(6, e.phys_offset, e.size, e.tags_code).unwrap();
+    q.append_entry(6, e.phys_offset, e.size, e.tags_code)
+        .unwrap();
     q.flush(0).unwrap();
     let bytes = std::fs::read(file_path(&dir, 100)).unwrap();
     assert_eq!(bytes.len(), FS as usize);
@@ -66,7 +72,10 @@ fn tags_code_ext_address_rule() {
 fn round_trip_and_file_rolls() {
     let dir = tempfile::tempdir().unwrap();
     let q = open(&dir);
-    assert_eq!((q.min_offset(), q.max_offset(), q.max_phys_end()), (0, 0, 0));
+    assert_eq!(
+        (q.min_offset(), q.max_offset(), q.max_phys_end()),
+        (0, 0, 0)
+    );
     assert!(q.entry(0).is_none());
     fill(&q, 0..23);
     assert_eq!((q.min_offset(), q.max_offset()), (0, 23));
@@ -78,7 +87,10 @@ fn round_trip_and_file_rolls() {
     }
     for i in 0..23 {
         let e = q.entry(i).unwrap();
-        assert_eq!((e.phys_offset, e.size, e.tags_code), (i as i64 * 100, 100, i as i64));
+        assert_eq!(
+            (e.phys_offset, e.size, e.tags_code),
+            (i as i64 * 100, 100, i as i64)
+        );
         assert!(e.is_message());
     }
     assert!(q.entry(23).is_none());
@@ -88,8 +100,17 @@ fn round_trip_and_file_rolls() {
     assert_eq!((b.next_offset(), b.end_offset(), b.len()), (3, 5, 2));
     assert_eq!(b.map(|(i, _)| i).collect::<Vec<_>>(), vec![3, 4]);
     let b: Vec<_> = q.batch(5, 3).unwrap().collect();
-    assert_eq!(b.iter().map(|(i, e)| (*i, e.phys_offset)).collect::<Vec<_>>(), vec![(5, 500), (6, 600), (7, 700)]);
-    assert_eq!(q.batch(20, 100).unwrap().len(), 3, "stops at the write position");
+    assert_eq!(
+        b.iter()
+            .map(|(i, e)| (*i, e.phys_offset))
+            .collect::<Vec<_>>(),
+        vec![(5, 500), (6, 600), (7, 700)]
+    );
+    assert_eq!(
+        q.batch(20, 100).unwrap().len(),
+        3,
+        "stops at the write position"
+    );
     assert!(q.batch(23, 10).is_none());
     assert_eq!(q.next_file_start(7), 10);
 
@@ -97,7 +118,10 @@ fn round_trip_and_file_rolls() {
     q.flush(0).unwrap();
     drop(q);
     let q = open(&dir);
-    assert_eq!((q.min_offset(), q.max_offset(), q.max_phys_end()), (0, 23, 2300));
+    assert_eq!(
+        (q.min_offset(), q.max_offset(), q.max_phys_end()),
+        (0, 23, 2300)
+    );
     assert_eq!(q.entry(17).unwrap().phys_offset, 1700);
     fill(&q, 23..26);
     assert_eq!(q.file_start_offsets(), vec![0, 5, 10, 15, 20, 25]);
@@ -110,10 +134,16 @@ fn redispatch_is_idempotent() {
     fill(&q, 0..4);
     // Same records again: duplicates (offset + size <= max phys end).
     for i in 0..4 {
-        assert_eq!(q.append_entry(i, i as i64 * 100, 100, 0).unwrap(), AppendOutcome::Duplicate);
+        assert_eq!(
+            q.append_entry(i, i as i64 * 100, 100, 0).unwrap(),
+            AppendOutcome::Duplicate
+        );
     }
     // A new record whose queue offset is behind.
-    assert_eq!(q.append_entry(2, 10_000, 10, 0).unwrap(), AppendOutcome::Behind);
+    assert_eq!(
+        q.append_entry(2, 10_000, 10, 0).unwrap(),
+        AppendOutcome::Behind
+    );
     assert_eq!(q.max_offset(), 4);
     assert!(q.append_entry(4, -1, 10, 0).is_err());
     assert!(q.append_entry(4, 10, 0, 0).is_err());
@@ -138,7 +168,10 @@ fn first_file_at_nonzero_offset_is_padded() {
     // Recovery keeps min past the placeholders and the max phys end.
     drop(q);
     let q = open(&dir);
-    assert_eq!((q.min_offset(), q.max_offset(), q.max_phys_end()), (7, 8, 5050));
+    assert_eq!(
+        (q.min_offset(), q.max_offset(), q.max_phys_end()),
+        (7, 8, 5050)
+    );
 }
 
 #[test]
@@ -192,17 +225,38 @@ fn recovery_stops_at_torn_tail_and_zeroes_it() {
     // file after the last one.
     let p = file_path(&dir, 200);
     let mut bytes = std::fs::read(&p).unwrap();
-    bytes[40..60].copy_from_slice(&CqEntry { phys_offset: 1200, size: 0, tags_code: 0 }.encode());
-    bytes[60..80].copy_from_slice(&CqEntry { phys_offset: 77, size: 5, tags_code: 1 }.encode());
+    bytes[40..60].copy_from_slice(
+        &CqEntry {
+            phys_offset: 1200,
+            size: 0,
+            tags_code: 0,
+        }
+        .encode(),
+    );
+    bytes[60..80].copy_from_slice(
+        &CqEntry {
+            phys_offset: 77,
+            size: 5,
+            tags_code: 1,
+        }
+        .encode(),
+    );
     std::fs::write(&p, &bytes).unwrap();
     std::fs::write(file_path(&dir, 300), vec![0xABu8; FS as usize]).unwrap();
 
     let q = open(&dir);
-    assert_eq!((q.min_offset(), q.max_offset(), q.max_phys_end()), (0, 12, 1200));
+    assert_eq!(
+        (q.min_offset(), q.max_offset(), q.max_phys_end()),
+        (0, 12, 1200)
+    );
     assert_eq!(q.file_start_offsets(), vec![0, 5, 10]);
     assert!(!file_path(&dir, 300).exists());
     let bytes = std::fs::read(&p).unwrap();
-    assert_eq!(&bytes[40..], &[0u8; 60], "stale bytes after the write position are zeroed");
+    assert_eq!(
+        &bytes[40..],
+        &[0u8; 60],
+        "stale bytes after the write position are zeroed"
+    );
     // Appending after recovery and crashing again cannot resurrect the garbage.
     fill(&q, 12..13);
     drop(q);
@@ -262,7 +316,10 @@ fn truncate_dirty_drops_tail_across_files() {
     assert_eq!(q.file_start_offsets(), vec![0, 5]);
     // Re-dispatch refills.
     for i in 5..9 {
-        assert_eq!(q.append_entry(i, i as i64 * 100, 100, 0).unwrap(), AppendOutcome::Appended);
+        assert_eq!(
+            q.append_entry(i, i as i64 * 100, 100, 0).unwrap(),
+            AppendOutcome::Appended
+        );
     }
     drop(q);
     let q = open(&dir);
@@ -280,7 +337,10 @@ fn truncate_everything_keeps_offsets() {
     assert_eq!(q.delete_expired(1000).unwrap(), 2);
     assert_eq!((q.min_offset(), q.max_offset()), (10, 12));
     q.truncate_dirty(0).unwrap();
-    assert_eq!((q.min_offset(), q.max_offset(), q.max_phys_end()), (10, 10, 0));
+    assert_eq!(
+        (q.min_offset(), q.max_offset(), q.max_phys_end()),
+        (10, 10, 0)
+    );
     assert_eq!(q.file_start_offsets(), vec![10]);
     fill(&q, 10..11);
     assert_eq!((q.min_offset(), q.max_offset()), (10, 11));
@@ -331,11 +391,31 @@ fn search_by_time() {
     let st = |phys: i64, _size: i32| Some(1000 + phys / 10);
     assert_eq!(q.search_offset_by_time(1000, 0, st), Some(0));
     assert_eq!(q.search_offset_by_time(1250, 0, st), Some(25));
-    assert_eq!(q.search_offset_by_time(1254, 0, st), Some(25), "closer to the left");
-    assert_eq!(q.search_offset_by_time(1256, 0, st), Some(26), "closer to the right");
-    assert_eq!(q.search_offset_by_time(1255, 0, st), Some(25), "tie goes left");
-    assert_eq!(q.search_offset_by_time(5, 0, st), Some(0), "before everything");
-    assert_eq!(q.search_offset_by_time(999_999, 0, st), Some(49), "after everything");
+    assert_eq!(
+        q.search_offset_by_time(1254, 0, st),
+        Some(25),
+        "closer to the left"
+    );
+    assert_eq!(
+        q.search_offset_by_time(1256, 0, st),
+        Some(26),
+        "closer to the right"
+    );
+    assert_eq!(
+        q.search_offset_by_time(1255, 0, st),
+        Some(25),
+        "tie goes left"
+    );
+    assert_eq!(
+        q.search_offset_by_time(5, 0, st),
+        Some(0),
+        "before everything"
+    );
+    assert_eq!(
+        q.search_offset_by_time(999_999, 0, st),
+        Some(49),
+        "after everything"
+    );
     // Entries below the commit log min offset are skipped.
     assert_eq!(q.search_offset_by_time(1000, 2000, st), Some(20));
     // Unreadable records count as earlier.
@@ -394,7 +474,10 @@ fn flush_full_files_regardless_of_pages() {
 fn invalid_topic_refuses_appends() {
     let dir = tempfile::tempdir().unwrap();
     let q = ConsumeQueue::new(dir.path(), "../evil", 0, FS);
-    assert!(matches!(q.append_entry(0, 0, 1, 0), Err(StoreError::InvalidArgument(_))));
+    assert!(matches!(
+        q.append_entry(0, 0, 1, 0),
+        Err(StoreError::InvalidArgument(_))
+    ));
 }
 
 #[test]
@@ -430,14 +513,21 @@ fn set_loads_creates_and_aggregates() {
     assert_eq!(table[&("A".to_string(), 0)], 7);
     assert_eq!(table[&("A".to_string(), 1)], 3);
     assert_eq!(table[&("%RETRY%G".to_string(), 3)], 7);
-    assert_eq!(set.topic_queues("A").keys().copied().collect::<Vec<_>>(), vec![0, 1]);
+    assert_eq!(
+        set.topic_queues("A").keys().copied().collect::<Vec<_>>(),
+        vec![0, 1]
+    );
     assert_eq!(set.max_phys_end(), 170);
     set.truncate_dirty_all(100).unwrap();
     assert_eq!(set.max_phys_end(), 100);
     let table = set.next_offset_table();
     assert_eq!(table[&("A".to_string(), 0)], 4);
     assert_eq!(table[&("A".to_string(), 1)], 3);
-    assert_eq!(table[&("%RETRY%G".to_string(), 3)], 3, "its entry at 100 went");
+    assert_eq!(
+        table[&("%RETRY%G".to_string(), 3)],
+        3,
+        "its entry at 100 went"
+    );
     assert!(set.get("nope", 0).is_none());
     assert_eq!(set.get_or_create("nope", 0).max_offset(), 0);
     assert_eq!(set.queues().len(), 4);
@@ -457,7 +547,10 @@ fn remove_topic_deletes_files_and_retires_queues() {
     set.remove_topic("A").unwrap();
     assert!(!root.join("A").exists());
     // A reader's batch still reads its mapping.
-    assert_eq!(held.map(|(_, e)| e.phys_offset).collect::<Vec<_>>(), vec![0, 100, 200, 300, 400]);
+    assert_eq!(
+        held.map(|(_, e)| e.phys_offset).collect::<Vec<_>>(),
+        vec![0, 100, 200, 300, 400]
+    );
     assert!(a.append_entry(7, 700, 100, 0).is_err());
     let fresh = set.get_or_create("A", 0);
     assert!(!Arc::ptr_eq(&a, &fresh));

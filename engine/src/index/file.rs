@@ -179,9 +179,13 @@ impl IndexFile {
         }
         if count <= 1 {
             self.begin_phy_offset.store(phy_offset, Ordering::Release);
-            self.begin_timestamp.store(store_timestamp, Ordering::Release);
+            self.begin_timestamp
+                .store(store_timestamp, Ordering::Release);
         }
-        let diff = time_diff(store_timestamp, self.begin_timestamp.load(Ordering::Relaxed));
+        let diff = time_diff(
+            store_timestamp,
+            self.begin_timestamp.load(Ordering::Relaxed),
+        );
         self.put_entry(
             count as u32,
             IndexEntry {
@@ -209,7 +213,14 @@ impl IndexFile {
     /// time is in `[begin, end]`, until `out` holds `max_num`; stops at a
     /// prev of 0, an out-of-range or non-decreasing prev, or a time < begin.
     /// Phys offsets already in `out` are not added again.
-    pub(crate) fn select(&self, key_hash: i32, max_num: usize, begin: i64, end: i64, out: &mut Vec<u64>) {
+    pub(crate) fn select(
+        &self,
+        key_hash: i32,
+        max_num: usize,
+        begin: i64,
+        end: i64,
+        out: &mut Vec<u64>,
+    ) {
         let slot = self.layout.slot_of(key_hash);
         let mut next = self.slot_value(slot);
         let file_begin = self.begin_timestamp();
@@ -309,7 +320,8 @@ impl IndexFile {
         }
         let last = self.entry(keep - 1);
         self.hash_slot_count.store(used, Ordering::Release);
-        self.end_phy_offset.store(last.phy_offset, Ordering::Release);
+        self.end_phy_offset
+            .store(last.phy_offset, Ordering::Release);
         self.end_timestamp
             .store(last.timestamp(self.begin_timestamp()), Ordering::Release);
         self.index_count.store(keep as i32, Ordering::Release);

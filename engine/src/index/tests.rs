@@ -25,7 +25,10 @@ fn key_hash_matches_java() {
     assert_eq!(key_hash("T#a"), 81906);
     assert_eq!(key_hash("hello"), 99162322);
     // "polygenelubricants".hashCode() == Integer.MIN_VALUE: abs stays negative → 0.
-    assert_eq!(crate::record::java_string_hash("polygenelubricants"), i32::MIN);
+    assert_eq!(
+        crate::record::java_string_hash("polygenelubricants"),
+        i32::MIN
+    );
     assert_eq!(key_hash("polygenelubricants"), 0);
     // Negative hashes are made positive.
     let neg = "negative-hash-key-000";
@@ -110,10 +113,15 @@ fn golden_header_and_entries() {
     assert_eq!(view.slot(2), Some(3));
     assert_eq!(view.slot(4), None);
     assert_eq!(
-        view.entries().map(|(n, e)| (n, e.phy_offset)).collect::<Vec<_>>(),
+        view.entries()
+            .map(|(n, e)| (n, e.phy_offset))
+            .collect::<Vec<_>>(),
         vec![(1, 100), (2, 200), (3, 300)]
     );
-    assert_eq!(view.chain(2).map(|(n, _)| n).collect::<Vec<_>>(), vec![3, 1]);
+    assert_eq!(
+        view.chain(2).map(|(n, _)| n).collect::<Vec<_>>(),
+        vec![3, 1]
+    );
     assert_eq!(view.chain(0).count(), 0);
     assert_eq!(e3.timestamp(5000), 9000);
     assert!(matches!(
@@ -134,7 +142,13 @@ fn parser_survives_cycles_and_garbage() {
     bytes[40..44].copy_from_slice(&be32(2));
     bytes[44..48].copy_from_slice(&be32(7));
     let p2 = LAYOUT.entry_pos(2);
-    bytes[p2..p2 + 20].copy_from_slice(&IndexEntry { prev_index: 2, ..Default::default() }.encode());
+    bytes[p2..p2 + 20].copy_from_slice(
+        &IndexEntry {
+            prev_index: 2,
+            ..Default::default()
+        }
+        .encode(),
+    );
     let view = IndexFileView::new(&bytes, LAYOUT).unwrap();
     assert_eq!(view.chain(0).count(), 1);
     assert_eq!(view.chain(1).count(), 0);
@@ -153,11 +167,17 @@ fn put_message_keys_and_uniq_key() {
         assert_eq!(q(&s, k), vec![100], "{k}");
     }
     assert!(q(&s, "").is_empty());
-    assert!(s.query("Other", "k1", 64, 0, i64::MAX).phys_offsets.is_empty());
+    assert!(s
+        .query("Other", "k1", 64, 0, i64::MAX)
+        .phys_offsets
+        .is_empty());
     // No keys at all: nothing written, no file needed.
     let dir2 = tempfile::tempdir().unwrap();
     let s2 = service(dir2.path(), LAYOUT);
-    assert_eq!(s2.put_message("T", None, None, 1, 1).unwrap().keys_indexed, 0);
+    assert_eq!(
+        s2.put_message("T", None, None, 1, 1).unwrap().keys_indexed,
+        0
+    );
     assert!(s2.file_names().is_empty());
 }
 
@@ -184,11 +204,20 @@ fn chains_with_forced_collisions() {
     }
     let h = s.headers()[0];
     assert_eq!((h.hash_slot_count, h.index_count), (1, 31));
-    let expect = |r: u64| (0..30u64).rev().filter(|i| i % 3 == r).map(|i| i * 10).collect::<Vec<_>>();
+    let expect = |r: u64| {
+        (0..30u64)
+            .rev()
+            .filter(|i| i % 3 == r)
+            .map(|i| i * 10)
+            .collect::<Vec<_>>()
+    };
     assert_eq!(q(&s, "key0"), expect(0));
     assert_eq!(q(&s, "key1"), expect(1));
     assert_eq!(q(&s, "key2"), expect(2));
-    assert_eq!(s.query("T", "key1", 3, 0, i64::MAX).phys_offsets, expect(1)[..3].to_vec());
+    assert_eq!(
+        s.query("T", "key1", 3, 0, i64::MAX).phys_offsets,
+        expect(1)[..3].to_vec()
+    );
     // Keys with the same Java hash ("Aa" and "BB") are not told apart.
     assert_eq!(key_hash("T#Aa"), key_hash("T#BB"));
     put(&s, "Aa", 1000, 5000);
@@ -205,7 +234,10 @@ fn query_time_window() {
         put(&s, "k", i * 100, t0 + i as i64 * 10_000);
     }
     let window = |b: i64, e: i64| s.query("T", "k", 64, t0 + b, t0 + e).phys_offsets;
-    assert_eq!(window(0, 90_000), (0..10u64).rev().map(|i| i * 100).collect::<Vec<_>>());
+    assert_eq!(
+        window(0, 90_000),
+        (0..10u64).rev().map(|i| i * 100).collect::<Vec<_>>()
+    );
     assert_eq!(window(20_000, 40_000), vec![400, 300, 200]);
     assert_eq!(window(25_000, 39_999), vec![300]);
     assert!(window(100_000, 200_000).is_empty());
@@ -216,7 +248,10 @@ fn query_time_window() {
     // maxNum is capped by maxMsgsNumBatch.
     let capped = IndexService::with_dir(dir.path(), IndexLayout::new(8, 100).unwrap(), 2);
     capped.load_files(IndexLoad::KeepAll).unwrap();
-    assert_eq!(capped.query("T", "k", 64, 0, i64::MAX).phys_offsets, vec![900, 800]);
+    assert_eq!(
+        capped.query("T", "k", 64, 0, i64::MAX).phys_offsets,
+        vec![900, 800]
+    );
 }
 
 #[test]
@@ -226,7 +261,12 @@ fn rolls_when_full_and_queries_across_files() {
     let s = service(dir.path(), IndexLayout::new(2, 4).unwrap());
     let mut rolls = 0;
     for i in 0..10u64 {
-        let out = put(&s, if i % 2 == 0 { "even" } else { "odd" }, i * 100, 1000 * (i as i64 + 1));
+        let out = put(
+            &s,
+            if i % 2 == 0 { "even" } else { "odd" },
+            i * 100,
+            1000 * (i as i64 + 1),
+        );
         rolls += out.rolled as usize;
     }
     // 10 entries: files with 3,3,3,1 entries.
@@ -244,7 +284,10 @@ fn rolls_when_full_and_queries_across_files() {
     assert_eq!(q(&s, "even"), vec![800, 600, 400, 200, 0]);
     assert_eq!(q(&s, "odd"), vec![900, 700, 500, 300, 100]);
     // Windows skip whole files.
-    assert_eq!(s.query("T", "odd", 64, 4000, 6500).phys_offsets, vec![500, 300]);
+    assert_eq!(
+        s.query("T", "odd", 64, 4000, 6500).phys_offsets,
+        vec![500, 300]
+    );
     // Reload.
     drop(s);
     let s = service(dir.path(), IndexLayout::new(2, 4).unwrap());
@@ -261,13 +304,26 @@ fn full_file_is_rolled_eagerly_and_checkpointed_by_flush() {
     let s = service(dir.path(), IndexLayout::new(2, 3).unwrap());
     assert_eq!(s.flush().unwrap(), None);
     put(&s, "a", 0, 1000);
-    assert!(put(&s, "a", 100, 2000).rolled, "second entry fills the file");
+    assert!(
+        put(&s, "a", 100, 2000).rolled,
+        "second entry fills the file"
+    );
     assert_eq!(s.file_names().len(), 2);
     let h1 = s.headers()[1];
-    assert_eq!((h1.begin_phy_offset, h1.end_phy_offset, h1.begin_timestamp, h1.index_count), (100, 100, 2000, 1));
+    assert_eq!(
+        (
+            h1.begin_phy_offset,
+            h1.end_phy_offset,
+            h1.begin_timestamp,
+            h1.index_count
+        ),
+        (100, 100, 2000, 1)
+    );
     assert_eq!(s.flush().unwrap(), Some(2000));
     // Multi-key message spanning a roll.
-    let out = s.put_message("T", Some("u"), Some("x y"), 200, 3000).unwrap();
+    let out = s
+        .put_message("T", Some("u"), Some("x y"), 200, 3000)
+        .unwrap();
     assert_eq!((out.keys_indexed, out.rolled), (3, true));
     assert_eq!(s.flush().unwrap(), Some(3000));
     for k in ["u", "x", "y"] {
@@ -291,7 +347,10 @@ fn delete_newer_than_checkpoint_on_load() {
     assert_eq!(q(&s, "k"), vec![200, 100, 0]);
     // Wrong layout is refused.
     let other = service(dir.path(), IndexLayout::new(3, 4).unwrap());
-    assert!(matches!(other.load_files(IndexLoad::KeepAll), Err(StoreError::Corruption { .. })));
+    assert!(matches!(
+        other.load_files(IndexLoad::KeepAll),
+        Err(StoreError::Corruption { .. })
+    ));
 }
 
 #[test]
@@ -314,8 +373,14 @@ fn delete_expired_never_the_last() {
 /// chains interleave) into `s`, from message `from`.
 fn build(s: &IndexService, from: u64, n: u64) {
     for i in from..n {
-        s.put_message("T", Some(&format!("u{i}")), Some(&format!("k{}", i % 5)), i * 100, 1000 + i as i64 * 1000)
-            .unwrap();
+        s.put_message(
+            "T",
+            Some(&format!("u{i}")),
+            Some(&format!("k{}", i % 5)),
+            i * 100,
+            1000 + i as i64 * 1000,
+        )
+        .unwrap();
     }
 }
 
@@ -337,7 +402,10 @@ fn truncate_after_then_redispatch_rebuilds_identical_files() {
     b.flush().unwrap();
     let fa = std::fs::read(d1.path().join(&a.file_names()[0])).unwrap();
     let fb = std::fs::read(d2.path().join(&b.file_names()[0])).unwrap();
-    assert!(fa == fb, "truncated file equals a file built without the removed messages");
+    assert!(
+        fa == fb,
+        "truncated file equals a file built without the removed messages"
+    );
     // Re-dispatch from 1200 rebuilds what was removed.
     build(&a, 12, 20);
     build(&b, 12, 20);
@@ -368,7 +436,10 @@ fn truncate_after_deletes_newer_files() {
     for i in 3..10u64 {
         put(&s, "k", i * 100, 1000 * (i as i64 + 1));
     }
-    assert_eq!(q(&s, "k"), (0..10u64).rev().map(|i| i * 100).collect::<Vec<_>>());
+    assert_eq!(
+        q(&s, "k"),
+        (0..10u64).rev().map(|i| i * 100).collect::<Vec<_>>()
+    );
     // Everything: the service starts from scratch.
     s.truncate_after(0).unwrap();
     assert!(s.file_names().is_empty());
@@ -386,7 +457,12 @@ fn truncate_after_survives_torn_slots() {
         s.flush().unwrap();
     }
     // Crash image: header says 10 entries' worth, but slot 1 points past it.
-    let name = std::fs::read_dir(dir.path()).unwrap().next().unwrap().unwrap().path();
+    let name = std::fs::read_dir(dir.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let mut bytes = std::fs::read(&name).unwrap();
     let p = layout.slot_pos(1);
     bytes[p..p + 4].copy_from_slice(&be32(50));
@@ -451,8 +527,14 @@ fn concurrent_queries_while_writing() {
     }
     let guard = SetOnDrop(done.clone());
     for i in 0..2000u64 {
-        s.put_message("T", None, Some(&format!("k{}", i % 11)), i * 100, 1000 + i as i64)
-            .unwrap();
+        s.put_message(
+            "T",
+            None,
+            Some(&format!("k{}", i % 11)),
+            i * 100,
+            1000 + i as i64,
+        )
+        .unwrap();
     }
     drop(guard);
     for r in readers {
