@@ -24,7 +24,8 @@ pub struct FileSpec {
     pub preallocate: bool,
     /// Touch, write through, mlock, madvise (`warmMapedFileEnable`).
     pub warm: bool,
-    /// Pages between msyncs while warming.
+    /// Pages between msyncs that write the warmed zeros to disk (SYNC_FLUSH
+    /// only, as RocketMQ); 0 = leave them in memory.
     pub warm_flush_pages: u64,
 }
 

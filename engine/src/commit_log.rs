@@ -343,8 +343,9 @@ impl CommitLog {
             )));
         }
         let mut st = self.append.lock();
-        self.lock_since_ms.store(now_ms(), Ordering::Relaxed);
-        let result = self.append_locked(&mut st, topic, queue_id, encoded);
+        let now = now_ms();
+        self.lock_since_ms.store(now, Ordering::Relaxed);
+        let result = self.append_locked(&mut st, topic, queue_id, encoded, now);
         self.lock_since_ms.store(0, Ordering::Relaxed);
         result
     }
@@ -355,6 +356,7 @@ impl CommitLog {
         topic: &str,
         queue_id: i32,
         encoded: &mut [u8],
+        now: i64,
     ) -> Result<Appended> {
         let total = encoded.len() as u64;
         let mut file = match &st.current {
@@ -371,7 +373,7 @@ impl CommitLog {
             file = self.roll_to(st, next)?;
             pos = 0;
         }
-        let now = now_ms().max(st.last_store_timestamp);
+        let now = now.max(st.last_store_timestamp);
         st.last_store_timestamp = now;
         self.last_store_timestamp.store(now, Ordering::Release);
         let base = file.start_offset() + pos;

@@ -153,12 +153,27 @@ impl Flusher {
             .name("commitlog-flusher".into())
             .spawn(move || {
                 let mut last_thorough = Instant::now();
+                // Group commit: how many writers the last flush released and how
+                // long it took. Before the next flush we give those writers up to
+                // one flush time to append again, so one flush serves them all
+                // instead of alternating small and large groups.
+                let mut last_released = 0usize;
+                let mut last_flush = Duration::ZERO;
                 loop {
                     let stopping = s.load(Ordering::Acquire);
                     let least = match policy.disk_type {
                         FlushDiskType::SyncFlush => {
                             if !stopping && g.requested() <= g.durable() {
                                 std::thread::park_timeout(Duration::from_millis(10));
+                            }
+                            let window = last_flush.min(Duration::from_millis(2));
+                            let gather_until = Instant::now() + window;
+                            while !stopping && last_released > 1 && g.waiting() < last_released {
+                                let now = Instant::now();
+                                if now >= gather_until {
+                                    break;
+                                }
+                                std::thread::park_timeout(gather_until - now);
                             }
                             0
                         }
@@ -182,8 +197,14 @@ impl Flusher {
                     // Read the timestamp before the flush: everything up to it is covered.
                     let stamp = last_store_timestamp();
                     let before = g.durable();
+                    let waiting = g.waiting();
+                    let started = Instant::now();
                     match flush_commit_log(&log, &mut device, before, least) {
                         Ok(reached) => {
+                            if reached > before {
+                                last_flush = started.elapsed();
+                                last_released = waiting;
+                            }
                             if reached > before || least == 0 {
                                 ts.store(stamp, Ordering::Release);
                             }

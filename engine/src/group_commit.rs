@@ -29,6 +29,8 @@ pub struct GroupCommit {
     durable: AtomicU64,
     /// Highest offset any writer asked for.
     requested: AtomicU64,
+    /// Writers currently waiting (lets the flusher gather a full group).
+    waiting: std::sync::atomic::AtomicUsize,
     failure: OnceLock<String>,
     lock: Mutex<()>,
     cond: Condvar,
@@ -41,6 +43,7 @@ impl GroupCommit {
         GroupCommit {
             durable: AtomicU64::new(durable),
             requested: AtomicU64::new(durable),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
             failure: OnceLock::new(),
             lock: Mutex::new(()),
             cond: Condvar::new(),
@@ -62,6 +65,11 @@ impl GroupCommit {
     /// Highest offset a writer is waiting for.
     pub fn requested(&self) -> u64 {
         self.requested.load(Ordering::Acquire)
+    }
+
+    /// Number of writers waiting right now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Acquire)
     }
 
     /// The failure that made the store read-only, if any.
@@ -106,6 +114,7 @@ impl GroupCommit {
     /// Blocks the calling thread until `offset` is durable, the timeout
     /// passes, or the store fails.
     pub fn wait(&self, offset: u64, timeout: Duration) -> Result<(), NotDurable> {
+        let _counted = Waiting::enter(&self.waiting);
         self.request(offset);
         let deadline = Instant::now() + timeout;
         let mut guard = self.lock.lock();
@@ -122,6 +131,7 @@ impl GroupCommit {
     /// Waits in an async task until `offset` is durable, the timeout passes,
     /// or the store fails. Needs a tokio runtime with the time driver.
     pub async fn wait_async(&self, offset: u64, timeout: Duration) -> Result<(), NotDurable> {
+        let _counted = Waiting::enter(&self.waiting);
         self.request(offset);
         let fut = async {
             loop {
@@ -138,5 +148,21 @@ impl GroupCommit {
             Ok(r) => r,
             Err(_) => self.check(offset).unwrap_or(Err(NotDurable::Timeout)),
         }
+    }
+}
+
+/// Counts a waiter for as long as it lives (also when a future is dropped).
+struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn enter(n: &'a std::sync::atomic::AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::AcqRel);
+        Waiting(n)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }

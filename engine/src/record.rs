@@ -496,12 +496,14 @@ pub fn decode(buf: &[u8], check_crc: bool) -> Decoded<'_> {
 
 /// The broker-generated message id: hex of store host, port, physical offset.
 pub fn offset_msg_id(store_host: SocketAddr, physical_offset: i64) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut bytes = Vec::with_capacity(28);
     put_host(&mut bytes, &store_host);
     bytes.extend_from_slice(&physical_offset.to_be_bytes());
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        s.push_str(&format!("{b:02X}"));
+        s.push(HEX[(b >> 4) as usize] as char);
+        s.push(HEX[(b & 15) as usize] as char);
     }
     s
 }

@@ -102,7 +102,10 @@ impl MessageStore {
             size: config.mapped_file_size_commit_log,
             preallocate: true,
             warm: config.warm_maped_file_enable,
-            warm_flush_pages: config.flush_least_pages_when_warm_maped_file,
+            warm_flush_pages: match config.flush_disk_type {
+                FlushDiskType::SyncFlush => config.flush_least_pages_when_warm_maped_file,
+                FlushDiskType::AsyncFlush => 0,
+            },
         };
         let commit_log = Arc::new(CommitLog::open(
             spec,
