@@ -23,6 +23,6 @@ mod word_map;
 
 pub use config::{BrokerRole, FlushDiskType, FlushMechanism, Properties, StoreConfig};
 pub use error::{Result, StoreError};
-pub use record::{Decoded, MessageToStore, RecordView};
 pub use read::{AcceptAll, GetMessageResult, GetMessageStatus, MessageFilter, TagCodes};
+pub use record::{Decoded, MessageToStore, RecordView};
 pub use store::{MessageStore, PutResult, PutStatus, StoredMessage};

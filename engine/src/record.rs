@@ -147,6 +147,9 @@ pub struct MessageToStore {
     pub store_host: SocketAddr,
     pub reconsume_times: i32,
     pub prepared_transaction_offset: i64,
+    /// Under SYNC_FLUSH, whether the put waits until the record is durable
+    /// (the producer's `WAIT` property: absent or `true` means wait).
+    pub wait_for_flush: bool,
 }
 
 impl MessageToStore {
@@ -165,7 +168,16 @@ impl MessageToStore {
             store_host: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 10911),
             reconsume_times: 0,
             prepared_transaction_offset: 0,
+            wait_for_flush: true,
         }
+    }
+
+    /// RocketMQ's rule for the `WAIT` property: absent or `true`
+    /// (case-insensitive) means wait; anything else means don't.
+    pub fn wait_property(properties: &str) -> bool {
+        find_property(properties, property::WAIT)
+            .map(|v| v.eq_ignore_ascii_case("true"))
+            .unwrap_or(true)
     }
 
     /// SYSFLAG as stored: the producer's bits with the host-family bits set.
@@ -572,6 +584,7 @@ mod tests {
             store_host: "192.168.1.10:10911".parse().unwrap(),
             reconsume_times: 1,
             prepared_transaction_offset: 0,
+            wait_for_flush: true,
         }
     }
 

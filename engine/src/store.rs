@@ -277,10 +277,7 @@ impl MessageStore {
         };
         let wait = match self.config.flush_disk_type {
             FlushDiskType::SyncFlush => {
-                let wants_wait = record::find_property(&first.properties, record::property::WAIT)
-                    .map(|v| v.eq_ignore_ascii_case("true"))
-                    .unwrap_or(true);
-                if wants_wait {
+                if first.wait_for_flush {
                     Some(appended.end_offset)
                 } else {
                     self.group.request(appended.end_offset);
@@ -479,6 +476,13 @@ impl MessageStore {
     /// Forgets a topic: its consume queues are deleted from disk and its
     /// queue offsets restart at 0. Commit log records stay until retention.
     pub fn delete_topic(&self, topic: &str) -> Result<()> {
+        // Let dispatch pass what is already written, so it does not recreate
+        // the queues right after they are removed.
+        let target = self.commit_log.max_offset();
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while self.dispatched_offset() < target && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         self.derived.queues.remove_topic(topic)?;
         self.commit_log.remove_topic(topic);
         Ok(())

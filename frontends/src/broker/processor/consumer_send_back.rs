@@ -120,6 +120,7 @@ pub async fn handle(broker: &Broker, _ctx: &ConnectionContext, req: &RemotingCom
         store_host: broker.store_host,
         reconsume_times: rec.reconsume_times + 1,
         prepared_transaction_offset: 0,
+        wait_for_flush: false,
     };
     drop(slice);
     match broker.store.put_message_async(&msg).await {

@@ -236,9 +236,9 @@ fn process(
         return Ok(Pass::Suspend { codes, hold });
     }
     let suggest = if broker.config.slave_read_enable && r.suggest_pull_from_slave {
-        group.which_broker_when_consume_slowly as i64
+        group.which_broker_when_consume_slowly
     } else if broker.config.slave_read_enable {
-        group.broker_id as i64
+        group.broker_id
     } else {
         0
     };

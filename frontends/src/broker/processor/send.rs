@@ -14,8 +14,8 @@
 //!   separate messages (the client's intent) rather than stored as one blob
 //!   as a Java broker would.
 //! * `WAIT` is stripped from the stored properties of plain single messages
-//!   (4.9.1+) when it is `true`; `WAIT=false` is kept, because the store
-//!   reads it to decide not to wait for the flush.
+//!   (4.9.1+); its meaning travels to the store as
+//!   `MessageToStore::wait_for_flush`.
 //! * Delayed (`DELAY` > 0) and transactional (`TRAN_MSG=true`) messages are
 //!   stored as plain messages for now, keeping `WAIT` as Java's stored
 //!   string would (later issue: schedule topic and half topic).
@@ -185,6 +185,7 @@ pub async fn handle(broker: &Broker, ctx: &ConnectionContext, req: &RemotingComm
         store_host: broker.store_host,
         reconsume_times: h.reconsume_times,
         prepared_transaction_offset: 0,
+        wait_for_flush: MessageToStore::wait_property(&h.properties),
     };
     if h.batch {
         send_batch(broker, &h, template, &req.body).await
@@ -227,14 +228,12 @@ fn check_topic(broker: &Broker, h: &SendHeader) -> Result<TopicConfig, RemotingC
 }
 
 /// Properties to store for a single message: the request's pairs (in
-/// request order) minus `WAIT=true` for plain messages, plus CLUSTER.
+/// request order) minus `WAIT` for plain messages (4.9.1+; the store gets
+/// it as `MessageToStore::wait_for_flush`), plus CLUSTER.
 fn single_properties(broker: &Broker, props: &str, plain: bool) -> String {
     let mut pairs: Vec<(&str, &str)> = engine::record::parse_properties(props)
         .into_iter()
-        .filter(|(k, v)| {
-            *k != property::CLUSTER
-                && !(plain && *k == property::WAIT && !v.eq_ignore_ascii_case("false"))
-        })
+        .filter(|(k, _)| *k != property::CLUSTER && !(plain && *k == property::WAIT))
         .collect();
     pairs.push((property::CLUSTER, &broker.config.broker_cluster_name));
     engine::record::serialize_properties(pairs)
