@@ -19,6 +19,7 @@ use crate::consume_queue::ConsumeQueueSet;
 use crate::error::{Result, StoreError};
 use crate::index::IndexService;
 use crate::record::{self, property, sysflag, Decoded};
+use crate::schedule::{DelayLevels, SCHEDULE_TOPIC};
 
 /// A message that just became visible in its consume queue.
 #[derive(Debug, Clone)]
@@ -42,6 +43,8 @@ pub struct Derived {
     pub listener: RwLock<Option<ArrivalListener>>,
     /// Store timestamp of the last dispatched record (checkpoint logicsMsgTimestamp).
     pub last_timestamp: AtomicI64,
+    /// Scheduled messages' tag code is their due time.
+    pub delay_levels: DelayLevels,
 }
 
 impl Derived {
@@ -88,7 +91,11 @@ impl Derived {
     fn dispatch_one(&self, v: &record::RecordView<'_>) -> Result<()> {
         let phys = v.physical_offset;
         if v.is_consumable() {
-            let tags_code = v.tags_code();
+            let tags_code = if v.topic == SCHEDULE_TOPIC {
+                self.delay_levels.due_time(v.store_timestamp, v.queue_id)
+            } else {
+                v.tags_code()
+            };
             let q = self.queues.get_or_create(v.topic, v.queue_id);
             if let Err(e) = q.append_entry(
                 v.queue_offset as u64,

@@ -18,6 +18,7 @@ pub mod index;
 pub mod mapped_file;
 pub mod read;
 pub mod record;
+pub mod schedule;
 pub mod store;
 mod word_map;
 

@@ -157,6 +157,7 @@ impl MessageStore {
             index: index.clone(),
             listener: parking_lot::RwLock::new(None),
             last_timestamp: std::sync::atomic::AtomicI64::new(checkpoint.logics_msg_timestamp),
+            delay_levels: crate::schedule::DelayLevels::parse(&config.message_delay_level)?,
         });
         let reached = derived.dispatch_range(&commit_log, replay_from, end)?;
         if reached < end {
