@@ -1,5 +1,6 @@
 //! Network frontends: RocketMQ 4.x remoting protocol, name server, broker.
 
 pub mod broker;
+pub mod cli;
 pub mod namesrv;
 pub mod remoting;

@@ -17,6 +17,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use frontends::broker::{Broker, BrokerSettings};
+use frontends::cli::{shown_addr, StopSignals};
 use frontends::namesrv::NameServer;
 
 #[derive(Parser, Debug)]
@@ -36,21 +37,8 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let args = Args::parse();
-    match run(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("rmq-broker: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    frontends::cli::init_logging();
+    frontends::cli::exit_code("rmq-broker", run(Args::parse()))
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
@@ -79,6 +67,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        let stop = StopSignals::install()?;
         let namesrv = if embedded_namesrv {
             let ns = NameServer::start("127.0.0.1:9876").await?;
             tracing::info!(addr = %ns.local_addr(), "embedded name server started");
@@ -87,10 +76,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             None
         };
         let handle = Broker::start(settings).await?;
-        let mut shown = handle.local_addr();
-        if shown.ip().is_unspecified() {
-            shown.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-        }
+        let shown = shown_addr(handle.local_addr());
         let mut out = std::io::stdout();
         writeln!(
             out,
@@ -99,21 +85,11 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             handle.fast_addr().port()
         )?;
         out.flush()?;
-        wait_for_signal().await?;
-        tracing::info!("signal received, shutting down");
+        stop.wait().await;
         handle.shutdown().await;
         if let Some(ns) = namesrv {
             ns.shutdown().await;
         }
         Ok::<(), Box<dyn std::error::Error>>(())
     })
-}
-
-async fn wait_for_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r,
-        _ = term.recv() => Ok(()),
-    }
 }

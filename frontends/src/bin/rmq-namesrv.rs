@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use engine::config::{apply_properties, render, Properties};
+use frontends::cli::{shown_addr, StopSignals};
 use frontends::namesrv::{KvConfig, NameServer, NamesrvConfig};
 
 #[derive(Parser, Debug)]
@@ -27,21 +28,8 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let args = Args::parse();
-    match run(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("rmq-namesrv: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    frontends::cli::init_logging();
+    frontends::cli::exit_code("rmq-namesrv", run(Args::parse()))
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
@@ -60,25 +48,15 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        // Handlers first, so a signal right after the banner is not fatal.
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
+        let stop = StopSignals::install()?;
         let bind = format!("{}:{}", config.listen_addr, config.listen_port);
         let kv = KvConfig::load(&config.kv_config_path);
         let ns = NameServer::start_with(&bind, &config, kv).await?;
-        let mut shown = ns.local_addr();
-        if shown.ip().is_unspecified() {
-            shown.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-        }
+        let shown = shown_addr(ns.local_addr());
         let mut out = std::io::stdout();
         writeln!(out, "listening on {shown}")?;
         out.flush()?;
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        tracing::info!("signal received, shutting down");
+        stop.wait().await;
         ns.shutdown().await;
         Ok::<(), Box<dyn std::error::Error>>(())
     })
