@@ -2,14 +2,10 @@
 //! consumers and admin tools would, with an embedded name server.
 //! Every wait is bounded; servers are stopped at the end of each test.
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use engine::record::{decode, parse_offset_msg_id, Decoded};
-use frontends::broker::{Broker, BrokerHandle, BrokerSettings};
-use frontends::namesrv::NameServer;
 use frontends::remoting::codes::{request, response};
 use frontends::remoting::{
     ClientConfig, ConnectionContext, RemotingClient, RemotingCommand, RequestHandler,
@@ -18,97 +14,19 @@ use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
 
-const T: Duration = Duration::from_secs(10);
+mod common;
 
-/// A port P with P and P−2 both free on 127.0.0.1.
-fn free_port_pair() -> u16 {
-    for _ in 0..200 {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = l.local_addr().unwrap().port();
-        if p < 1026 {
-            continue;
-        }
-        if TcpListener::bind(("127.0.0.1", p - 2)).is_ok() {
-            return p;
-        }
-    }
-    panic!("no free port pair found");
-}
+use common::{send_v2, T};
 
-fn settings(store: &Path, namesrv: SocketAddr, port: u16) -> BrokerSettings {
-    let mut s = BrokerSettings::default();
-    let props = engine::Properties::from_args([
-        format!("listenPort={port}"),
-        "bindAddress=127.0.0.1".to_string(),
-        "brokerIP1=127.0.0.1".to_string(),
-        "brokerName=broker-test".to_string(),
-        format!("namesrvAddr={namesrv}"),
-        format!("storePathRootDir={}", store.display()),
-        "mappedFileSizeCommitLog=16777216".to_string(),
-        "mappedFileSizeConsumeQueue=60000".to_string(),
-        "maxMessageSize=4096".to_string(),
-        "flushConsumerOffsetInterval=200".to_string(),
-    ])
-    .unwrap();
-    let unknown = s.apply(&props).unwrap();
-    assert!(unknown.is_empty(), "{unknown:?}");
-    s
-}
+/// Settings these tests need beyond the common ones.
+const EXTRA: &[&str] = &[
+    "bindAddress=127.0.0.1",
+    "maxMessageSize=4096",
+    "flushConsumerOffsetInterval=200",
+];
 
-struct Env {
-    ns: NameServer,
-    broker: BrokerHandle,
-    addr: String,
-    client: RemotingClient,
-}
-
-async fn start(store: &Path) -> Env {
-    let ns = NameServer::start("127.0.0.1:0").await.unwrap();
-    let port = free_port_pair();
-    let broker = Broker::start(settings(store, ns.local_addr(), port))
-        .await
-        .unwrap();
-    let addr = broker.local_addr().to_string();
-    Env {
-        ns,
-        broker,
-        addr,
-        client: RemotingClient::default(),
-    }
-}
-
-impl Env {
-    async fn call(&self, req: RemotingCommand) -> RemotingCommand {
-        timeout(T, self.client.invoke(&self.addr, req, T))
-            .await
-            .expect("bounded")
-            .expect("response")
-    }
-
-    async fn stop(self) {
-        self.client.close_all();
-        timeout(T, self.broker.shutdown())
-            .await
-            .expect("broker stops");
-        timeout(T, self.ns.shutdown()).await.expect("namesrv stops");
-    }
-}
-
-fn send_v2(topic: &str, queue_id: i32, body: &[u8], props: &str) -> RemotingCommand {
-    RemotingCommand::request(request::SEND_MESSAGE_V2)
-        .with_ext("a", "PG")
-        .with_ext("b", topic)
-        .with_ext("c", "TBW102")
-        .with_ext("d", 4)
-        .with_ext("e", queue_id)
-        .with_ext("f", 0)
-        .with_ext("g", 1_700_000_000_000i64)
-        .with_ext("h", 0)
-        .with_ext("i", props)
-        .with_ext("j", 0)
-        .with_ext("k", false)
-        .with_ext("m", false)
-        .with_body(body.to_vec())
+async fn start(store: &std::path::Path) -> common::Env {
+    common::start(store, EXTRA).await
 }
 
 fn batch_body(entries: &[(&[u8], &str)]) -> Vec<u8> {

@@ -10,23 +10,15 @@ use frontends::remoting::codes::{request, response};
 use frontends::remoting::RemotingCommand;
 use tokio::time::timeout;
 
-const T: Duration = Duration::from_secs(10);
+use common::T;
 
 fn send(topic: &str, queue: i32, body: &str, tag: &str) -> RemotingCommand {
-    RemotingCommand::request(request::SEND_MESSAGE_V2)
-        .with_ext("a", "PG")
-        .with_ext("b", topic)
-        .with_ext("c", "TBW102")
-        .with_ext("d", 4)
-        .with_ext("e", queue)
-        .with_ext("f", 0)
-        .with_ext("g", 1_700_000_000_000i64)
-        .with_ext("h", 0)
-        .with_ext("i", format!("TAGS\u{1}{tag}\u{2}WAIT\u{1}true"))
-        .with_ext("j", 0)
-        .with_ext("k", false)
-        .with_ext("m", false)
-        .with_body(body.as_bytes().to_vec())
+    common::send_v2(
+        topic,
+        queue,
+        body.as_bytes(),
+        &format!("TAGS\u{1}{tag}\u{2}WAIT\u{1}true"),
+    )
 }
 
 fn pull(

@@ -7,7 +7,10 @@ use std::path::Path;
 
 use frontends::broker::{Broker, BrokerHandle, BrokerSettings};
 use frontends::namesrv::NameServer;
-use frontends::remoting::RemotingClient;
+use frontends::remoting::codes::request;
+use frontends::remoting::{RemotingClient, RemotingCommand};
+use std::time::Duration;
+use tokio::time::timeout;
 
 /// A port P with P and P−2 both free on 127.0.0.1.
 pub fn free_port_pair() -> u16 {
@@ -65,10 +68,42 @@ pub async fn start(store: &Path, extra: &[&str]) -> Env {
     }
 }
 
+/// The bound for every wait in broker tests.
+pub const T: Duration = Duration::from_secs(10);
+
 impl Env {
+    /// One request to the broker, bounded by `T`.
+    pub async fn call(&self, req: RemotingCommand) -> RemotingCommand {
+        timeout(T, self.client.invoke(&self.addr, req, T))
+            .await
+            .expect("bounded")
+            .expect("response")
+    }
+
+    /// Stops broker and name server, each bounded by `T`.
     pub async fn stop(self) {
         self.client.close_all();
-        self.broker.shutdown().await;
-        self.ns.shutdown().await;
+        timeout(T, self.broker.shutdown())
+            .await
+            .expect("broker stops");
+        timeout(T, self.ns.shutdown()).await.expect("namesrv stops");
     }
+}
+
+/// A SEND_MESSAGE_V2 request as the Java client builds it.
+pub fn send_v2(topic: &str, queue_id: i32, body: &[u8], props: &str) -> RemotingCommand {
+    RemotingCommand::request(request::SEND_MESSAGE_V2)
+        .with_ext("a", "PG")
+        .with_ext("b", topic)
+        .with_ext("c", "TBW102")
+        .with_ext("d", 4)
+        .with_ext("e", queue_id)
+        .with_ext("f", 0)
+        .with_ext("g", 1_700_000_000_000i64)
+        .with_ext("h", 0)
+        .with_ext("i", props)
+        .with_ext("j", 0)
+        .with_ext("k", false)
+        .with_ext("m", false)
+        .with_body(body.to_vec())
 }
