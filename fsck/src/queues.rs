@@ -1,0 +1,260 @@
+//! Checking consume queues: file names and sizes, and that every entry points
+//! at a whole record of its topic and queue with the right size, tag hash and
+//! queue offset. (That every record has its entry is checked from the commit
+//! log side, see [`crate::check`].)
+
+use engine::consume_queue::{CqEntry, CQ_ENTRY_SIZE};
+use engine::record::{self, Decoded, RecordView};
+use engine::schedule::{DelayLevels, SCHEDULE_TOPIC};
+
+use crate::commitlog::in_damaged;
+use crate::report::{Kind, Problem};
+use crate::store::{QueueDir, Store};
+
+/// The whole record that starts at `phys`, if one does (CRC not re-checked:
+/// the commit log scan did that, and `damaged` lists what failed).
+pub fn record_at<'a>(
+    store: &'a Store,
+    damaged: &[(u64, u64)],
+    end: u64,
+    phys: u64,
+) -> Option<RecordView<'a>> {
+    if phys >= end {
+        return None;
+    }
+    let (f, rel) = store.locate(phys)?;
+    match record::decode(&f.file.bytes()[rel..], false) {
+        Decoded::Message(v)
+            if v.physical_offset == phys as i64
+                && phys + v.total_size() as u64 <= end
+                && !in_damaged(damaged, phys, v.total_size() as u64) =>
+        {
+            Some(v)
+        }
+        _ => None,
+    }
+}
+
+/// Entry `n` of a queue, if its file is present.
+pub fn entry_of(q: &QueueDir, n: u64) -> Option<CqEntry> {
+    let off = n.checked_mul(CQ_ENTRY_SIZE)?;
+    let i = q.files.partition_point(|f| f.start <= off).checked_sub(1)?;
+    let f = &q.files[i];
+    let rel = (off - f.start) as usize;
+    CqEntry::decode(f.file.bytes().get(rel..)?)
+}
+
+/// The tag code the dispatcher writes for a record.
+pub fn expected_tags_code(v: &RecordView<'_>, delay: &DelayLevels) -> i64 {
+    if v.topic == SCHEDULE_TOPIC {
+        delay.due_time(v.store_timestamp, v.queue_id)
+    } else {
+        v.tags_code()
+    }
+}
+
+/// What checking one queue found.
+#[derive(Debug, Default)]
+pub struct QueueResult {
+    pub problems: Vec<Problem>,
+    pub files: u64,
+    pub entries: u64,
+    /// Entry index one past the last valid entry (the queue's max offset).
+    pub max_offset: u64,
+}
+
+/// Counts occurrences of a problem kind, keeping the first one's details.
+struct Tally {
+    first: Option<Problem>,
+    count: u64,
+}
+
+impl Tally {
+    fn new() -> Self {
+        Tally {
+            first: None,
+            count: 0,
+        }
+    }
+    fn add(&mut self, p: impl FnOnce() -> Problem) {
+        if self.first.is_none() {
+            self.first = Some(p());
+        }
+        self.count += 1;
+    }
+    fn finish(self, out: &mut Vec<Problem>) {
+        if let Some(mut p) = self.first {
+            if self.count > 1 {
+                p.detail = format!("{} (and {} more like it)", p.detail, self.count - 1);
+            }
+            out.push(p);
+        }
+    }
+}
+
+pub fn check_queue(
+    store: &Store,
+    q: &QueueDir,
+    damaged: &[(u64, u64)],
+    end: u64,
+    delay: &DelayLevels,
+) -> QueueResult {
+    let mut r = QueueResult {
+        files: q.files.len() as u64,
+        ..Default::default()
+    };
+    let size = store.cq_size;
+    for p in &q.strays {
+        r.problems.push(Problem::new(
+            Kind::CqFileName,
+            p,
+            None,
+            "not a consume-queue file (name is not 20 digits)",
+        ));
+    }
+    for (i, f) in q.files.iter().enumerate() {
+        if f.start % size != 0 {
+            r.problems.push(Problem::new(
+                Kind::CqFileName,
+                &f.file.path,
+                None,
+                format!(
+                    "start {} is not a multiple of the file size {size}",
+                    f.start
+                ),
+            ));
+        } else if i > 0 && f.start != q.files[i - 1].start + size {
+            r.problems.push(Problem::new(
+                Kind::CqGap,
+                &f.file.path,
+                None,
+                format!(
+                    "previous file starts at {}; a file is missing before this one",
+                    q.files[i - 1].start
+                ),
+            ));
+        }
+        if f.file.len != size {
+            r.problems.push(Problem::new(
+                Kind::CqFileSize,
+                &f.file.path,
+                None,
+                format!("{} bytes, configured size is {size}", f.file.len),
+            ));
+        }
+    }
+    let mut past_end = Tally::new();
+    let mut bad = Tally::new();
+    let mut wrong_offset = Tally::new();
+    let mut garbage = Tally::new();
+    let mut ended: Option<u64> = None;
+    let mut seen_message = false;
+    for f in &q.files {
+        let bytes = f.file.bytes();
+        let n0 = f.start / CQ_ENTRY_SIZE;
+        for (k, chunk) in bytes.chunks_exact(CQ_ENTRY_SIZE as usize).enumerate() {
+            let n = n0 + k as u64;
+            let pos = Some(k as u64 * CQ_ENTRY_SIZE);
+            let Some(e) = CqEntry::decode(chunk) else {
+                continue;
+            };
+            if !e.is_valid() {
+                if ended.is_none() {
+                    ended = Some(n);
+                }
+                continue;
+            }
+            if let Some(at) = ended {
+                garbage.add(|| {
+                    Problem::new(
+                        Kind::CqGarbage,
+                        &f.file.path,
+                        pos,
+                        format!("entry {n} is valid but the queue's data ended at entry {at}"),
+                    )
+                });
+                continue;
+            }
+            r.max_offset = n + 1;
+            if e.is_placeholder() {
+                continue;
+            }
+            r.entries += 1;
+            seen_message = true;
+            let phys = e.phys_offset as u64;
+            if e.phys_end() > end {
+                past_end.add(|| {
+                    Problem::new(
+                        Kind::CqPastEnd,
+                        &f.file.path,
+                        pos,
+                        format!(
+                            "entry {n} points at [{phys}, {}) past the commit log end {end}",
+                            e.phys_end()
+                        ),
+                    )
+                });
+                continue;
+            }
+            let Some(v) = record_at(store, damaged, end, phys) else {
+                bad.add(|| {
+                    Problem::new(
+                        Kind::CqBadEntry,
+                        &f.file.path,
+                        pos,
+                        format!("entry {n} points at {phys}, where no whole record starts"),
+                    )
+                });
+                continue;
+            };
+            let why = if v.topic != q.topic || v.queue_id != q.queue_id {
+                Some(format!(
+                    "the record at {phys} belongs to {}/{}",
+                    v.topic, v.queue_id
+                ))
+            } else if v.total_size() as i64 != e.size as i64 {
+                Some(format!(
+                    "size {} but the record at {phys} has {} bytes",
+                    e.size,
+                    v.total_size()
+                ))
+            } else if !e.tags_code_is_ext_address() && e.tags_code != expected_tags_code(&v, delay)
+            {
+                Some(format!(
+                    "tag code {} but the record's is {}",
+                    e.tags_code,
+                    expected_tags_code(&v, delay)
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                bad.add(|| {
+                    Problem::new(
+                        Kind::CqBadEntry,
+                        &f.file.path,
+                        pos,
+                        format!("entry {n}: {why}"),
+                    )
+                });
+            } else if v.queue_offset != n as i64 {
+                wrong_offset.add(|| {
+                    Problem::new(
+                        Kind::CqOffset,
+                        &f.file.path,
+                        pos,
+                        format!(
+                            "entry {n} points at a record with queue offset {}",
+                            v.queue_offset
+                        ),
+                    )
+                });
+            }
+        }
+    }
+    let _ = seen_message;
+    for t in [past_end, bad, wrong_offset, garbage] {
+        t.finish(&mut r.problems);
+    }
+    r
+}

@@ -1,0 +1,300 @@
+//! Finding a store's files and mapping them read-only.
+//!
+//! File sizes come from the configuration when given (`--commitlog-size`,
+//! `--cq-size`, `-c broker.conf`); otherwise the commit log and consume-queue
+//! sizes are inferred from the files present (the most common size), and
+//! RocketMQ's defaults apply to an empty store.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use engine::index::IndexLayout;
+use engine::mapped_file::parse_file_name;
+use engine::StoreConfig;
+use memmap2::Mmap;
+
+/// Directory names (at the store root) fsck writes backups into; never checked.
+pub const BACKUP_PREFIX: &str = "fsck-backup-";
+
+/// How to read the store: its configuration and which sizes were given.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The store's configuration; `store_path_root_dir` is the store.
+    pub config: StoreConfig,
+    /// `mappedFileSizeCommitLog` was given explicitly (else inferred from files).
+    pub commitlog_size_given: bool,
+    /// `mappedFileSizeConsumeQueue` was given explicitly.
+    pub cq_size_given: bool,
+}
+
+impl Settings {
+    /// Defaults for the store at `root`; sizes inferred from the files.
+    pub fn new(root: &Path) -> Self {
+        let mut config = StoreConfig::default();
+        config.store_path_root_dir = root.to_path_buf();
+        Settings {
+            config,
+            commitlog_size_given: false,
+            cq_size_given: false,
+        }
+    }
+
+    /// Settings with every size taken from `config` as given.
+    pub fn explicit(config: StoreConfig) -> Self {
+        Settings {
+            config,
+            commitlog_size_given: true,
+            cq_size_given: true,
+        }
+    }
+}
+
+/// A read-only mapped file (empty files are not mapped).
+pub struct Mapped {
+    pub path: PathBuf,
+    pub len: u64,
+    map: Option<Mmap>,
+}
+
+impl Mapped {
+    pub fn open(path: &Path) -> std::io::Result<Self> {
+        let f = File::open(path)?;
+        let len = f.metadata()?.len();
+        let map = if len == 0 {
+            None
+        } else {
+            // SAFETY: read-only mapping; fsck requires that no broker runs on
+            // the store (repair takes the store lock), so the file does not change.
+            let m = unsafe { Mmap::map(&f)? };
+            let _ = m.advise(memmap2::Advice::Sequential);
+            Some(m)
+        };
+        Ok(Mapped {
+            path: path.to_path_buf(),
+            len,
+            map,
+        })
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        self.map.as_deref().unwrap_or(&[])
+    }
+}
+
+/// A file whose name is a 20-digit offset.
+pub struct NamedFile {
+    pub start: u64,
+    pub file: Mapped,
+}
+
+/// One consume queue directory.
+pub struct QueueDir {
+    pub topic: String,
+    pub queue_id: i32,
+    pub dir: PathBuf,
+    /// Files with valid names, sorted by start.
+    pub files: Vec<NamedFile>,
+    /// Entries in the directory that are not 20-digit file names.
+    pub strays: Vec<PathBuf>,
+}
+
+/// Everything found in the store, mapped.
+pub struct Store {
+    pub root: PathBuf,
+    pub config: StoreConfig,
+    pub commitlog_size: u64,
+    pub cq_size: u64,
+    pub index_layout: IndexLayout,
+    pub commitlog_dir: PathBuf,
+    /// Commit log files with valid names, sorted by start offset.
+    pub commitlog: Vec<NamedFile>,
+    pub commitlog_strays: Vec<PathBuf>,
+    pub queues: Vec<QueueDir>,
+    /// Paths in `consumequeue/` that are not `<topic>/<queueId>/`.
+    pub cq_strays: Vec<PathBuf>,
+    /// Index files (17-digit names), sorted by name.
+    pub index: Vec<Mapped>,
+    pub index_strays: Vec<PathBuf>,
+    pub notes: Vec<String>,
+}
+
+fn list_dir(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    match std::fs::read_dir(dir) {
+        Ok(rd) => {
+            for e in rd {
+                let e = e?;
+                out.push((e.file_name().to_string_lossy().into_owned(), e.path()));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn most_common(sizes: impl Iterator<Item = u64>) -> Option<u64> {
+    let mut counts: BTreeMap<u64, usize> = BTreeMap::new();
+    for s in sizes {
+        *counts.entry(s).or_insert(0) += 1;
+    }
+    counts
+        .into_iter()
+        .max_by_key(|(size, n)| (*n, *size))
+        .map(|(s, _)| s)
+}
+
+fn open_named(dir: &Path) -> std::io::Result<(Vec<NamedFile>, Vec<PathBuf>)> {
+    let mut files = Vec::new();
+    let mut strays = Vec::new();
+    for (name, path) in list_dir(dir)? {
+        match parse_file_name(&name) {
+            Some(start) if path.is_file() => files.push(NamedFile {
+                start,
+                file: Mapped::open(&path)?,
+            }),
+            _ => strays.push(path),
+        }
+    }
+    files.sort_by_key(|f| f.start);
+    Ok((files, strays))
+}
+
+impl Store {
+    /// Lists and maps every store file. Fails only when the store cannot be
+    /// read at all (exit code 2).
+    pub fn open(settings: &Settings) -> std::io::Result<Store> {
+        let config = &settings.config;
+        let root = config.store_path_root_dir.clone();
+        if !root.is_dir() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{} is not a directory", root.display()),
+            ));
+        }
+        let mut notes = Vec::new();
+        let commitlog_dir = config.commit_log_dir();
+        let (commitlog, commitlog_strays) = open_named(&commitlog_dir)?;
+        let commitlog_size = if settings.commitlog_size_given {
+            config.mapped_file_size_commit_log
+        } else {
+            match most_common(commitlog.iter().map(|f| f.file.len).filter(|l| *l > 0)) {
+                Some(s) => {
+                    if s != config.mapped_file_size_commit_log {
+                        notes.push(format!("commit log file size {s} inferred from the files"));
+                    }
+                    s
+                }
+                None => config.mapped_file_size_commit_log,
+            }
+        };
+
+        let cq_root = config.consume_queue_dir();
+        let mut queues = Vec::new();
+        let mut cq_strays = Vec::new();
+        for (topic, tdir) in list_dir(&cq_root)? {
+            if !tdir.is_dir() {
+                cq_strays.push(tdir);
+                continue;
+            }
+            for (qname, qdir) in list_dir(&tdir)? {
+                let qid = qname.parse::<i32>().ok().filter(|q| q.to_string() == qname);
+                match qid {
+                    Some(queue_id) if qdir.is_dir() => {
+                        let (files, strays) = open_named(&qdir)?;
+                        queues.push(QueueDir {
+                            topic: topic.clone(),
+                            queue_id,
+                            dir: qdir,
+                            files,
+                            strays,
+                        });
+                    }
+                    _ => cq_strays.push(qdir),
+                }
+            }
+        }
+        let cq_size = if settings.cq_size_given {
+            config.consume_queue_file_size()
+        } else {
+            let all = queues
+                .iter()
+                .flat_map(|q| q.files.iter().map(|f| f.file.len))
+                .filter(|l| *l > 0 && l % 20 == 0);
+            match most_common(all) {
+                Some(s) => {
+                    if s != config.consume_queue_file_size() {
+                        notes.push(format!(
+                            "consume queue file size {s} inferred from the files"
+                        ));
+                    }
+                    s
+                }
+                None => config.consume_queue_file_size(),
+            }
+        };
+
+        let index_layout = IndexLayout::from_config(config)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        let mut index = Vec::new();
+        let mut index_strays = Vec::new();
+        for (name, path) in list_dir(&config.index_dir())? {
+            if name.len() == 17 && name.bytes().all(|b| b.is_ascii_digit()) && path.is_file() {
+                index.push(Mapped::open(&path)?);
+            } else {
+                index_strays.push(path);
+            }
+        }
+
+        let mut config = config.clone();
+        config.mapped_file_size_commit_log = commitlog_size;
+        config.mapped_file_size_consume_queue = cq_size;
+        Ok(Store {
+            root,
+            config,
+            commitlog_size,
+            cq_size,
+            index_layout,
+            commitlog_dir,
+            commitlog,
+            commitlog_strays,
+            queues,
+            cq_strays,
+            index,
+            index_strays,
+            notes,
+        })
+    }
+
+    /// The commit log file holding absolute offset `phys` and the position in it.
+    pub fn locate(&self, phys: u64) -> Option<(&NamedFile, usize)> {
+        let i = self
+            .commitlog
+            .partition_point(|f| f.start <= phys)
+            .checked_sub(1)?;
+        let f = &self.commitlog[i];
+        let rel = phys - f.start;
+        (rel < f.file.len).then_some((f, rel as usize))
+    }
+
+    /// Total bytes of every mapped file (for progress).
+    pub fn total_bytes(&self) -> u64 {
+        self.commitlog.iter().map(|f| f.file.len).sum::<u64>()
+            + self
+                .queues
+                .iter()
+                .flat_map(|q| q.files.iter().map(|f| f.file.len))
+                .sum::<u64>()
+            + self.index.iter().map(|f| f.len).sum::<u64>()
+    }
+
+    /// Queues by (topic, queueId).
+    pub fn queue_map(&self) -> HashMap<(&str, i32), &QueueDir> {
+        self.queues
+            .iter()
+            .map(|q| ((q.topic.as_str(), q.queue_id), q))
+            .collect()
+    }
+}
