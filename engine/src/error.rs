@@ -24,6 +24,11 @@ pub enum StoreError {
     /// that nothing is acknowledged that may not be durable.
     #[error("store is read-only after an earlier failure: {0}")]
     ReadOnly(String),
+    /// The disk holding the store is nearly full (store.md §11.8 disk guard):
+    /// appends are refused until retention frees space. Nothing was written;
+    /// the broker answers SERVICE_NOT_AVAILABLE.
+    #[error("disk full: {0}")]
+    DiskFull(String),
     /// The store has been shut down.
     #[error("store is shut down")]
     ShutDown,

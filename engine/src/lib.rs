@@ -18,6 +18,7 @@ pub mod index;
 pub mod mapped_file;
 pub mod read;
 pub mod record;
+pub mod retention;
 pub mod schedule;
 pub mod store;
 mod word_map;
@@ -26,4 +27,5 @@ pub use config::{BrokerRole, FlushDiskType, FlushMechanism, Properties, StoreCon
 pub use error::{Result, StoreError};
 pub use read::{AcceptAll, GetMessageResult, GetMessageStatus, MessageFilter, TagCodes};
 pub use record::{Decoded, MessageToStore, RecordView};
+pub use retention::{Clock, DiskUsage, ManualClock, RetentionRound, StoreHooks};
 pub use store::{MessageStore, PutResult, PutStatus, StoredMessage};

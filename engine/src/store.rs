@@ -34,6 +34,7 @@ use crate::group_commit::{GroupCommit, NotDurable};
 use crate::index::{IndexLoad, IndexService};
 use crate::read::{self, GetMessageResult, MessageFilter, ReadLimits};
 use crate::record::{self, MessageToStore};
+use crate::retention::{Retention, RetentionRound, StoreHooks};
 
 /// RocketMQ's PutMessageStatus values that a successful append can carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +76,7 @@ pub struct MessageStore {
     dispatcher: Mutex<Option<Dispatcher>>,
     dispatcher_thread: std::thread::Thread,
     checkpointer: Mutex<Option<Checkpointer>>,
+    retention: Retention,
     read_limits: ReadLimits,
     abort: AbortFile,
     recovered: Recovered,
@@ -87,6 +89,12 @@ impl MessageStore {
     /// Opens (creating if needed) the store at `config.store_path_root_dir`,
     /// recovers it and starts the background services.
     pub fn open(config: StoreConfig) -> Result<Arc<Self>> {
+        Self::open_with(config, StoreHooks::default())
+    }
+
+    /// [`MessageStore::open`] with another clock and disk-usage probe
+    /// (tests; see [`crate::retention`]).
+    pub fn open_with(config: StoreConfig, hooks: StoreHooks) -> Result<Arc<Self>> {
         config.validate()?;
         let root = config.store_path_root_dir.clone();
         std::fs::create_dir_all(&root).map_err(|e| StoreError::io(&root, e))?;
@@ -189,6 +197,7 @@ impl MessageStore {
             dispatcher.reached_handle(),
             flusher.last_flush_timestamp.clone(),
         )?;
+        let retention = Retention::start(commit_log.clone(), derived.clone(), &config, hooks)?;
         abort.create()?;
         let read_limits = ReadLimits::from_config(&config);
         Ok(Arc::new(MessageStore {
@@ -200,6 +209,7 @@ impl MessageStore {
             dispatcher: Mutex::new(Some(dispatcher)),
             dispatcher_thread,
             checkpointer: Mutex::new(Some(checkpointer)),
+            retention,
             read_limits,
             abort,
             recovered,
@@ -230,7 +240,7 @@ impl MessageStore {
         if let Some(f) = self.group.failure() {
             return Err(StoreError::ReadOnly(f.to_string()));
         }
-        Ok(())
+        self.retention.check_disk()
     }
 
     fn encode(&self, msgs: &[MessageToStore]) -> Result<Vec<u8>> {
@@ -504,6 +514,24 @@ impl MessageStore {
             .is_busy(self.config.os_page_cache_busy_time_out_mills)
     }
 
+    /// Admin TRIGGER_DELETE_FILES: the next 20 retention rounds delete
+    /// expired files even outside the `deleteWhen` hours (the reserved time
+    /// still applies).
+    pub fn trigger_delete_files(&self) {
+        self.retention.trigger();
+    }
+
+    /// Runs one retention round now on the calling thread (what the
+    /// retention thread does every `cleanResourceInterval`).
+    pub fn run_retention_round(&self) -> Result<RetentionRound> {
+        self.retention.run_round()
+    }
+
+    /// Whether appends are refused because the disk is nearly full.
+    pub fn is_disk_full(&self) -> bool {
+        self.retention.is_disk_full()
+    }
+
     pub fn commit_log(&self) -> &Arc<CommitLog> {
         &self.commit_log
     }
@@ -514,6 +542,7 @@ impl MessageStore {
         if self.shut_down.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        self.retention.stop();
         if let Some(mut f) = self.flusher.lock().take() {
             f.shutdown();
         }
@@ -548,6 +577,7 @@ impl MessageStore {
     /// flush. For crash tests and tools; the store is unusable afterwards.
     pub fn abandon(&self) {
         self.shut_down.store(true, Ordering::Release);
+        self.retention.stop();
         if let Some(mut f) = self.flusher.lock().take() {
             f.shutdown();
         }
