@@ -31,8 +31,10 @@ pub struct Settings {
 impl Settings {
     /// Defaults for the store at `root`; sizes inferred from the files.
     pub fn new(root: &Path) -> Self {
-        let mut config = StoreConfig::default();
-        config.store_path_root_dir = root.to_path_buf();
+        let config = StoreConfig {
+            store_path_root_dir: root.to_path_buf(),
+            ..Default::default()
+        };
         Settings {
             config,
             commitlog_size_given: false,
