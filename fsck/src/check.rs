@@ -72,13 +72,30 @@ pub fn check(settings: &Settings, show_progress: bool) -> std::io::Result<Checke
         index: IndexSet::new(&store),
     };
 
+    // The record scan looks up consume queues and the index at random: read
+    // those files sequentially first.
+    store
+        .index
+        .par_iter()
+        .chain(
+            store
+                .queues
+                .par_iter()
+                .flat_map(|q| q.files.par_iter().map(|f| &f.file)),
+        )
+        .for_each(|m| m.preload());
     let scans: Vec<commitlog::FileScan> = store
         .commitlog
         .par_iter()
         .map(|f| {
-            commitlog::scan_file(&f.file.path, f.start, f.file.bytes(), &lookups, &|n| {
-                progress.add(n)
-            })
+            commitlog::scan_file(
+                &f.file.path,
+                f.start,
+                f.file.bytes(),
+                &lookups,
+                &|n| progress.add(n),
+                &|at, len| f.file.will_need(at, len),
+            )
         })
         .collect();
     let cl = commitlog::assemble(&store, &scans);

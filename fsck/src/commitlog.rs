@@ -204,6 +204,7 @@ pub fn scan_file(
     data: &[u8],
     checks: &dyn RecordCheck,
     progress: &dyn Fn(u64),
+    read_ahead: &dyn Fn(u64, u64),
 ) -> FileScan {
     let mut s = FileScan {
         path: path.to_path_buf(),
@@ -215,9 +216,15 @@ pub fn scan_file(
     let mut pos = 0usize;
     let mut reported = 0usize;
     const STEP: usize = 16 << 20;
+    const AHEAD: u64 = 64 << 20;
+    read_ahead(0, AHEAD);
     loop {
         if pos - reported >= STEP {
             progress((pos - reported) as u64);
+            read_ahead(
+                reported as u64 + AHEAD,
+                STEP as u64 + (pos - reported) as u64,
+            );
             reported = pos;
         }
         if pos >= data.len() {

@@ -69,7 +69,6 @@ impl Mapped {
             // SAFETY: read-only mapping; fsck requires that no broker runs on
             // the store (repair takes the store lock), so the file does not change.
             let m = unsafe { Mmap::map(&f)? };
-            let _ = m.advise(memmap2::Advice::Sequential);
             Some(m)
         };
         Ok(Mapped {
@@ -81,6 +80,32 @@ impl Mapped {
 
     pub fn bytes(&self) -> &[u8] {
         self.map.as_deref().unwrap_or(&[])
+    }
+
+    /// Asks the kernel to read `[offset, offset+len)` ahead (asynchronously);
+    /// unlike `MADV_SEQUENTIAL` the pages stay cached for the later random
+    /// lookups of the consume-queue and index checks.
+    pub fn will_need(&self, offset: u64, len: u64) {
+        if let Some(m) = &self.map {
+            let end = (offset + len).min(self.len);
+            if offset < end {
+                let _ = m.advise_range(
+                    memmap2::Advice::WillNeed,
+                    offset as usize,
+                    (end - offset) as usize,
+                );
+            }
+        }
+    }
+
+    /// Reads the whole file once, sequentially, into the page cache (holes
+    /// of sparse files cost nothing), so later random lookups hit memory.
+    pub fn preload(&self) {
+        use std::io::Read;
+        if let Ok(mut f) = File::open(&self.path) {
+            let mut buf = vec![0u8; 8 << 20];
+            while matches!(f.read(&mut buf), Ok(n) if n > 0) {}
+        }
     }
 }
 
