@@ -1,12 +1,19 @@
 //! `rmq-bench`: benchmarks of the engine's write path against the disk's own
-//! ceilings.
+//! ceilings (`flush`, `disk`), and a load generator over the remoting
+//! protocol against any RocketMQ 4.x name server (`produce`, `consume`).
 //!
 //! Modules, one per concept: [`disk`] (ceiling probes), [`scenario`] (one
 //! flush-strategy run), [`report`] (tables and target checks), [`output`]
-//! (JSON and SVG), [`stats`] (histogram summaries).
+//! (JSON and SVG), [`stats`] (histogram summaries), [`remote`] (route,
+//! topic creation, tagged bodies, /proc figures, `--spawn-broker`),
+//! [`produce`] (pipelined senders), [`consume`] (pull, exactly-once check,
+//! send → consume latency).
 
+mod consume;
 mod disk;
 mod output;
+mod produce;
+mod remote;
 mod report;
 mod scenario;
 mod stats;
@@ -41,6 +48,12 @@ enum Cmd {
     Flush(Box<FlushArgs>),
     /// Only the disk ceiling probes.
     Disk(DiskArgs),
+    /// Load generator: SEND_MESSAGE_V2 over TCP to the brokers of a topic
+    /// (sync, pipelined async, oneway); throughput, latency, errors by code.
+    Produce(Box<produce::ProduceArgs>),
+    /// Pull a topic to the end and check every produced message arrived
+    /// once; or --latency: send → long-polling consumer latency.
+    Consume(Box<consume::ConsumeArgs>),
 }
 
 #[derive(Args, Clone)]
@@ -495,6 +508,8 @@ fn main() {
     let code = match cli.cmd {
         Cmd::Flush(a) => cmd_flush(*a),
         Cmd::Disk(d) => cmd_disk(d),
+        Cmd::Produce(a) => produce::cmd_produce(*a),
+        Cmd::Consume(a) => consume::cmd_consume(*a),
     };
     std::process::exit(code);
 }

@@ -46,9 +46,40 @@ fn esc(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// Latency-by-percentile plot: x = percentile (log "nines" scale), y = latency
-/// µs (log scale), one polyline per run, coloured by flush strategy.
+/// One curve of a percentile plot.
+pub struct Series {
+    pub name: String,
+    /// Series with the same group share a colour.
+    pub group: String,
+    pub dashed: bool,
+    /// `[percentile, µs]` points.
+    pub curve: Vec<[f64; 2]>,
+}
+
+/// Latency-by-percentile plot of flush runs: one polyline per run, coloured
+/// by flush strategy, dashed when warm-up is off.
 pub fn svg(runs: &[&RunResult], disk: Option<&DiskCeilings>, title: &str) -> String {
+    let series: Vec<Series> = runs
+        .iter()
+        .map(|r| Series {
+            name: row_name(r),
+            group: format!("{}/{}", r.mode, r.mechanism),
+            dashed: !r.warm,
+            curve: r.curve.clone(),
+        })
+        .collect();
+    let mut lines = Vec::new();
+    if let Some(d) = disk {
+        lines.push((d.append_fdatasync.p50_us, "disk p50 append+fdatasync"));
+        lines.push((d.append_fdatasync.p99_us, "disk p99 append+fdatasync"));
+    }
+    svg_series(&series, &lines, title, "latency of put_message")
+}
+
+/// Latency-by-percentile plot: x = percentile (log "nines" scale), y = latency
+/// µs (log scale), one polyline per series, plus dashed horizontal reference
+/// lines `(µs, label)`.
+pub fn svg_series(runs: &[Series], hlines: &[(f64, &str)], title: &str, ylabel: &str) -> String {
     let (w, h) = (1000.0, 640.0);
     let (left, right, top, bottom) = (80.0, 330.0, 40.0, 60.0);
     let pw = w - left - right;
@@ -62,12 +93,10 @@ pub fn svg(runs: &[&RunResult], disk: Option<&DiskCeilings>, title: &str) -> Str
             ymax = ymax.max(p[1].max(0.1));
         }
     }
-    if let Some(d) = disk {
-        for v in [d.append_fdatasync.p50_us, d.append_fdatasync.p99_us] {
-            if v > 0.0 {
-                ymin = ymin.min(v);
-                ymax = ymax.max(v);
-            }
+    for &(v, _) in hlines {
+        if v > 0.0 {
+            ymin = ymin.min(v);
+            ymax = ymax.max(v);
         }
     }
     if ymin > ymax {
@@ -126,17 +155,15 @@ pub fn svg(runs: &[&RunResult], disk: Option<&DiskCeilings>, title: &str) -> Str
         s,
         r##"<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>
 <text x="{:.1}" y="{:.1}" text-anchor="middle">percentile (max plotted at 99.999%)</text>
-<text x="18" y="{:.1}" text-anchor="middle" transform="rotate(-90 18 {:.1})">latency of put_message</text>"##,
+<text x="18" y="{:.1}" text-anchor="middle" transform="rotate(-90 18 {:.1})">{}</text>"##,
         left + pw / 2.0,
         h - 18.0,
         top + ph / 2.0,
-        top + ph / 2.0
+        top + ph / 2.0,
+        esc(ylabel)
     );
-    if let Some(d) = disk {
-        for (v, label) in [
-            (d.append_fdatasync.p50_us, "disk p50 append+fdatasync"),
-            (d.append_fdatasync.p99_us, "disk p99 append+fdatasync"),
-        ] {
+    {
+        for &(v, label) in hlines {
             if v > 0.0 {
                 let y = py(v);
                 let _ = writeln!(
@@ -152,7 +179,7 @@ pub fn svg(runs: &[&RunResult], disk: Option<&DiskCeilings>, title: &str) -> Str
     // One colour per strategy; runs of the same strategy share it.
     let mut strategies: Vec<String> = Vec::new();
     for (i, r) in runs.iter().enumerate() {
-        let strat = format!("{}/{}", r.mode, r.mechanism);
+        let strat = r.group.clone();
         let ci = match strategies.iter().position(|x| *x == strat) {
             Some(p) => p,
             None => {
@@ -172,7 +199,7 @@ pub fn svg(runs: &[&RunResult], disk: Option<&DiskCeilings>, title: &str) -> Str
                 )
             })
             .collect();
-        let dash = if r.warm {
+        let dash = if !r.dashed {
             ""
         } else {
             r#" stroke-dasharray="4 2""#
@@ -181,7 +208,7 @@ pub fn svg(runs: &[&RunResult], disk: Option<&DiskCeilings>, title: &str) -> Str
             s,
             r#"<polyline fill="none" stroke="{color}" stroke-width="1.5"{dash} points="{}"><title>{}</title></polyline>"#,
             pts.join(" "),
-            esc(&row_name(r))
+            esc(&r.name)
         );
         let ly = top + 14.0 * i as f64;
         if ly < h - 20.0 {
@@ -194,7 +221,7 @@ pub fn svg(runs: &[&RunResult], disk: Option<&DiskCeilings>, title: &str) -> Str
                 ly - 4.0,
                 lx + 22.0,
                 ly,
-                esc(&row_name(r))
+                esc(&r.name)
             );
         }
     }
