@@ -8,7 +8,9 @@
 //! * [`rebalance_lock`] — ordered-consumption queue locks;
 //! * [`register`] — registration with the name servers;
 //! * [`processor`] — one file per request family;
-//! * [`long_polling`] — parked pulls.
+//! * [`long_polling`] — parked pulls;
+//! * [`schedule_service`] — delayed messages: the schedule-topic rewrite
+//!   and delivery when due (`delayOffset.json`).
 //!
 //! [`Broker`] is the shared state; [`Broker::start`] binds the main port
 //! (`listenPort`) and the fast/VIP port (`listenPort − 2`, same processors
@@ -24,6 +26,7 @@ pub mod long_polling;
 pub mod processor;
 pub mod rebalance_lock;
 pub mod register;
+pub mod schedule_service;
 pub mod subscription_group;
 pub mod topic_config;
 
@@ -46,6 +49,7 @@ pub use consumer_offset::ConsumerOffsetTable;
 pub use long_polling::LongPolling;
 pub use rebalance_lock::RebalanceLocks;
 pub use register::Registrar;
+pub use schedule_service::Schedule;
 pub use subscription_group::SubscriptionGroupTable;
 pub use topic_config::{TopicConfig, TopicConfigTable};
 
@@ -79,6 +83,8 @@ pub struct Broker {
     pub groups: SubscriptionGroupTable,
     /// consumerOffset.json.
     pub offsets: ConsumerOffsetTable,
+    /// Delay levels and delayOffset.json.
+    pub schedule: Schedule,
     /// Connected clients and consumer subscriptions.
     pub clients: ClientRegistry,
     /// Ordered-consumption locks.
@@ -114,7 +120,8 @@ impl Broker {
                 config_dir.clone(),
                 cfg.auto_create_subscription_group,
             ),
-            offsets: ConsumerOffsetTable::load(config_dir),
+            offsets: ConsumerOffsetTable::load(config_dir.clone()),
+            schedule: Schedule::load(config_dir, &store),
             clients: ClientRegistry::new(cfg.notify_consumer_ids_changed_enable),
             locks: RebalanceLocks::new(Duration::from_secs(60)),
             long_polling: LongPolling::new(),
@@ -242,11 +249,15 @@ impl Broker {
             "broker started"
         );
         let (stop_tx, stop_rx) = watch::channel(false);
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(register_loop(broker.clone(), stop_rx.clone())),
             tokio::spawn(offset_flush_loop(broker.clone(), stop_rx.clone())),
-            tokio::spawn(client_scan_loop(broker.clone(), stop_rx)),
+            tokio::spawn(client_scan_loop(broker.clone(), stop_rx.clone())),
         ];
+        // Scheduled messages are delivered by masters only.
+        if broker.settings.store.broker_role != engine::BrokerRole::Slave {
+            tasks.extend(Schedule::spawn(&broker, stop_rx));
+        }
         Ok(BrokerHandle {
             broker,
             main,
@@ -367,7 +378,7 @@ impl BrokerHandle {
 
     /// Clean stop: unregister from the name servers, stop serving, persist
     /// offsets and tables, shut the store down (flush, checkpoint, abort
-    /// file removed).
+    /// file removed), then persist the delay offsets.
     pub async fn shutdown(self) {
         self.stop_tx.send_replace(true);
         for t in self.tasks {
@@ -390,6 +401,14 @@ impl BrokerHandle {
         })
         .await;
         shutdown_store(&self.broker).await;
+        // After the store's final flush every delivery is durable.
+        let b = self.broker.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Err(e) = b.schedule.persist(&b.store) {
+                tracing::error!("cannot persist delay offsets: {e}");
+            }
+        })
+        .await;
         tracing::info!("broker stopped");
     }
 }

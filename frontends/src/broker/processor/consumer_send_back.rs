@@ -1,10 +1,11 @@
 //! CONSUMER_SEND_MSG_BACK (36): a consumer returns a message it failed to
 //! consume (remoting.md §7.8, semantics.md §4.2). The message is copied into
-//! `%RETRY%<group>` (or `%DLQ%<group>` past the retry limit).
+//! `%RETRY%<group>` (or `%DLQ%<group>` past the retry limit, at once).
 //!
-//! Not yet: the delay (`DELAY` = 3 + reconsumeTimes) is recorded in the
-//! properties but not applied — the retry is stored directly in the retry
-//! topic, so it is redelivered at once (delayed delivery is a later issue).
+//! A retry waits first: its delay level (the request's, or 3 +
+//! reconsumeTimes) sends it through `SCHEDULE_TOPIC_XXXX` with
+//! `REAL_TOPIC=%RETRY%<group>`, the same path as a delayed send
+//! ([`Schedule::divert`](crate::broker::Schedule::divert)).
 
 use engine::record::{property, Decoded, MessageToStore};
 use engine::PutStatus;
@@ -106,7 +107,7 @@ pub async fn handle(broker: &Broker, _ctx: &ConnectionContext, req: &RemotingCom
     pairs.push((property::DELAY.into(), delay.to_string()));
     pairs.push((property::WAIT.into(), "false".into()));
     pairs.push(("ORIGIN_MESSAGE_ID".into(), origin_id));
-    let msg = MessageToStore {
+    let mut msg = MessageToStore {
         topic,
         queue_id,
         flag: rec.flag,
@@ -123,6 +124,9 @@ pub async fn handle(broker: &Broker, _ctx: &ConnectionContext, req: &RemotingCom
         wait_for_flush: false,
     };
     drop(slice);
+    if let Some(level) = broker.schedule.delay_level(&msg.properties, msg.sys_flag) {
+        broker.schedule.divert(&mut msg, level);
+    }
     match broker.store.put_message_async(&msg).await {
         Ok(r) if r.status == PutStatus::PutOk => Ok(success()),
         Ok(r) => Err(error(response::SYSTEM_ERROR, format!("{:?}", r.status))),

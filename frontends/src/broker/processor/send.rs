@@ -16,9 +16,15 @@
 //! * `WAIT` is stripped from the stored properties of plain single messages
 //!   (4.9.1+); its meaning travels to the store as
 //!   `MessageToStore::wait_for_flush`.
-//! * Delayed (`DELAY` > 0) and transactional (`TRAN_MSG=true`) messages are
-//!   stored as plain messages for now, keeping `WAIT` as Java's stored
-//!   string would (later issue: schedule topic and half topic).
+//! * Delayed messages (`DELAY` > 0, not a prepared/rollback transaction
+//!   message) are diverted into `SCHEDULE_TOPIC_XXXX` by
+//!   [`Schedule::divert`](crate::broker::Schedule::divert); the response
+//!   reports the requested queue and the schedule queue's offset. As in
+//!   Java 4.9.8, a `%RETRY%` send redirected to the DLQ keeps the client's
+//!   `DELAY`, so it reaches the DLQ through the schedule topic.
+//! * Transactional (`TRAN_MSG=true`) messages are stored as plain messages
+//!   for now, keeping `WAIT` as Java's stored string would (later issue:
+//!   half topic).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -272,9 +278,8 @@ async fn send_single(
             msg.queue_id = 0;
         }
     }
-    let delayed = engine::record::find_property(&h.properties, property::DELAY)
-        .and_then(|d| d.trim().parse::<i32>().ok())
-        .is_some_and(|d| d > 0);
+    let delay_level = broker.schedule.delay_level(&h.properties, msg.sys_flag);
+    let delayed = delay_level.is_some();
     let transactional = engine::record::find_property(&h.properties, "TRAN_MSG")
         .is_some_and(|v| v.eq_ignore_ascii_case("true"));
     if transactional && broker.config.reject_transaction_message {
@@ -288,8 +293,11 @@ async fn send_single(
     }
     msg.properties = single_properties(broker, &h.properties, !(delayed || transactional));
     msg.body = body.to_vec();
-    check_sizes(broker, &msg)?;
     let reply_queue = msg.queue_id;
+    if let Some(level) = delay_level {
+        broker.schedule.divert(&mut msg, level);
+    }
+    check_sizes(broker, &msg)?;
     let result = broker.store.put_message_async(&msg).await;
     respond(broker, result, reply_queue)
 }

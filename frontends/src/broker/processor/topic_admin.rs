@@ -32,7 +32,9 @@ pub async fn handle(broker: &Broker, req: &RemotingCommand) -> Reply {
                 .with_body(broker.settings.render()))
         }
         request::GET_ALL_CONSUMER_OFFSET => Ok(success().with_body(broker.offsets.to_json(false))),
-        request::GET_ALL_DELAY_OFFSET => Ok(success().with_body("{\"offsetTable\":{}}")),
+        // Java sends delayOffset.json's text; this is what it says (or is
+        // about to say once the last deliveries are durable).
+        request::GET_ALL_DELAY_OFFSET => Ok(success().with_body(broker.schedule.to_json(true))),
         request::GET_ALL_SUBSCRIPTIONGROUP_CONFIG => {
             let body = json_file::to_compact(&broker.groups.wrapper_value(), &|_| false);
             Ok(success().with_body(body))
