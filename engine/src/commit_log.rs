@@ -134,6 +134,10 @@ impl CommitLog {
             let name = entry.file_name().to_string_lossy().to_string();
             match parse_file_name(&name) {
                 Some(off) => names.push(off),
+                None if name.ends_with(crate::mapped_file::ALLOC_SUFFIX) => {
+                    // A file whose creation a crash interrupted: never used.
+                    let _ = std::fs::remove_file(entry.path());
+                }
                 None => tracing::warn!("ignoring stray file {} in commit log dir", name),
             }
         }

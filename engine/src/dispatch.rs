@@ -9,8 +9,8 @@
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::{JoinHandle, Thread};
-use std::time::{Duration, Instant};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use parking_lot::RwLock;
 
@@ -137,55 +137,32 @@ impl Derived {
     }
 }
 
-/// The running reput thread.
-pub struct Dispatcher {
-    reached: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<()>>,
+/// Reput progress, shared by the appenders and the background thread.
+///
+/// An appender dispatches what it just wrote itself, right after publishing
+/// it (`catch_up`), so a new message reaches its consume queue and any held
+/// long-poll pull without a thread hand-off (tens of microseconds on this
+/// machine). Whoever holds `busy` dispatches everything published; a writer
+/// that finds it taken leaves its record to the holder, who re-checks the
+/// end after releasing. The background thread is the safety net (recovery
+/// replays, a failed round).
+pub struct Reput {
+    log: Arc<CommitLog>,
+    derived: Arc<Derived>,
+    reached: AtomicU64,
+    busy: parking_lot::Mutex<()>,
+    last_error_ms: AtomicI64,
 }
 
-impl Dispatcher {
-    pub fn start(log: Arc<CommitLog>, derived: Arc<Derived>, from: u64) -> Result<Self> {
-        let reached = Arc::new(AtomicU64::new(from));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (r, s) = (reached.clone(), stop.clone());
-        let handle = std::thread::Builder::new()
-            .name("reput".into())
-            .spawn(move || {
-                let mut last_error = Instant::now() - Duration::from_secs(60);
-                loop {
-                    let pos = r.load(Ordering::Acquire);
-                    let end = log.max_offset();
-                    if pos < end {
-                        match derived.dispatch_range(&log, pos, end) {
-                            Ok(p) => r.store(p, Ordering::Release),
-                            Err(e) => {
-                                if last_error.elapsed() > Duration::from_secs(5) {
-                                    tracing::error!("dispatch stopped at {pos}: {e}");
-                                    last_error = Instant::now();
-                                }
-                                std::thread::park_timeout(Duration::from_millis(100));
-                            }
-                        }
-                        continue;
-                    }
-                    if s.load(Ordering::Acquire) {
-                        return;
-                    }
-                    std::thread::park_timeout(Duration::from_millis(1));
-                }
-            })
-            .map_err(|e| StoreError::io("reput thread", e))?;
-        Ok(Dispatcher {
-            reached,
-            stop,
-            handle: Some(handle),
-        })
-    }
-
-    /// The thread to unpark when new bytes are published.
-    pub fn thread(&self) -> Option<&Thread> {
-        self.handle.as_ref().map(|h| h.thread())
+impl Reput {
+    pub fn new(log: Arc<CommitLog>, derived: Arc<Derived>, from: u64) -> Self {
+        Reput {
+            log,
+            derived,
+            reached: AtomicU64::new(from),
+            busy: parking_lot::Mutex::new(()),
+            last_error_ms: AtomicI64::new(0),
+        }
     }
 
     /// Commit log offset below which everything has been dispatched.
@@ -193,8 +170,73 @@ impl Dispatcher {
         self.reached.load(Ordering::Acquire)
     }
 
-    pub fn reached_handle(&self) -> Arc<AtomicU64> {
-        self.reached.clone()
+    /// Dispatches everything published so far, unless another thread is
+    /// already doing so (it will see this thread's records too).
+    /// Returns false if a round failed.
+    pub fn catch_up(&self) -> bool {
+        loop {
+            let Some(guard) = self.busy.try_lock() else {
+                return true;
+            };
+            let pos = self.reached();
+            let end = self.log.max_offset();
+            if pos < end {
+                match self.derived.dispatch_range(&self.log, pos, end) {
+                    Ok(p) => self.reached.store(p, Ordering::Release),
+                    Err(e) => {
+                        let now = crate::commit_log::now_ms();
+                        if now - self.last_error_ms.swap(now, Ordering::Relaxed) > 5000 {
+                            tracing::error!("dispatch stopped at {pos}: {e}");
+                        }
+                        return false;
+                    }
+                }
+            }
+            drop(guard);
+            if self.reached() >= self.log.max_offset() {
+                return true;
+            }
+        }
+    }
+}
+
+/// The background reput thread (safety net behind [`Reput::catch_up`]).
+pub struct Dispatcher {
+    reput: Arc<Reput>,
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Dispatcher {
+    pub fn start(log: Arc<CommitLog>, derived: Arc<Derived>, from: u64) -> Result<Self> {
+        let reput = Arc::new(Reput::new(log, derived, from));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (r, s) = (reput.clone(), stop.clone());
+        let handle = std::thread::Builder::new()
+            .name("reput".into())
+            .spawn(move || loop {
+                let ok = r.catch_up();
+                if s.load(Ordering::Acquire) && r.reached() >= r.log.max_offset() {
+                    return;
+                }
+                std::thread::park_timeout(Duration::from_millis(if ok { 5 } else { 100 }));
+            })
+            .map_err(|e| StoreError::io("reput thread", e))?;
+        Ok(Dispatcher {
+            reput,
+            stop,
+            handle: Some(handle),
+        })
+    }
+
+    /// The shared progress, for appenders to call [`Reput::catch_up`].
+    pub fn reput(&self) -> Arc<Reput> {
+        self.reput.clone()
+    }
+
+    /// Commit log offset below which everything has been dispatched.
+    pub fn reached(&self) -> u64 {
+        self.reput.reached()
     }
 
     /// Stops after dispatching everything already published.

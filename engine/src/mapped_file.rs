@@ -18,6 +18,9 @@ use crate::error::{Result, StoreError};
 
 pub const OS_PAGE_SIZE: u64 = 4096;
 
+/// Suffix of a file being created (see [`MappedFile::create`]); leftovers are deleted at open.
+pub const ALLOC_SUFFIX: &str = ".alloc";
+
 /// A commit log file of fixed size, named by its start offset.
 pub struct MappedFile {
     path: PathBuf,
@@ -40,16 +43,23 @@ pub fn file_name(offset: u64) -> String {
 impl MappedFile {
     /// Creates (or reuses, if present with the right size) the file for
     /// `start_offset`, preallocating its blocks with `fallocate` so later
-    /// writes do not allocate.
+    /// writes do not allocate. A new file is sized under a temporary name
+    /// and renamed into place, so a crash never leaves a short commit log file.
     pub fn create(dir: &Path, start_offset: u64, size: u64, preallocate: bool) -> Result<Self> {
         let path = dir.join(file_name(start_offset));
+        if let Ok(meta) = std::fs::metadata(&path) {
+            if meta.len() == size {
+                return Self::open(&path, start_offset, size);
+            }
+        }
+        let tmp = dir.join(format!("{}{ALLOC_SUFFIX}", file_name(start_offset)));
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| StoreError::io(&path, e))?;
+            .truncate(true)
+            .open(&tmp)
+            .map_err(|e| StoreError::io(&tmp, e))?;
         if preallocate {
             // SAFETY: plain syscall on an owned fd.
             let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, size as libc::off_t) };
@@ -57,13 +67,14 @@ impl MappedFile {
                 let err = std::io::Error::last_os_error();
                 // Filesystems without fallocate fall back to a sparse file.
                 if err.raw_os_error() != Some(libc::EOPNOTSUPP) {
-                    return Err(StoreError::io(&path, err));
+                    return Err(StoreError::io(&tmp, err));
                 }
-                file.set_len(size).map_err(|e| StoreError::io(&path, e))?;
+                file.set_len(size).map_err(|e| StoreError::io(&tmp, e))?;
             }
         } else {
-            file.set_len(size).map_err(|e| StoreError::io(&path, e))?;
+            file.set_len(size).map_err(|e| StoreError::io(&tmp, e))?;
         }
+        std::fs::rename(&tmp, &path).map_err(|e| StoreError::io(&path, e))?;
         Self::map(path, file, start_offset, size)
     }
 

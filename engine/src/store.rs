@@ -74,7 +74,7 @@ pub struct MessageStore {
     flusher: Mutex<Option<Flusher>>,
     derived: Arc<Derived>,
     dispatcher: Mutex<Option<Dispatcher>>,
-    dispatcher_thread: std::thread::Thread,
+    reput: Arc<crate::dispatch::Reput>,
     checkpointer: Mutex<Option<Checkpointer>>,
     retention: Retention,
     read_limits: ReadLimits,
@@ -186,15 +186,12 @@ impl MessageStore {
             move || log.last_store_timestamp(),
         )?;
         let dispatcher = Dispatcher::start(commit_log.clone(), derived.clone(), end)?;
-        let dispatcher_thread = dispatcher
-            .thread()
-            .cloned()
-            .ok_or_else(|| StoreError::io("reput thread", std::io::Error::other("not running")))?;
+        let reput = dispatcher.reput();
         let checkpointer = Checkpointer::start(
             config.checkpoint_path(),
             std::time::Duration::from_millis(config.flush_interval_consume_queue.max(10)),
             derived.clone(),
-            dispatcher.reached_handle(),
+            reput.clone(),
             flusher.last_flush_timestamp.clone(),
         )?;
         let retention = Retention::start(commit_log.clone(), derived.clone(), &config, hooks)?;
@@ -207,7 +204,7 @@ impl MessageStore {
             flusher: Mutex::new(Some(flusher)),
             derived,
             dispatcher: Mutex::new(Some(dispatcher)),
-            dispatcher_thread,
+            reput,
             checkpointer: Mutex::new(Some(checkpointer)),
             retention,
             read_limits,
@@ -269,7 +266,7 @@ impl MessageStore {
         let appended = self
             .commit_log
             .append(&first.topic, first.queue_id, &mut buf)?;
-        self.dispatcher_thread.unpark();
+        self.reput.catch_up();
         let store_host = first.store_host;
         let messages = appended
             .records
@@ -653,7 +650,7 @@ impl Checkpointer {
         path: std::path::PathBuf,
         interval: Duration,
         derived: Arc<Derived>,
-        reached: Arc<std::sync::atomic::AtomicU64>,
+        reached: Arc<crate::dispatch::Reput>,
         physic_ts: Arc<std::sync::atomic::AtomicI64>,
     ) -> Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
@@ -671,7 +668,7 @@ impl Checkpointer {
                         return;
                     }
                     // Capture before flushing: all entries below it get flushed now.
-                    let dispatched = reached.load(Ordering::Acquire);
+                    let dispatched = reached.reached();
                     let logics_ts = derived.last_timestamp.load(Ordering::Acquire);
                     let mut ok = derived.queues.flush_all(0).is_ok();
                     if let Some(index) = &derived.index {
