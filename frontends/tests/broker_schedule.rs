@@ -36,21 +36,30 @@ impl Rec {
 
 fn records(env: &Env, topic: &str, queue: i32) -> Vec<Rec> {
     let store = &env.broker.broker().store;
-    let r = store.get_messages(topic, queue, 0, 64, &AcceptAll);
-    r.messages
-        .iter()
-        .filter_map(|s| match decode(s.as_bytes(), false) {
-            Decoded::Message(v) => Some(Rec {
-                store_timestamp: v.store_timestamp,
-                physical_offset: v.physical_offset,
-                queue_id: v.queue_id,
-                reconsume_times: v.reconsume_times,
-                body: String::from_utf8_lossy(v.body).to_string(),
-                properties: v.properties.to_string(),
-            }),
-            _ => None,
-        })
-        .collect()
+    let mut out = Vec::new();
+    let mut offset = 0;
+    loop {
+        let r = store.get_messages(topic, queue, offset, 64, &AcceptAll);
+        if r.messages.is_empty() {
+            return out;
+        }
+        offset = r.next_begin_offset;
+        out.extend(
+            r.messages
+                .iter()
+                .filter_map(|s| match decode(s.as_bytes(), false) {
+                    Decoded::Message(v) => Some(Rec {
+                        store_timestamp: v.store_timestamp,
+                        physical_offset: v.physical_offset,
+                        queue_id: v.queue_id,
+                        reconsume_times: v.reconsume_times,
+                        body: String::from_utf8_lossy(v.body).to_string(),
+                        properties: v.properties.to_string(),
+                    }),
+                    _ => None,
+                }),
+        );
+    }
 }
 
 /// Waits (bounded) until `topic`/`queue` holds `n` records.
@@ -271,5 +280,44 @@ async fn send_back_retries_after_its_delay_then_dead_letters() {
     assert_eq!((dlq_tc.read_queue_nums, dlq_tc.perm), (1, 6));
     // Nothing else reached the retry topic.
     assert_eq!(records(&env, "%RETRY%CG", 0).len(), 1);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_delayed_messages_each_delivered_once_on_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = common::start(dir.path(), &[]).await;
+    let n = 300;
+    for i in 0..n {
+        let r = env
+            .call(delayed("MT", i % 4, &format!("m{i}"), 1, &format!("K{i}")))
+            .await;
+        assert_eq!(r.code, response::SUCCESS, "{:?}", r.remark);
+    }
+    let scheduled = wait_records(&env, SCHEDULE, 0, n as usize, T).await;
+    assert_eq!(scheduled.len(), n as usize);
+    let deadline = Instant::now() + T;
+    let delivered = loop {
+        let all: Vec<Rec> = (0..4).flat_map(|q| records(&env, "MT", q)).collect();
+        if all.len() >= n as usize || Instant::now() > deadline {
+            break all;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let again: usize = (0..4).map(|q| records(&env, "MT", q).len()).sum();
+    assert_eq!(again, n as usize, "each delivered exactly once");
+    let by_body: std::collections::HashMap<_, _> =
+        scheduled.iter().map(|r| (r.body.clone(), r)).collect();
+    let mut worst = 0;
+    for d in &delivered {
+        let s = by_body[&d.body];
+        let late = lateness(s, d, 1000);
+        assert!(late >= 0, "{} delivered {late} ms early", d.body);
+        worst = worst.max(late);
+        assert_eq!(Some(d.queue_id.to_string().as_str()), s.prop("REAL_QID"));
+    }
+    eprintln!("{n} level-1 messages: worst lateness {worst} ms");
+    assert!(worst <= 100, "worst lateness {worst} ms");
     env.stop().await;
 }
