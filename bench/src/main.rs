@@ -13,6 +13,7 @@ mod consume;
 mod disk;
 mod output;
 mod produce;
+mod read;
 mod remote;
 mod report;
 mod scenario;
@@ -54,6 +55,9 @@ enum Cmd {
     /// Pull a topic to the end and check every produced message arrived
     /// once; or --latency: send → long-polling consumer latency.
     Consume(Box<consume::ConsumeArgs>),
+    /// Read path: sequential get_messages batches, random read_record,
+    /// dispatch lag under maximum-rate appends.
+    Read(Box<read::ReadArgs>),
 }
 
 #[derive(Args, Clone)]
@@ -510,6 +514,7 @@ fn main() {
         Cmd::Disk(d) => cmd_disk(d),
         Cmd::Produce(a) => produce::cmd_produce(*a),
         Cmd::Consume(a) => consume::cmd_consume(*a),
+        Cmd::Read(a) => read::cmd_read(*a),
     };
     std::process::exit(code);
 }

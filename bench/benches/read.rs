@@ -1,0 +1,56 @@
+//! `MessageStore::get_messages` of 32 messages from one queue (the store call
+//! behind a PULL), reading through the queue in order, records in page cache.
+
+use std::time::Duration;
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use engine::{
+    AcceptAll, FlushDiskType, GetMessageStatus, MessageStore, MessageToStore, StoreConfig,
+};
+
+const MESSAGES: u64 = 100_000;
+
+fn read(c: &mut Criterion) {
+    let tmp = tempfile::Builder::new()
+        .prefix("rmq-bench-criterion-read-")
+        .tempdir_in(
+            std::env::var_os("RMQ_BENCH_DIR")
+                .unwrap_or_else(|| std::env::temp_dir().into_os_string()),
+        )
+        .expect("temp dir");
+    let config = StoreConfig {
+        store_path_root_dir: tmp.path().to_path_buf(),
+        flush_disk_type: FlushDiskType::AsyncFlush,
+        mapped_file_size_commit_log: 256 << 20,
+        ..StoreConfig::default()
+    };
+    let store = MessageStore::open(config).expect("open store");
+    let msg = MessageToStore::new("BenchTopic", 0, &vec![7u8; 1024], "");
+    for _ in 0..MESSAGES {
+        store.put_message(&msg).expect("put");
+    }
+    while store.dispatched_offset() < store.max_offset() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut g = c.benchmark_group("get_messages");
+    g.throughput(Throughput::Elements(32));
+    g.measurement_time(Duration::from_secs(3));
+    let mut offset = 0u64;
+    g.bench_function("sequential_32x1KiB", |b| {
+        b.iter(|| {
+            let r = store.get_messages("BenchTopic", 0, offset, 32, &AcceptAll);
+            debug_assert_eq!(r.status, GetMessageStatus::Found);
+            offset = if r.next_begin_offset >= MESSAGES {
+                0
+            } else {
+                r.next_begin_offset
+            };
+            black_box(r)
+        })
+    });
+    g.finish();
+    store.shutdown().expect("shutdown");
+}
+
+criterion_group!(benches, read);
+criterion_main!(benches);
