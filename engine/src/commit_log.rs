@@ -102,6 +102,8 @@ pub struct CommitLog {
     files: RwLock<Vec<Arc<MappedFile>>>,
     append: Mutex<AppendState>,
     allocator: Option<FileAllocator>,
+    /// Populates pages ahead of the writer (files that were not warmed).
+    prefaulter: Option<crate::prefault::Prefaulter>,
     /// Readable end (absolute), published after the bytes are copied.
     max_offset: AtomicU64,
     /// When the append lock was taken (ms), 0 when free: page-cache-busy check.
@@ -153,6 +155,7 @@ impl CommitLog {
             let path = dir.join(crate::mapped_file::file_name(*off));
             files.push(Arc::new(MappedFile::open(&path, *off, spec.size)?));
         }
+        let spec_warm = spec.warm;
         let allocator = if background_allocate {
             Some(FileAllocator::start(spec.clone())?)
         } else {
@@ -171,6 +174,11 @@ impl CommitLog {
                 queue_offsets: HashMap::new(),
             }),
             allocator,
+            prefaulter: if spec_warm {
+                None
+            } else {
+                Some(crate::prefault::Prefaulter::start()?)
+            },
             max_offset: AtomicU64::new(0),
             lock_since_ms: AtomicI64::new(0),
             last_store_timestamp: AtomicI64::new(0),
@@ -417,6 +425,11 @@ impl CommitLog {
         }
         self.write(&file, pos, encoded)?;
         file.publish(pos + total);
+        if let Some(p) = &self.prefaulter {
+            if pos == 0 || pos / crate::prefault::CHUNK != (pos + total) / crate::prefault::CHUNK {
+                p.ahead_of(&file, pos + total);
+            }
+        }
         st.write_offset = base + total;
         self.max_offset.store(st.write_offset, Ordering::Release);
         Ok(Appended {
@@ -565,6 +578,9 @@ impl CommitLog {
     pub fn shutdown(&self) {
         if let Some(a) = &self.allocator {
             a.shutdown();
+        }
+        if let Some(p) = &self.prefaulter {
+            p.shutdown();
         }
     }
 }

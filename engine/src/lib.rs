@@ -16,6 +16,7 @@ pub mod flusher;
 pub mod group_commit;
 pub mod index;
 pub mod mapped_file;
+pub mod prefault;
 pub mod read;
 pub mod record;
 pub mod retention;

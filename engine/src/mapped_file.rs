@@ -158,6 +158,24 @@ impl MappedFile {
         Ok(())
     }
 
+    /// Populates `[from, to)` writable (`MADV_POPULATE_WRITE`), page aligned;
+    /// advisory: failure only means the writer takes the faults itself.
+    pub fn populate(&self, from: u64, to: u64) {
+        let from = from / OS_PAGE_SIZE * OS_PAGE_SIZE;
+        let to = to.min(self.size);
+        if from >= to {
+            return;
+        }
+        // SAFETY: advisory call within our own mapping; it does not change contents.
+        unsafe {
+            libc::madvise(
+                self.map.as_mut_ptr().add(from as usize) as *mut libc::c_void,
+                (to - from) as usize,
+                libc::MADV_POPULATE_WRITE,
+            )
+        };
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
