@@ -216,6 +216,14 @@ impl BrokerSettings {
         let mut s = BrokerSettings::default();
         s.apply(&props)?;
         s.store.validate()?;
+        // Java's start-up refuses a slave without a slave id.
+        if s.store.broker_role == engine::BrokerRole::Slave && s.broker.broker_id <= 0 {
+            return Err(ConfigError::BadValue {
+                key: "brokerId".to_string(),
+                value: s.broker.broker_id.to_string(),
+                expected: "> 0 for brokerRole=SLAVE".to_string(),
+            });
+        }
         Ok(s)
     }
 

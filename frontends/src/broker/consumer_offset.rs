@@ -95,6 +95,18 @@ impl ConsumerOffsetTable {
         }
     }
 
+    /// Slave sync (cluster.md §3): puts every `topic@group` entry of the
+    /// master's `{"offsetTable":…}` into ours (Java's `putAll`: an entry
+    /// replaces ours whole, entries only we have stay), then persists.
+    /// Returns the number of entries taken.
+    pub fn merge_from_master(&self, v: &Value) -> std::io::Result<usize> {
+        let incoming = parse_offset_table(v);
+        let n = incoming.len();
+        self.table.write().extend(incoming);
+        self.persist()?;
+        Ok(n)
+    }
+
     /// `{"offsetTable":{...}}` as fastjson writes it (compact, for GET_ALL_CONSUMER_OFFSET).
     pub fn to_json(&self, pretty: bool) -> String {
         let v = self.to_value();

@@ -7,6 +7,7 @@
 //! * [`client_registry`] — connected producers/consumers, subscriptions;
 //! * [`rebalance_lock`] — ordered-consumption queue locks;
 //! * [`register`] — registration with the name servers;
+//! * [`slave_sync`] — a slave's periodic copy of its master's metadata;
 //! * [`processor`] — one file per request family;
 //! * [`long_polling`] — parked pulls;
 //! * [`schedule_service`] — delayed messages: the schedule-topic rewrite
@@ -27,6 +28,7 @@ pub mod processor;
 pub mod rebalance_lock;
 pub mod register;
 pub mod schedule_service;
+pub mod slave_sync;
 pub mod subscription_group;
 pub mod topic_config;
 
@@ -48,7 +50,7 @@ pub use config::{BrokerConfig, BrokerSettings};
 pub use consumer_offset::ConsumerOffsetTable;
 pub use long_polling::LongPolling;
 pub use rebalance_lock::RebalanceLocks;
-pub use register::Registrar;
+pub use register::{MasterInfo, Registrar};
 pub use schedule_service::Schedule;
 pub use subscription_group::SubscriptionGroupTable;
 pub use topic_config::{TopicConfig, TopicConfigTable};
@@ -146,6 +148,11 @@ impl Broker {
         self.registrar.register_all(&self.topics).await;
     }
 
+    /// Whether this broker is a SLAVE (read-only replica, cluster.md §1).
+    pub fn is_slave(&self) -> bool {
+        self.settings.store.broker_role == engine::BrokerRole::Slave
+    }
+
     /// Routes one request to its processor. `fast_port`: the VIP port,
     /// which does not serve PULL_MESSAGE.
     pub async fn dispatch(
@@ -155,6 +162,11 @@ impl Broker {
         fast_port: bool,
     ) -> Option<RemotingCommand> {
         use processor::*;
+        if self.is_slave() {
+            if let Some(refusal) = slave_refusal(req.code) {
+                return Some(refusal);
+            }
+        }
         let reply = match req.code {
             request::SEND_MESSAGE | request::SEND_MESSAGE_V2 | request::SEND_BATCH_MESSAGE => {
                 send::handle(self, ctx, &req).await
@@ -254,8 +266,11 @@ impl Broker {
             tokio::spawn(offset_flush_loop(broker.clone(), stop_rx.clone())),
             tokio::spawn(client_scan_loop(broker.clone(), stop_rx.clone())),
         ];
-        // Scheduled messages are delivered by masters only.
-        if broker.settings.store.broker_role != engine::BrokerRole::Slave {
+        // Scheduled messages are delivered by masters only; slaves copy
+        // their master's metadata instead.
+        if broker.is_slave() {
+            tasks.push(tokio::spawn(slave_sync::run(broker.clone(), stop_rx)));
+        } else {
             tasks.extend(Schedule::spawn(&broker, stop_rx));
         }
         Ok(BrokerHandle {
@@ -265,6 +280,29 @@ impl Broker {
             stop_tx,
             tasks,
         })
+    }
+}
+
+/// What a slave answers to requests that would write to its store
+/// (cluster.md §1): Java's store refuses every put on a slave with
+/// SERVICE_NOT_AVAILABLE, which the send processor reports as code 14 with
+/// this remark; a send-back reports the put status' name under
+/// SYSTEM_ERROR; END_TRANSACTION answers SLAVE_NOT_AVAILABLE.
+fn slave_refusal(code: i32) -> Option<RemotingCommand> {
+    match code {
+        request::SEND_MESSAGE | request::SEND_MESSAGE_V2 | request::SEND_BATCH_MESSAGE => {
+            Some(processor::error(
+                response::SERVICE_NOT_AVAILABLE,
+                "service not available now. It may be caused by one of the following reasons: \
+                 the broker's disk is full, messages are put to the slave, message store has been shut down, etc.",
+            ))
+        }
+        request::CONSUMER_SEND_MSG_BACK => Some(processor::error(
+            response::SYSTEM_ERROR,
+            "SERVICE_NOT_AVAILABLE",
+        )),
+        request::END_TRANSACTION => Some(RemotingCommand::response(response::SLAVE_NOT_AVAILABLE)),
+        _ => None,
     }
 }
 
@@ -401,8 +439,13 @@ impl BrokerHandle {
         })
         .await;
         shutdown_store(&self.broker).await;
-        // After the store's final flush every delivery is durable.
+        // After the store's final flush every delivery is durable. A slave
+        // delivers nothing: its delayOffset.json is the master's copy.
         let b = self.broker.clone();
+        if b.is_slave() {
+            tracing::info!("broker stopped");
+            return;
+        }
         let _ = tokio::task::spawn_blocking(move || {
             if let Err(e) = b.schedule.persist(&b.store) {
                 tracing::error!("cannot persist delay offsets: {e}");

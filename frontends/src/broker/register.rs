@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use serde_json::{json, Value};
 
 use super::config::BrokerConfig;
@@ -26,6 +27,19 @@ pub struct Registrar {
     ha_server_addr: String,
     broker_permission: i32,
     timeout: Duration,
+    /// What the last registration told a slave about its master.
+    master: Mutex<MasterInfo>,
+}
+
+/// A slave's master as the name servers report it in the REGISTER_BROKER
+/// response (cluster.md §2.2 step 5): both absent while the master is not
+/// registered (or for a master).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MasterInfo {
+    /// The master's remoting address (`masterAddr`), used by slave sync.
+    pub master_addr: Option<String>,
+    /// The master's HA address (`haServerAddr`), used by replication.
+    pub ha_server_addr: Option<String>,
 }
 
 /// CRC32 of the body masked to 31 bits (store.md §5).
@@ -45,11 +59,17 @@ impl Registrar {
             ha_server_addr,
             broker_permission: cfg.broker_permission,
             timeout: Duration::from_millis(cfg.register_broker_timeout_mills.max(1)),
+            master: Mutex::new(MasterInfo::default()),
         }
     }
 
     pub fn namesrv_addrs(&self) -> &[String] {
         &self.namesrv_addrs
+    }
+
+    /// The master as learned from the last registration round.
+    pub fn master(&self) -> MasterInfo {
+        self.master.lock().clone()
     }
 
     /// The RegisterBrokerBody JSON for the current topic table.
@@ -81,6 +101,12 @@ impl Registrar {
     }
 
     /// Registers with every name server; returns how many accepted.
+    ///
+    /// After a round in which at least one name server answered, the
+    /// master address is updated from the answers: Java takes the first
+    /// answer of the round; we take the first (in `namesrvAddr` order) that
+    /// names a master, so a name server that has not yet seen the master
+    /// does not make a slave forget it while another one knows it.
     pub async fn register_all(&self, topics: &TopicConfigTable) -> usize {
         if self.namesrv_addrs.is_empty() {
             return 0;
@@ -99,25 +125,41 @@ impl Registrar {
                 match self.client.invoke(addr, req, self.timeout).await {
                     Ok(resp) if resp.code == response::SUCCESS => {
                         tracing::debug!(namesrv = %addr, "registered broker");
-                        true
+                        Some(MasterInfo {
+                            master_addr: resp.ext("masterAddr").filter(|a| !a.is_empty()).map(str::to_string),
+                            ha_server_addr: resp.ext("haServerAddr").filter(|a| !a.is_empty()).map(str::to_string),
+                        })
                     }
                     Ok(resp) => {
                         tracing::warn!(namesrv = %addr, code = resp.code, remark = ?resp.remark, "name server refused registration");
-                        false
+                        None
                     }
                     Err(e) => {
                         tracing::warn!(namesrv = %addr, "cannot register broker: {e}");
                         self.client.close(addr);
-                        false
+                        None
                     }
                 }
             }
         });
-        futures_util::future::join_all(calls)
+        let answers: Vec<MasterInfo> = futures_util::future::join_all(calls)
             .await
             .into_iter()
-            .filter(|ok| *ok)
-            .count()
+            .flatten()
+            .collect();
+        if self.broker_id != 0 && !answers.is_empty() {
+            let learned = answers
+                .iter()
+                .find(|m| m.master_addr.is_some())
+                .cloned()
+                .unwrap_or_default();
+            let mut master = self.master.lock();
+            if *master != learned {
+                tracing::info!(master = ?learned.master_addr, ha = ?learned.ha_server_addr, "master address changed");
+                *master = learned;
+            }
+        }
+        answers.len()
     }
 
     /// UNREGISTER_BROKER to every name server (clean stop).

@@ -207,6 +207,37 @@ impl Schedule {
         }
     }
 
+    /// Slave sync (cluster.md §3): the master's GET_ALL_DELAY_OFFSET text is
+    /// written to our delayOffset.json as is (as Java does), and its levels
+    /// become our in-memory offsets so that what we serve and persist
+    /// agrees with the file. Text that is not a delay-offset table is
+    /// refused with `InvalidData` and nothing is written.
+    pub fn adopt_master(&self, text: &str) -> std::io::Result<()> {
+        let Some(Value::Object(t)) =
+            json_file::parse(text.as_bytes()).and_then(|v| v.get("offsetTable").cloned())
+        else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "not a delay offset table",
+            ));
+        };
+        let mut written = self.written.lock();
+        json_file::persist(&self.path, text)?;
+        let mut table = self.table.lock();
+        for (k, v) in t {
+            if let (Ok(level), Some(off)) = (k.trim().parse::<i32>(), as_i64(Some(&v))) {
+                if let Some(l) = table.get_mut(&level) {
+                    l.next = off;
+                    l.safe = off;
+                    l.pending.clear();
+                }
+            }
+        }
+        drop(table);
+        *written = self.to_json(true);
+        Ok(())
+    }
+
     /// Moves every level's persistable offset past the advances whose
     /// copies are durable. Returns whether any moved.
     fn promote(&self, durable: u64) -> bool {

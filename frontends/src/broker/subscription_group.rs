@@ -189,6 +189,33 @@ impl SubscriptionGroupTable {
         existed
     }
 
+    /// Slave sync (cluster.md §3): adopts the master's SubscriptionGroupWrapper
+    /// when its DataVersion differs from ours (replace every group, take the
+    /// version), then persists. Returns whether anything was replaced.
+    pub fn adopt_master(&self, wrapper: &Value) -> std::io::Result<bool> {
+        let Some(dv) = wrapper.get("dataVersion") else {
+            return Ok(false);
+        };
+        let version = DataVersion::from_value(dv);
+        let mut groups = BTreeMap::new();
+        if let Some(Value::Object(table)) = wrapper.get("subscriptionGroupTable") {
+            for (name, g) in table {
+                let g = SubscriptionGroupConfig::from_value(name, g);
+                groups.insert(g.group_name.clone(), g);
+            }
+        }
+        {
+            let mut inner = self.inner.write();
+            if inner.data_version == version {
+                return Ok(false);
+            }
+            inner.groups = groups;
+            inner.data_version = version;
+        }
+        self.persist()?;
+        Ok(true)
+    }
+
     /// SubscriptionGroupWrapper JSON.
     pub fn wrapper_value(&self) -> Value {
         let inner = self.inner.read();

@@ -393,6 +393,35 @@ impl TopicConfigTable {
         self.changed.notify_one();
     }
 
+    /// Slave sync (cluster.md §3): adopts the master's table — a
+    /// TopicConfigSerializeWrapper value — when its DataVersion differs from
+    /// ours, replacing every topic and taking the master's version, then
+    /// persists. Returns whether anything was replaced. Does not wake the
+    /// registration task: a slave's topics never reach the routes.
+    pub fn adopt_master(&self, wrapper: &Value) -> std::io::Result<bool> {
+        let Some(dv) = wrapper.get("dataVersion") else {
+            return Ok(false);
+        };
+        let version = DataVersion::from_value(dv);
+        let mut topics = BTreeMap::new();
+        if let Some(Value::Object(table)) = wrapper.get("topicConfigTable") {
+            for (name, tc) in table {
+                let tc = TopicConfig::from_value(name, tc);
+                topics.insert(tc.topic_name.clone(), tc);
+            }
+        }
+        {
+            let mut inner = self.inner.write();
+            if inner.data_version == version {
+                return Ok(false);
+            }
+            inner.topics = topics;
+            inner.data_version = version;
+        }
+        self.persist()?;
+        Ok(true)
+    }
+
     /// TopicConfigSerializeWrapper JSON (keys sorted; standard JSON).
     pub fn wrapper_value(&self) -> Value {
         let (dv, topics) = self.snapshot();

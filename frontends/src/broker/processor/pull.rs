@@ -197,7 +197,23 @@ fn process(
         p.max_msgs.max(1) as usize,
         filter.as_ref(),
     );
-    let (code, name) = match r.status {
+    // On a slave (offsetCheckInSlave=false) the store does not correct
+    // offsets and a would-be OFFSET_MOVED sends the consumer back to the
+    // group's broker (the master) instead (cluster.md §7.2).
+    let slave_keeps_offset = broker.is_slave() && !broker.config.offset_check_in_slave;
+    let mut next_begin_offset = r.next_begin_offset;
+    if slave_keeps_offset
+        && matches!(
+            r.status,
+            GetMessageStatus::NoMessageInQueue
+                | GetMessageStatus::OffsetTooSmall
+                | GetMessageStatus::OffsetOverflowBadly
+                | GetMessageStatus::OffsetFoundNull
+        )
+    {
+        next_begin_offset = p.offset.max(0) as u64;
+    }
+    let (mut code, name) = match r.status {
         GetMessageStatus::Found => (response::SUCCESS, "FOUND"),
         GetMessageStatus::NoMessageInQueue if p.offset != 0 => {
             (response::PULL_OFFSET_MOVED, "NO_MESSAGE_IN_QUEUE")
@@ -216,8 +232,14 @@ fn process(
             (response::PULL_RETRY_IMMEDIATELY, "MESSAGE_WAS_REMOVING")
         }
     };
-    // The consumer's position is stored on the first pass only (semantics.md §6.3).
-    if first_pass && p.sys_flag & FLAG_COMMIT_OFFSET != 0 && p.commit_offset >= 0 {
+    // The consumer's position is stored on the first pass only
+    // (semantics.md §6.3), and only by a master: a slave's offsets are
+    // copied from its master (cluster.md §3, §7.2).
+    if first_pass
+        && p.sys_flag & FLAG_COMMIT_OFFSET != 0
+        && p.commit_offset >= 0
+        && !broker.is_slave()
+    {
         broker
             .offsets
             .commit(p.group, p.topic, p.queue_id, p.commit_offset);
@@ -235,17 +257,24 @@ fn process(
         };
         return Ok(Pass::Suspend { codes, hold });
     }
-    let suggest = if broker.config.slave_read_enable && r.suggest_pull_from_slave {
+    // suggestWhichBrokerId (cluster.md §7.1): with slaveReadEnable, the
+    // group's slow-consumer broker when the consumer reads data likely out
+    // of page cache, else the group's broker; without it, the master.
+    let mut suggest = if broker.config.slave_read_enable && r.suggest_pull_from_slave {
         group.which_broker_when_consume_slowly
     } else if broker.config.slave_read_enable {
         group.broker_id
     } else {
         0
     };
+    if code == response::PULL_OFFSET_MOVED && slave_keeps_offset {
+        code = response::PULL_RETRY_IMMEDIATELY;
+        suggest = group.broker_id;
+    }
     let mut resp = RemotingCommand::response(code)
         .with_remark(name)
         .with_ext("suggestWhichBrokerId", suggest)
-        .with_ext("nextBeginOffset", r.next_begin_offset)
+        .with_ext("nextBeginOffset", next_begin_offset)
         .with_ext("minOffset", r.min_offset)
         .with_ext("maxOffset", r.max_offset);
     if code == response::SUCCESS {
