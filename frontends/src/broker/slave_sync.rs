@@ -136,7 +136,11 @@ async fn sync_consumer_offsets(
 ) -> Result<(), SyncError> {
     let v = fetch_json(client, master, request::GET_ALL_CONSUMER_OFFSET).await?;
     let n = broker.offsets.merge_from_master(&v)?;
-    tracing::debug!(master, entries = n, "consumer offsets synchronised from master");
+    tracing::debug!(
+        master,
+        entries = n,
+        "consumer offsets synchronised from master"
+    );
     Ok(())
 }
 
