@@ -163,8 +163,13 @@ fn port_of(line: &str) -> u16 {
 
 /// A name server on a run-time port.
 fn start_namesrv(dir: &Path, name: &str) -> (Proc, String) {
+    start_namesrv_on(dir, name, 0)
+}
+
+/// A name server on `port` (0: any free port).
+fn start_namesrv_on(dir: &Path, name: &str, port: u16) -> (Proc, String) {
     let args = vec![
-        "listenPort=0".to_string(),
+        format!("listenPort={port}"),
         "listenAddr=127.0.0.1".to_string(),
         format!("kvConfigPath={}", dir.join(name).join("kv.json").display()),
     ];
@@ -418,6 +423,38 @@ async fn two_masters_two_namesrvs_survive_a_kill9() {
     client.close_all();
 }
 
+/// Name servers keep nothing but KV config: one that restarts is refilled
+/// by the brokers' periodic registration (every registerNameServerPeriod,
+/// at least 10 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_namesrv_is_refilled_by_periodic_registration() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut pns, ns) = start_namesrv(dir.path(), "namesrv");
+    let ns_port: u16 = ns.rsplit(':').next().unwrap().parse().unwrap();
+    let mut a = BrokerSpec::new(dir.path(), "2m-noslave", "broker-a", &ns);
+    a.extra.push("registerNameServerPeriod=10000".to_string());
+    let _pa = a.start(dir.path());
+    let client = RemotingClient::default();
+    let resp = call(&client, &a.addr(), create_topic("Refill", 2)).await;
+    assert_eq!(resp.code, response::SUCCESS);
+    assert_eq!(
+        masters(&route(&client, &ns, "Refill").await).get("broker-a"),
+        Some(&a.addr())
+    );
+
+    pns.kill9();
+    let (_pns, ns_again) = start_namesrv_on(dir.path(), "namesrv-restarted", ns_port);
+    assert_eq!(ns_again, ns);
+    assert!(route(&client, &ns, "Refill").await.is_empty());
+    let t0 = Instant::now();
+    eventually("broker-a registers again", || async {
+        masters(&route(&client, &ns, "Refill").await).get("broker-a") == Some(&a.addr())
+    })
+    .await;
+    assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
+    client.close_all();
+}
+
 fn update_offset(group: &str, topic: &str, queue: i32, offset: i64) -> RemotingCommand {
     RemotingCommand::request(request::UPDATE_CONSUMER_OFFSET)
         .with_ext("consumerGroup", group)
@@ -616,4 +653,50 @@ async fn slave_copies_master_metadata_and_serves_reads() {
     let resp = call(&client, &slave.addr(), pull("SyncGroup", "SyncTopic", 1, 0)).await;
     assert_eq!(resp.code, response::PULL_NOT_FOUND, "{:?}", resp.remark);
     client.close_all();
+}
+
+/// suggestWhichBrokerId (cluster.md §7.1), on an in-process master: with
+/// `accessMessageInMemoryMaxRatio=0` every read behind the head counts as
+/// "lagging", so the rule's three rows can be seen with a few messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_suggests_the_slave_to_lagging_consumers_only_with_slave_read() {
+    async fn suggestion(extra: &[&str]) -> (String, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let env = common::start(dir.path(), extra).await;
+        for i in 0..3 {
+            let resp = env
+                .call(common::send_v2("Lag", 0, format!("m{i}").as_bytes(), ""))
+                .await;
+            assert_eq!(resp.code, response::SUCCESS, "{:?}", resp.remark);
+        }
+        let mut req = pull("LagGroup", "Lag", 0, 0);
+        req.ext_fields.insert("maxMsgNums", "1".to_string());
+        // The consume queue is filled right after the append; bounded retry.
+        let deadline = Instant::now() + WAIT;
+        let resp = loop {
+            let resp = env.call(req.clone()).await;
+            if resp.code == response::SUCCESS || Instant::now() > deadline {
+                break resp;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(resp.code, response::SUCCESS, "{:?}", resp.remark);
+        let first = resp.ext("suggestWhichBrokerId").unwrap_or("").to_string();
+        // Reading the last message (nothing behind the head but itself).
+        req.ext_fields.insert("queueOffset", "2".to_string());
+        let resp = env.call(req).await;
+        assert_eq!(resp.code, response::SUCCESS, "{:?}", resp.remark);
+        let last = resp.ext("suggestWhichBrokerId").unwrap_or("").to_string();
+        env.stop().await;
+        (first, last)
+    }
+    // Without slaveReadEnable: always the master.
+    let (a, b) = suggestion(&["accessMessageInMemoryMaxRatio=0"]).await;
+    assert_eq!((a.as_str(), b.as_str()), ("0", "0"));
+    // With it, a lagging read gets whichBrokerWhenConsumeSlowly (1).
+    let (a, _) = suggestion(&["accessMessageInMemoryMaxRatio=0", "slaveReadEnable=true"]).await;
+    assert_eq!(a, "1");
+    // Not lagging (default ratio, 40 % of RAM): the group's brokerId (0).
+    let (a, b) = suggestion(&["slaveReadEnable=true"]).await;
+    assert_eq!((a.as_str(), b.as_str()), ("0", "0"));
 }
