@@ -63,6 +63,10 @@ pub async fn run(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
             tracing::debug!("slave sync skipped: master address unknown");
             continue;
         };
+        // As Java: never sync from ourselves (a stale route after a role swap).
+        if master == broker.broker_addr {
+            continue;
+        }
         sync_once(&broker, &client, &master).await;
     }
     client.close_all();
