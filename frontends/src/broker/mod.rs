@@ -10,6 +10,8 @@
 //! * [`slave_sync`] — a slave's periodic copy of its master's metadata;
 //! * [`processor`] — one file per request family;
 //! * [`long_polling`] — parked pulls;
+//! * [`filter`] — SQL92 property filtering (selector language, registered
+//!   consumer filters);
 //! * [`schedule_service`] — delayed messages: the schedule-topic rewrite
 //!   and delivery when due (`delayOffset.json`).
 //!
@@ -22,6 +24,7 @@
 pub mod client_registry;
 pub mod config;
 pub mod consumer_offset;
+pub mod filter;
 pub mod json_file;
 pub mod long_polling;
 pub mod processor;
