@@ -92,6 +92,8 @@ pub struct Broker {
     pub schedule: Schedule,
     /// Connected clients and consumer subscriptions.
     pub clients: ClientRegistry,
+    /// SQL92 filters registered by heartbeats, compiled-selector cache.
+    pub consumer_filters: filter::ConsumerFilters,
     /// Ordered-consumption locks.
     pub locks: RebalanceLocks,
     /// Parked pulls (owned by the pull processor).
@@ -128,6 +130,7 @@ impl Broker {
             offsets: ConsumerOffsetTable::load(config_dir.clone()),
             schedule: Schedule::load(config_dir, &store),
             clients: ClientRegistry::new(cfg.notify_consumer_ids_changed_enable),
+            consumer_filters: filter::ConsumerFilters::new(),
             locks: RebalanceLocks::new(Duration::from_secs(60)),
             long_polling: LongPolling::new(),
             registrar: Registrar::new(&cfg, broker_addr.clone(), ha_addr),

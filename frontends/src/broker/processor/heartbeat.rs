@@ -149,10 +149,14 @@ fn heartbeat(broker: &Broker, ctx: &ConnectionContext, req: &RemotingCommand) ->
                     }
                 }
             }
-            let subscriptions = match c.get("subscriptionDataSet") {
+            let subscriptions: Vec<SubscriptionData> = match c.get("subscriptionDataSet") {
                 Some(Value::Array(subs)) => subs.iter().filter_map(parse_subscription).collect(),
                 _ => Vec::new(),
             };
+            // SQL92 subscriptions are compiled and registered; one that does
+            // not compile is logged and left out, the heartbeat still
+            // succeeds (RocketMQ's ConsumerFilterManager).
+            broker.consumer_filters.register_all(group, &subscriptions);
             let reg = ConsumerRegistration {
                 group: group.to_string(),
                 consume_type: enum_name(c.get("consumeType"), CONSUME_TYPES),

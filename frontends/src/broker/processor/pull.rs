@@ -2,14 +2,34 @@
 //! semantics.md §6). A pull that finds nothing and may suspend is held by
 //! [`LongPolling`](crate::broker::LongPolling) and re-run once a matching
 //! message arrives or its suspend timeout passes.
+//!
+//! The subscription (semantics.md §7–8) is the request's own when the
+//! SUBSCRIPTION flag is set, else the one registered by heartbeat. SQL92
+//! subscriptions, as RocketMQ 4.9 answers them:
+//!
+//! | case | code |
+//! |---|---|
+//! | flag set, empty expression | 23 SUBSCRIPTION_PARSE_FAILED |
+//! | `enablePropertyFilter=false` (valid or not) | 1 SYSTEM_ERROR `The broker does not support consumer to filter message by SQL92` |
+//! | flag set, expression does not compile | 23 SUBSCRIPTION_PARSE_FAILED (remark says why) |
+//! | no flag, heartbeat registered no compiled filter | 27 FILTER_DATA_NOT_EXIST |
+//! | no flag, registered filter older than `subVersion` | 28 FILTER_DATA_NOT_LATEST |
+//!
+//! (27/28 are checked before `enablePropertyFilter`, as in RocketMQ.) One
+//! deliberate difference: RocketMQ 4.9.8, run without `-ea`, lets a pull
+//! whose own expression does not compile through with *no* filter (its
+//! `assert consumerFilterData != null` is all that guards it), returning
+//! every message; we answer 23, the code its own try/catch intends.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use engine::{AcceptAll, GetMessageStatus, MessageFilter, TagCodes};
+use engine::{AcceptAll, GetMessageStatus, TagCodes};
 
 use super::{error, optional, required, required_i32, required_i64};
+use crate::broker::filter::{Selector, SqlFilter};
+use crate::broker::long_polling::SharedFilter;
 use crate::broker::topic_config::perm;
 use crate::broker::{Broker, SubscriptionData};
 use crate::remoting::codes::response;
@@ -49,10 +69,9 @@ impl<'a> PullRequest<'a> {
 /// What one processing pass decided.
 enum Pass {
     Reply(RemotingCommand),
-    /// Nothing yet: park until a message with one of these tag codes
-    /// (empty = any) reaches this offset.
+    /// Nothing yet: park until a message passing `filter` reaches this offset.
     Suspend {
-        codes: Vec<i32>,
+        filter: SharedFilter,
         hold: Duration,
     },
 }
@@ -66,7 +85,7 @@ pub async fn handle(
     match process(broker, &request, true) {
         Ok(Pass::Reply(r)) => Some(r),
         Err(e) => Some(e),
-        Ok(Pass::Suspend { codes, hold }) => {
+        Ok(Pass::Suspend { filter, hold }) => {
             let Ok(p) = PullRequest::parse(&request) else {
                 return Some(error(response::SYSTEM_ERROR, "bad pull header"));
             };
@@ -78,7 +97,7 @@ pub async fn handle(
                     p.topic,
                     p.queue_id,
                     p.offset.max(0) as u64,
-                    codes,
+                    filter,
                     Instant::now() + hold,
                     move || store.max_queue_offset(&topic, queue_id),
                 )
@@ -94,13 +113,102 @@ pub async fn handle(
     }
 }
 
-/// The filter of a subscription.
-fn filter_of(sub: &SubscriptionData) -> Box<dyn MessageFilter + Send + Sync> {
-    if sub.matches_all() || sub.codes_set.is_empty() {
-        Box::new(AcceptAll)
-    } else {
-        Box::new(TagCodes(sub.codes_set.iter().copied().collect()))
+/// The engine filter of a subscription: tag codes, or the compiled SQL92
+/// selector.
+fn filter_of(sub: &SubscriptionData, selector: Option<Arc<Selector>>) -> SharedFilter {
+    match selector {
+        Some(s) => Arc::new(SqlFilter(s)),
+        None if sub.matches_all() || sub.codes_set.is_empty() => Arc::new(AcceptAll),
+        None => Arc::new(TagCodes(sub.codes_set.iter().copied().collect())),
     }
+}
+
+/// The pull's subscription and, for SQL92, its compiled selector (see the
+/// module doc for the answers).
+fn subscription(
+    broker: &Broker,
+    req: &RemotingCommand,
+    p: &PullRequest<'_>,
+) -> Result<(SubscriptionData, Option<Arc<Selector>>), RemotingCommand> {
+    let wanted = super::optional_i64(req, "subVersion")?.unwrap_or(0);
+    let not_supported = |sub: &SubscriptionData| {
+        error(
+            response::SYSTEM_ERROR,
+            format!(
+                "The broker does not support consumer to filter message by {}",
+                sub.expression_type
+            ),
+        )
+    };
+    if p.sys_flag & FLAG_SUBSCRIPTION != 0 {
+        let expr = optional(req, "subscription").unwrap_or("");
+        let sub = SubscriptionData::from_expression(
+            p.topic,
+            if expr.is_empty() { "*" } else { expr },
+            optional(req, "expressionType"),
+            wanted,
+        );
+        if sub.is_tag_type() {
+            return Ok((sub, None));
+        }
+        let parse_failed = |why: String| {
+            error(
+                response::SUBSCRIPTION_PARSE_FAILED,
+                format!("parse the consumer's subscription failed: {why}"),
+            )
+        };
+        if expr.is_empty() {
+            return Err(parse_failed(format!(
+                "Expression can't be null! {}",
+                sub.expression_type
+            )));
+        }
+        if !broker.config.enable_property_filter {
+            return Err(not_supported(&sub));
+        }
+        let selector = broker
+            .consumer_filters
+            .compile(&sub.expression_type, expr)
+            .map_err(|e| parse_failed(e.to_string()))?;
+        return Ok((sub, Some(selector)));
+    }
+    let Some(info) = broker.clients.consumer_group(p.group) else {
+        return Err(error(
+            response::SUBSCRIPTION_NOT_EXIST,
+            format!("the consumer's group info not exist, group: {}", p.group),
+        ));
+    };
+    let Some(sub) = info.subscriptions.get(p.topic).cloned() else {
+        return Err(error(
+            response::SUBSCRIPTION_NOT_EXIST,
+            format!("the consumer's subscription not exist, group: {}", p.group),
+        ));
+    };
+    if sub.sub_version < wanted {
+        return Err(error(
+            response::SUBSCRIPTION_NOT_LATEST,
+            format!("the consumer's subscription not latest, group: {}", p.group),
+        ));
+    }
+    if sub.is_tag_type() {
+        return Ok((sub, None));
+    }
+    let Some(registered) = broker.consumer_filters.get(p.topic, p.group) else {
+        return Err(error(
+            response::FILTER_DATA_NOT_EXIST,
+            "The broker's consumer filter data is not exist!Your expression may be wrong!",
+        ));
+    };
+    if registered.client_version < wanted {
+        return Err(error(
+            response::FILTER_DATA_NOT_LATEST,
+            "the consumer's consumer filter data not latest",
+        ));
+    }
+    if !broker.config.enable_property_filter {
+        return Err(not_supported(&sub));
+    }
+    Ok((sub, Some(registered.selector)))
 }
 
 fn process(
@@ -151,44 +259,8 @@ fn process(
             ),
         ));
     }
-    let sub = if p.sys_flag & FLAG_SUBSCRIPTION != 0 {
-        let expr = optional(req, "subscription").unwrap_or("*");
-        let sub_version = super::optional_i64(req, "subVersion")?.unwrap_or(0);
-        SubscriptionData::from_expression(
-            p.topic,
-            expr,
-            optional(req, "expressionType"),
-            sub_version,
-        )
-    } else {
-        let Some(info) = broker.clients.consumer_group(p.group) else {
-            return Err(error(
-                response::SUBSCRIPTION_NOT_EXIST,
-                format!("the consumer's group info not exist, group: {}", p.group),
-            ));
-        };
-        let Some(sub) = info.subscriptions.get(p.topic).cloned() else {
-            return Err(error(
-                response::SUBSCRIPTION_NOT_EXIST,
-                format!("the consumer's subscription not exist, group: {}", p.group),
-            ));
-        };
-        let wanted = super::optional_i64(req, "subVersion")?.unwrap_or(0);
-        if sub.sub_version < wanted {
-            return Err(error(
-                response::SUBSCRIPTION_NOT_LATEST,
-                format!("the consumer's subscription not latest, group: {}", p.group),
-            ));
-        }
-        sub
-    };
-    if !sub.is_tag_type() {
-        return Err(error(
-            response::SYSTEM_ERROR,
-            "The broker does not support consumer to filter message by SQL92",
-        ));
-    }
-    let filter = filter_of(&sub);
+    let (sub, selector) = subscription(broker, req, &p)?;
+    let filter = filter_of(&sub, selector);
     let offset = p.offset.max(0) as u64;
     let r = broker.store.get_messages(
         p.topic,
@@ -250,12 +322,7 @@ fn process(
         } else {
             Duration::from_millis(broker.config.short_polling_time_mills)
         };
-        let codes = if sub.matches_all() {
-            Vec::new()
-        } else {
-            sub.codes_set.iter().copied().collect()
-        };
-        return Ok(Pass::Suspend { codes, hold });
+        return Ok(Pass::Suspend { filter, hold });
     }
     // suggestWhichBrokerId (cluster.md §7.1): with slaveReadEnable, the
     // group's slow-consumer broker when the consumer reads data likely out
@@ -292,8 +359,13 @@ pub fn install_arrival_listener(broker: &Arc<Broker>) {
     let weak = Arc::downgrade(broker);
     broker.store.set_arrival_listener(Arc::new(move |a| {
         if let Some(b) = weak.upgrade() {
-            b.long_polling
-                .notify(a.topic, a.queue_id, a.queue_offset, a.tags_code);
+            b.long_polling.notify(
+                a.topic,
+                a.queue_id,
+                a.queue_offset,
+                a.tags_code,
+                a.properties,
+            );
         }
     }));
 }

@@ -6,8 +6,6 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
-
 use super::{error, json_body, optional, required, required_i32, success, Reply};
 use crate::broker::json_file::{self, as_string};
 use crate::broker::subscription_group::SubscriptionGroupConfig;
@@ -144,23 +142,28 @@ fn runtime_info(broker: &Broker) -> String {
     serde_json::json!({ "table": t }).to_string()
 }
 
-/// CHECK_CLIENT_CONFIG: TAG subscriptions are fine; SQL92 needs
-/// `enablePropertyFilter` (we do not compile the expression here).
+/// CHECK_CLIENT_CONFIG (sent by Java consumers when they start): TAG
+/// subscriptions are fine; SQL92 needs `enablePropertyFilter` and an
+/// expression that compiles (else SUBSCRIPTION_PARSE_FAILED with the reason).
 fn check_client_config(broker: &Broker, req: &RemotingCommand) -> Reply {
     let v = json_body(req)?;
-    let ty = v
-        .get("subscriptionData")
-        .and_then(|s| s.get("expressionType"))
-        .and_then(Value::as_str)
-        .unwrap_or("TAG");
-    if ty.eq_ignore_ascii_case("TAG") || ty.is_empty() {
+    let Some(sub) = v.get("subscriptionData").filter(|s| !s.is_null()) else {
+        return Ok(success());
+    };
+    let ty = as_string(sub.get("expressionType")).unwrap_or_default();
+    if ty.is_empty() || ty.eq_ignore_ascii_case("TAG") {
         return Ok(success());
     }
     if !broker.config.enable_property_filter {
         return Err(error(
             response::SYSTEM_ERROR,
-            "The broker does not support consumer to filter message by SQL92",
+            format!("The broker does not support consumer to filter message by {ty}"),
         ));
+    }
+    let expr = as_string(sub.get("subString")).unwrap_or_default();
+    if let Err(e) = broker.consumer_filters.compile(&ty, &expr) {
+        tracing::warn!(expression = %expr, "client filter does not compile: {e}");
+        return Err(error(response::SUBSCRIPTION_PARSE_FAILED, e.to_string()));
     }
     Ok(success())
 }
