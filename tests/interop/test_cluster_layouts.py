@@ -7,6 +7,7 @@ overridden on the command line.
 """
 
 import os
+import shutil
 
 import pytest
 from rocketmq.client import SendStatus
@@ -54,6 +55,9 @@ class Layout(object):
         self.brokers[name] = (p, "127.0.0.1:%d" % port)
         return "127.0.0.1:%d" % port
 
+    def store_dir(self, name):
+        return os.path.join(self.workdir, name)
+
     def stop(self):
         for p in reversed(self.procs):
             try:
@@ -74,6 +78,19 @@ def noslave(request, tmp_path):
         lay.start_namesrv("namesrv-2")
         lay.start_broker("broker-a")
         lay.start_broker("broker-b")
+        yield lay
+    finally:
+        lay.stop()
+
+
+@pytest.fixture
+def async_pair(request, tmp_path):
+    """conf/2m-2s-async with two name servers; brokers started by the test."""
+    lay = Layout(tmp_path, "2m-2s-async")
+    request.node._rmq_clusters = [lay]
+    try:
+        lay.start_namesrv("namesrv-1")
+        lay.start_namesrv("namesrv-2")
         yield lay
     finally:
         lay.stop()
@@ -123,3 +140,80 @@ def test_2m_noslave_two_namesrvs_produce_consume(noslave, clients):
     for b in more:
         assert p.send_sync(make_message(topic, b)).status == SendStatus.OK
     wait_bodies(col, more, 60, what="messages sent after a name server died")
+
+
+def _committed(broker_addr, group, topic):
+    return {q: remoting.query_consumer_offset(broker_addr, group, topic, q) for q in range(QUEUES)}
+
+
+def _max_offsets(broker_addr, topic):
+    return {q: remoting.get_max_offset(broker_addr, topic, q) for q in range(QUEUES)}
+
+
+def test_2m_2s_async_consumer_reads_the_slave_when_the_master_dies(async_pair, clients):
+    """broker-a-s is given a copy of broker-a's commit log and queues but no
+    config (this does not rely on commit-log replication): topics and
+    consumer offsets reach it only through slave sync. After the master is
+    kill -9'd, a consumer of the group resumes on the slave exactly where
+    the group stopped on the master."""
+    lay = async_pair
+    topic = unique("T_2s")
+    group = unique("CG2s")
+    master = lay.start_broker("broker-a")
+    _create_topic(master, topic)
+    for _, ns in lay.namesrvs:
+        wait_until(lambda: _route_brokers(ns, topic) == ["broker-a"], 20, "route of %s" % topic)
+    p = clients.producer(lay.namesrv_addr())
+    first = ["first-%02d" % i for i in range(20)]
+    for b in first:
+        assert p.send_sync(make_message(topic, b)).status == SendStatus.OK
+    col1 = Collector()
+    c1 = clients.push_consumer(lay.namesrv_addr(), group, topic, col1.callback_for("c1"))
+    wait_bodies(col1, first, 60)
+    ends = _max_offsets(master, topic)
+    wait_until(lambda: _committed(master, group, topic) == ends, 40,
+               lambda: "committed %r to reach %r" % (_committed(master, group, topic), ends))
+    clients.stop_consumer(c1)
+    second = ["second-%02d" % i for i in range(12)]
+    for b in second:
+        assert p.send_sync(make_message(topic, b)).status == SendStatus.OK
+
+    # The slave's store: the master's data as of a clean stop, no config.
+    mproc, _ = lay.brokers["broker-a"]
+    _, clean = mproc.stop()
+    assert clean
+    shutil.copytree(lay.store_dir("broker-a"), lay.store_dir("broker-a-s"))
+    shutil.rmtree(os.path.join(lay.store_dir("broker-a-s"), "config"))
+    mproc.start(["rmq-broker ready"])
+    slave = lay.start_broker("broker-a-s")
+
+    # Slave sync brings the topic and the group's offsets over.
+    def slave_has_metadata():
+        r = remoting.invoke(slave, 21, {})
+        has_topic = r.code == 0 and topic in (remoting.lenient_json(r.body).get("topicConfigTable") or {})
+        return has_topic and _committed(slave, group, topic) == ends
+    wait_until(slave_has_metadata, 30, "topic and offsets synced to the slave")
+    for _, ns in lay.namesrvs:
+        route = remoting.get_route(ns, topic)
+        addrs = [bd["brokerAddrs"] for bd in route["brokerDatas"] if bd["brokerName"] == "broker-a"]
+        assert addrs and sorted(int(k) for k in addrs[0]) == [0, 1], route
+
+    # The master dies; the route keeps broker-a with the slave's address only.
+    mproc.kill9()
+    for _, ns in lay.namesrvs:
+        def only_slave(ns=ns):
+            route = remoting.get_route(ns, topic) or {}
+            bds = [bd["brokerAddrs"] for bd in route.get("brokerDatas") or []]
+            return bds and all(list(a.values()) == [slave] for a in bds)
+        wait_until(only_slave, 30, "route of %s on %s to keep only the slave" % (topic, ns))
+    # Sends to the slave are refused (code 14), the consumer reads from it.
+    r = remoting.invoke(slave, 310, {"a": "PG", "b": topic, "c": "TBW102", "d": 4, "e": 0, "f": 0,
+                                     "g": 0, "h": 0, "i": "", "j": 0, "k": "false", "m": "false"},
+                        body=b"x")
+    assert r.code == 14, r
+    col2 = Collector()
+    clients.push_consumer(lay.namesrv_addr(), group, topic, col2.callback_for("c2"))
+    wait_bodies(col2, second, 60, what="messages read from the slave")
+    got = col2.bodies()
+    redelivered = [b for b in got if not b.startswith("second-")]
+    assert not redelivered, "the slave did not have the group's offsets: %r" % redelivered[:5]
