@@ -57,6 +57,18 @@ impl MappedSlice {
     pub fn offset(&self) -> u64 {
         self.file.start_offset() + self.pos
     }
+    /// Number of bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// The first `max_len` bytes (all of them if shorter).
+    pub fn prefix(mut self, max_len: u64) -> MappedSlice {
+        self.len = self.len.min(max_len);
+        self
+    }
 }
 
 impl std::fmt::Debug for MappedSlice {
@@ -437,6 +449,62 @@ impl CommitLog {
             store_timestamp: now,
             end_offset: st.write_offset,
         })
+    }
+
+    /// Slave side of replication: copies raw commit log bytes received from
+    /// the master to `offset`, which must be this log's end; an empty log
+    /// (no files) accepts any file-aligned `offset` and starts there. The
+    /// bytes are written as they are (records, blank end-of-file records,
+    /// a partial record at the end) and may cross file boundaries; files
+    /// are created as needed. Returns the new end.
+    pub fn append_replicated(&self, offset: u64, data: &[u8]) -> Result<u64> {
+        let mut st = self.append.lock();
+        if offset != st.write_offset {
+            let empty = self.files.read().is_empty();
+            if !empty || offset % self.file_size != 0 {
+                return Err(StoreError::InvalidArgument(format!(
+                    "replicated bytes for offset {offset}, but the commit log ends at {}{}",
+                    st.write_offset,
+                    if empty {
+                        " (an empty commit log starts at a file boundary)"
+                    } else {
+                        ""
+                    }
+                )));
+            }
+            st.write_offset = offset;
+            st.current = None;
+        }
+        let mut at = 0usize;
+        while at < data.len() {
+            let file = match &st.current {
+                Some(f) if st.write_offset < f.start_offset() + f.size() => f.clone(),
+                _ => {
+                    let at_offset = st.write_offset;
+                    self.roll_to(&mut st, at_offset)?
+                }
+            };
+            let pos = st.write_offset - file.start_offset();
+            let n = ((file.size() - pos) as usize).min(data.len() - at);
+            self.write(&file, pos, &data[at..at + n])?;
+            file.publish(pos + n as u64);
+            if let Some(p) = &self.prefaulter {
+                let end = pos + n as u64;
+                if pos == 0 || pos / crate::prefault::CHUNK != end / crate::prefault::CHUNK {
+                    p.ahead_of(&file, end);
+                }
+            }
+            st.write_offset += n as u64;
+            self.max_offset.store(st.write_offset, Ordering::Release);
+            at += n;
+        }
+        Ok(st.write_offset)
+    }
+
+    /// Raises the last store timestamp (a slave learns it from the records
+    /// its dispatcher saw).
+    pub(crate) fn note_store_timestamp(&self, ts: i64) {
+        self.last_store_timestamp.fetch_max(ts, Ordering::AcqRel);
     }
 
     fn write(&self, file: &MappedFile, pos: u64, data: &[u8]) -> Result<()> {

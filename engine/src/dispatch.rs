@@ -59,9 +59,16 @@ impl Derived {
                 break;
             };
             let data = slice.as_bytes();
+            let more_may_come = pos + (data.len() as u64) < file_end;
             let mut at = 0usize;
             let mut next = None;
             while at < data.len() {
+                if more_may_come && is_partial(&data[at..]) {
+                    // A slave's log can end inside a record (the master's
+                    // transfer batches ignore record boundaries): wait for
+                    // the rest.
+                    return Ok(pos + at as u64);
+                }
                 match record::decode(&data[at..], false) {
                     Decoded::Message(v) => {
                         self.dispatch_one(&v)?;
@@ -137,6 +144,19 @@ impl Derived {
     }
 }
 
+/// Whether `rest` (the readable bytes from a record start to the current
+/// end of the log) holds only the beginning of a record.
+fn is_partial(rest: &[u8]) -> bool {
+    if rest.len() < 8 {
+        return rest.iter().any(|b| *b != 0);
+    }
+    let total = i32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
+    let magic = i32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]);
+    (magic == record::MESSAGE_MAGIC || magic == record::BLANK_MAGIC)
+        && total > 0
+        && total as usize > rest.len()
+}
+
 /// Reput progress, shared by the appenders and the background thread.
 ///
 /// An appender dispatches what it just wrote itself, right after publishing
@@ -193,7 +213,9 @@ impl Reput {
                 }
             }
             drop(guard);
-            if self.reached() >= self.log.max_offset() {
+            // Go again only for bytes published during this round (a
+            // partial record at the end stays until more bytes arrive).
+            if self.log.max_offset() <= end {
                 return true;
             }
         }
@@ -216,7 +238,10 @@ impl Dispatcher {
             .name("reput".into())
             .spawn(move || loop {
                 let ok = r.catch_up();
-                if s.load(Ordering::Acquire) && r.reached() >= r.log.max_offset() {
+                // Appends have stopped when `s` is set: one round took
+                // everything dispatchable (a partial tail never will be).
+                if s.load(Ordering::Acquire) {
+                    r.catch_up();
                     return;
                 }
                 std::thread::park_timeout(Duration::from_millis(if ok { 5 } else { 100 }));

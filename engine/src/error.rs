@@ -29,6 +29,10 @@ pub enum StoreError {
     /// the broker answers SERVICE_NOT_AVAILABLE.
     #[error("disk full: {0}")]
     DiskFull(String),
+    /// The store is a slave's (`brokerRole=SLAVE`): it takes records only
+    /// from its master (replication). The broker answers SERVICE_NOT_AVAILABLE.
+    #[error("message store is slave mode, so putMessage is forbidden")]
+    SlaveMode,
     /// The store has been shut down.
     #[error("store is shut down")]
     ShutDown,

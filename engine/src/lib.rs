@@ -19,6 +19,7 @@ pub mod mapped_file;
 pub mod prefault;
 pub mod read;
 pub mod record;
+pub mod replication;
 pub mod retention;
 pub mod schedule;
 pub mod store;
@@ -28,5 +29,6 @@ pub use config::{BrokerRole, FlushDiskType, FlushMechanism, Properties, StoreCon
 pub use error::{Result, StoreError};
 pub use read::{AcceptAll, GetMessageResult, GetMessageStatus, MessageFilter, TagCodes};
 pub use record::{Decoded, MessageToStore, RecordView};
+pub use replication::{Replication, SlaveSession};
 pub use retention::{Clock, DiskUsage, ManualClock, RetentionRound, StoreHooks};
 pub use store::{MessageStore, PutResult, PutStatus, StoredMessage};

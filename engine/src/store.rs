@@ -10,6 +10,13 @@
 //!   `flushIntervalCommitLog` ms (or on clean shutdown).
 //! * After a failed flush every put fails with [`StoreError::ReadOnly`]:
 //!   nothing is acknowledged that may not be durable.
+//! * `SYNC_MASTER` (and `WAIT` absent or `true`): additionally returned only
+//!   once a slave acknowledged the record, else [`PutStatus::SlaveNotAvailable`]
+//!   (no slave, or one more than `haSlaveFallbehindMax` behind) or, after
+//!   `slaveTimeout`, [`PutStatus::FlushSlaveTimeout`]; the record is stored
+//!   either way (see [`crate::replication`]). A `SLAVE` store refuses puts
+//!   ([`StoreError::SlaveMode`]) and takes its records from
+//!   [`MessageStore::append_replicated`].
 //! * Thread-safe: share an `Arc<MessageStore>`. From async code use the
 //!   `*_async` variants: the append itself is a short memcpy done on the
 //!   caller's task, and waiting for the flush is an `.await`, never a
@@ -25,7 +32,7 @@ use parking_lot::Mutex;
 use crate::allocator::FileSpec;
 use crate::checkpoint::{AbortFile, Checkpoint, StoreLock};
 use crate::commit_log::{AppendedRecord, CommitLog, MappedSlice, Recovered};
-use crate::config::{FlushDiskType, StoreConfig};
+use crate::config::{BrokerRole, FlushDiskType, StoreConfig};
 use crate::consume_queue::ConsumeQueueSet;
 use crate::dispatch::{ArrivalListener, Derived, Dispatcher};
 use crate::error::{Result, StoreError};
@@ -34,6 +41,7 @@ use crate::group_commit::{GroupCommit, NotDurable};
 use crate::index::{IndexLoad, IndexService};
 use crate::read::{self, GetMessageResult, MessageFilter, ReadLimits};
 use crate::record::{self, MessageToStore};
+use crate::replication::Replication;
 use crate::retention::{Retention, RetentionRound, StoreHooks};
 
 /// RocketMQ's PutMessageStatus values that a successful append can carry.
@@ -75,6 +83,7 @@ pub struct MessageStore {
     derived: Arc<Derived>,
     dispatcher: Mutex<Option<Dispatcher>>,
     reput: Arc<crate::dispatch::Reput>,
+    replication: Arc<Replication>,
     checkpointer: Mutex<Option<Checkpointer>>,
     retention: Retention,
     read_limits: ReadLimits,
@@ -205,6 +214,7 @@ impl MessageStore {
             derived,
             dispatcher: Mutex::new(Some(dispatcher)),
             reput,
+            replication: Arc::new(Replication::new()),
             checkpointer: Mutex::new(Some(checkpointer)),
             retention,
             read_limits,
@@ -231,6 +241,9 @@ impl MessageStore {
     }
 
     fn check_writable(&self) -> Result<()> {
+        if self.config.broker_role == BrokerRole::Slave {
+            return Err(StoreError::SlaveMode);
+        }
         if self.shut_down.load(Ordering::Acquire) {
             return Err(StoreError::ShutDown);
         }
@@ -258,8 +271,9 @@ impl MessageStore {
         Ok(buf)
     }
 
-    /// Appends; returns the result and the offset to wait for (if waiting is due).
-    fn append(&self, msgs: &[MessageToStore]) -> Result<(PutResult, Option<u64>)> {
+    /// Appends; returns the result (status `SlaveNotAvailable` if the
+    /// slave-OK rule fails) and what to wait for.
+    fn append(&self, msgs: &[MessageToStore]) -> Result<(PutResult, Waits)> {
         self.check_writable()?;
         let mut buf = self.encode(msgs)?;
         let first = &msgs[0];
@@ -267,6 +281,7 @@ impl MessageStore {
             .commit_log
             .append(&first.topic, first.queue_id, &mut buf)?;
         self.reput.catch_up();
+        self.replication.on_append();
         let store_host = first.store_host;
         let messages = appended
             .records
@@ -278,12 +293,12 @@ impl MessageStore {
                 msg_id: record::offset_msg_id(store_host, r.physical_offset as i64),
             })
             .collect();
-        let result = PutResult {
+        let mut result = PutResult {
             status: PutStatus::PutOk,
             messages,
             store_timestamp: appended.store_timestamp,
         };
-        let wait = match self.config.flush_disk_type {
+        let flush = match self.config.flush_disk_type {
             FlushDiskType::SyncFlush => {
                 if first.wait_for_flush {
                     Some(appended.end_offset)
@@ -294,21 +309,44 @@ impl MessageStore {
             }
             FlushDiskType::AsyncFlush => None,
         };
-        Ok((result, wait))
+        let mut replica = None;
+        if self.config.broker_role == BrokerRole::SyncMaster && first.wait_for_flush {
+            if self
+                .replication
+                .is_slave_ok(appended.end_offset, self.config.ha_slave_fallbehind_max)
+            {
+                replica = Some(appended.end_offset);
+            } else {
+                result.status = PutStatus::SlaveNotAvailable;
+            }
+        }
+        Ok((result, Waits { flush, replica }))
     }
 
+    /// Combines the waits' outcomes as Java does: a flush problem, then a
+    /// replication problem, the latter winning.
     fn settle(
         mut result: PutResult,
-        waited: std::result::Result<(), NotDurable>,
+        flushed: Option<std::result::Result<(), NotDurable>>,
+        replicated: Option<bool>,
     ) -> Result<PutResult> {
-        match waited {
-            Ok(()) => Ok(result),
-            Err(NotDurable::Timeout) => {
-                result.status = PutStatus::FlushDiskTimeout;
-                Ok(result)
+        match flushed {
+            None | Some(Ok(())) => {}
+            Some(Err(NotDurable::Timeout)) => {
+                if result.status == PutStatus::PutOk {
+                    result.status = PutStatus::FlushDiskTimeout;
+                }
             }
-            Err(NotDurable::Failed(why)) => Err(StoreError::ReadOnly(why)),
+            Some(Err(NotDurable::Failed(why))) => return Err(StoreError::ReadOnly(why)),
         }
+        if replicated == Some(false) {
+            result.status = PutStatus::FlushSlaveTimeout;
+        }
+        Ok(result)
+    }
+
+    fn slave_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.slave_timeout)
     }
 
     fn flush_timeout(&self) -> Duration {
@@ -324,11 +362,15 @@ impl MessageStore {
     /// Stores messages of one topic and queue contiguously, with consecutive
     /// queue offsets; all or nothing.
     pub fn put_batch(&self, msgs: &[MessageToStore]) -> Result<PutResult> {
-        let (result, wait) = self.append(msgs)?;
-        match wait {
-            Some(offset) => Self::settle(result, self.group.wait(offset, self.flush_timeout())),
-            None => Ok(result),
-        }
+        let (result, waits) = self.append(msgs)?;
+        let flushed = waits
+            .flush
+            .map(|offset| self.group.wait(offset, self.flush_timeout()));
+        let replicated = waits.replica.map(|offset| {
+            self.replication
+                .wait_for_ack_blocking(offset, self.slave_timeout())
+        });
+        Self::settle(result, flushed, replicated)
     }
 
     /// [`MessageStore::put_message`] for async callers.
@@ -338,14 +380,82 @@ impl MessageStore {
 
     /// [`MessageStore::put_batch`] for async callers.
     pub async fn put_batch_async(&self, msgs: &[MessageToStore]) -> Result<PutResult> {
-        let (result, wait) = self.append(msgs)?;
-        match wait {
-            Some(offset) => Self::settle(
-                result,
-                self.group.wait_async(offset, self.flush_timeout()).await,
-            ),
-            None => Ok(result),
+        let (result, waits) = self.append(msgs)?;
+        let flush = async {
+            match waits.flush {
+                Some(offset) => Some(self.group.wait_async(offset, self.flush_timeout()).await),
+                None => None,
+            }
+        };
+        let replica = async {
+            match waits.replica {
+                Some(offset) => Some(
+                    self.replication
+                        .wait_for_ack(offset, self.slave_timeout())
+                        .await,
+                ),
+                None => None,
+            }
+        };
+        let (flushed, replicated) = tokio::join!(flush, replica);
+        Self::settle(result, flushed, replicated)
+    }
+
+    /// The master's replication state: slave connections and acknowledgements.
+    pub fn replication(&self) -> &Arc<Replication> {
+        &self.replication
+    }
+
+    /// Where to start streaming to a slave that reported `slave_offset`
+    /// (see [`crate::replication::transfer_start`]).
+    pub fn transfer_start(&self, slave_offset: u64) -> u64 {
+        crate::replication::transfer_start(
+            slave_offset,
+            self.commit_log.max_offset(),
+            self.commit_log.file_size(),
+        )
+    }
+
+    /// Up to `max_len` readable commit log bytes from `offset`, within one
+    /// file: what the master sends a slave next. `None` when nothing is
+    /// readable there yet (or `offset` is no longer stored).
+    pub fn read_for_transfer(&self, offset: u64, max_len: u64) -> Option<MappedSlice> {
+        if offset < self.commit_log.min_offset() {
+            return None;
         }
+        self.commit_log
+            .slice_to_file_end(offset)
+            .map(|s| s.prefix(max_len))
+    }
+
+    /// Waits until the commit log grows past `offset` or `timeout` passes.
+    pub async fn wait_for_append(&self, offset: u64, timeout: Duration) {
+        self.replication
+            .wait_for_append(|| self.commit_log.max_offset(), offset, timeout)
+            .await
+    }
+
+    /// Slave: appends raw commit log bytes received from the master at
+    /// `offset` (see [`CommitLog::append_replicated`]), dispatches the whole
+    /// records among them and asks for a flush under SYNC_FLUSH (ASYNC_FLUSH
+    /// flushes on its timer). Returns the new max offset, which the slave
+    /// reports to its master. Does not wait for the flush, as in Java: the
+    /// master's acknowledgement means "in the slave's commit log".
+    pub fn append_replicated(&self, offset: u64, data: &[u8]) -> Result<u64> {
+        if self.shut_down.load(Ordering::Acquire) {
+            return Err(StoreError::ShutDown);
+        }
+        if let Some(f) = self.group.failure() {
+            return Err(StoreError::ReadOnly(f.to_string()));
+        }
+        let end = self.commit_log.append_replicated(offset, data)?;
+        self.reput.catch_up();
+        self.commit_log
+            .note_store_timestamp(self.derived.last_timestamp.load(Ordering::Acquire));
+        if self.config.flush_disk_type == FlushDiskType::SyncFlush {
+            self.group.request(end);
+        }
+        Ok(end)
     }
 
     /// The whole record at a physical offset (a slice of the mapping).
@@ -563,7 +673,8 @@ impl MessageStore {
             physic_msg_timestamp: ts,
             logics_msg_timestamp: ts,
             index_msg_timestamp: ts,
-            dispatched_offset: Some(self.commit_log.max_offset()),
+            // A slave's log may end in a partial record, never dispatched.
+            dispatched_offset: Some(self.reput.reached()),
         };
         cp.store(&self.config.checkpoint_path())?;
         self.abort.remove()
@@ -601,6 +712,14 @@ impl Drop for MessageStore {
             }
         }
     }
+}
+
+/// What a put waits for after its append.
+struct Waits {
+    /// The group commit, up to this offset.
+    flush: Option<u64>,
+    /// A slave's acknowledgement of this offset (SYNC_MASTER).
+    replica: Option<u64>,
 }
 
 /// Abnormal recovery's first file (store.md §11.7): the newest file whose

@@ -419,7 +419,12 @@ fn respond(broker: &Broker, result: engine::Result<PutResult>, queue_id: i32) ->
     let r = match result {
         Ok(r) => r,
         Err(StoreError::InvalidArgument(why)) => return Err(error(response::MESSAGE_ILLEGAL, why)),
-        Err(e @ (StoreError::ReadOnly(_) | StoreError::ShutDown | StoreError::DiskFull(_))) => {
+        Err(
+            e @ (StoreError::ReadOnly(_)
+            | StoreError::ShutDown
+            | StoreError::DiskFull(_)
+            | StoreError::SlaveMode),
+        ) => {
             return Err(error(
                 response::SERVICE_NOT_AVAILABLE,
                 format!("service not available now. {e}"),
