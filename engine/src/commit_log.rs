@@ -461,7 +461,7 @@ impl CommitLog {
         let mut st = self.append.lock();
         if offset != st.write_offset {
             let empty = self.files.read().is_empty();
-            if !empty || offset % self.file_size != 0 {
+            if !empty || !offset.is_multiple_of(self.file_size) {
                 return Err(StoreError::InvalidArgument(format!(
                     "replicated bytes for offset {offset}, but the commit log ends at {}{}",
                     st.write_offset,

@@ -131,6 +131,10 @@ impl Replication {
 
     /// Called after every append that published new bytes.
     pub(crate) fn on_append(&self) {
+        // Orders the caller's publication of the new max offset before this
+        // load; the waiter increments before it checks the max offset, so
+        // one of the two sees the other (no lost wake-up).
+        std::sync::atomic::fence(Ordering::SeqCst);
         if self.append_waiters.load(Ordering::Acquire) > 0 {
             self.append_notify.notify_waiters();
         }
@@ -144,7 +148,7 @@ impl Replication {
         after: u64,
         timeout: Duration,
     ) {
-        self.append_waiters.fetch_add(1, Ordering::AcqRel);
+        self.append_waiters.fetch_add(1, Ordering::SeqCst);
         let _count = Decrement(&self.append_waiters);
         let fut = async {
             loop {

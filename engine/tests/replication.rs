@@ -169,7 +169,11 @@ fn empty_slave_starts_at_the_masters_last_file() {
     let on_slave = all_messages(&slave);
     let on_master: Vec<_> = all_messages(&master)
         .into_iter()
-        .filter(|m| on_slave.iter().any(|s| s.0 == m.0 && s.1 == m.1 && s.2 == m.2))
+        .filter(|m| {
+            on_slave
+                .iter()
+                .any(|s| s.0 == m.0 && s.1 == m.1 && s.2 == m.2)
+        })
         .collect();
     assert!(!on_slave.is_empty());
     assert_eq!(on_slave, on_master);

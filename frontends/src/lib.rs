@@ -2,5 +2,6 @@
 
 pub mod broker;
 pub mod cli;
+pub mod ha;
 pub mod namesrv;
 pub mod remoting;

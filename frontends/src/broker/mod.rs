@@ -18,8 +18,10 @@
 //! [`Broker`] is the shared state; [`Broker::start`] binds the main port
 //! (`listenPort`) and the fast/VIP port (`listenPort − 2`, same processors
 //! except PULL_MESSAGE) and starts the background tasks (registration,
-//! offset persistence, client expiry). Requests are processed on their
-//! connection's task, dispatched by code in [`Broker::dispatch`].
+//! offset persistence, client expiry) and replication ([`crate::ha`]: the
+//! HA listener on `haListenPort` for masters, the HA client for slaves).
+//! Requests are processed on their connection's task, dispatched by code in
+//! [`Broker::dispatch`].
 
 pub mod client_registry;
 pub mod config;
@@ -43,6 +45,7 @@ use engine::MessageStore;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::ha::HaService;
 use crate::remoting::codes::{request, response};
 use crate::remoting::{
     ConnectionContext, RemotingCommand, RequestHandler, Server, ServerConfig, ServerHandle,
@@ -258,6 +261,19 @@ impl Broker {
                 });
             }
         };
+        let ha =
+            match HaService::start(broker.store.clone(), &bind_ip, master_ha_addr(&broker)).await {
+                Ok(ha) => ha,
+                Err(source) => {
+                    fast.shutdown().await;
+                    main.shutdown().await;
+                    shutdown_store(&broker).await;
+                    return Err(StartError::Bind {
+                        addr: format!("{bind_ip}:{}", broker.settings.store.ha_listen_port),
+                        source,
+                    });
+                }
+            };
         let registered = broker.registrar.register_all(&broker.topics).await;
         tracing::info!(
             broker = %broker.config.broker_name,
@@ -283,6 +299,7 @@ impl Broker {
             broker,
             main,
             fast,
+            ha,
             stop_tx,
             tasks,
         })
@@ -323,6 +340,18 @@ fn end_transaction(req: &RemotingCommand) -> Option<RemotingCommand> {
         Some(8) | Some(12) => Some(processor::success()),
         _ => None,
     }
+}
+
+/// Where a slave finds its master's HA service: `haMasterAddress` when set
+/// (Java: at least 6 characters), which then never changes.
+fn master_ha_addr(broker: &Broker) -> crate::ha::MasterHaAddr {
+    let configured = broker
+        .settings
+        .store
+        .ha_master_address
+        .clone()
+        .filter(|a| a.trim().len() >= 6);
+    Arc::new(move || configured.clone())
 }
 
 async fn shutdown_store(broker: &Arc<Broker>) {
@@ -400,6 +429,7 @@ pub struct BrokerHandle {
     broker: Arc<Broker>,
     main: ServerHandle,
     fast: ServerHandle,
+    ha: HaService,
     stop_tx: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -413,6 +443,14 @@ impl BrokerHandle {
     /// The main port's bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.main.local_addr()
+    }
+
+    /// The HA listener's bound address (masters only).
+    pub fn ha_addr(&self) -> Option<SocketAddr> {
+        match &self.ha {
+            HaService::Master(m) => Some(m.local_addr()),
+            HaService::Slave(_) => None,
+        }
     }
 
     /// The fast (VIP) port's bound address.
@@ -431,6 +469,7 @@ impl BrokerHandle {
         self.broker.registrar.unregister_all().await;
         self.fast.shutdown().await;
         self.main.shutdown().await;
+        self.ha.shutdown().await;
         let b = self.broker.clone();
         let _ = tokio::task::spawn_blocking(move || {
             if let Err(e) = b.offsets.persist() {

@@ -12,15 +12,17 @@ use frontends::remoting::{RemotingClient, RemotingCommand};
 use std::time::Duration;
 use tokio::time::timeout;
 
-/// A port P with P and P−2 both free on 127.0.0.1.
+/// A port P with P, P−2 (fast port) and P+1 (HA port) free on 127.0.0.1.
 pub fn free_port_pair() -> u16 {
     for _ in 0..200 {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let p = l.local_addr().unwrap().port();
-        if p < 1026 {
+        if p < 1026 || p == u16::MAX {
             continue;
         }
-        if TcpListener::bind(("127.0.0.1", p - 2)).is_ok() {
+        if TcpListener::bind(("127.0.0.1", p - 2)).is_ok()
+            && TcpListener::bind(("127.0.0.1", p + 1)).is_ok()
+        {
             return p;
         }
     }
