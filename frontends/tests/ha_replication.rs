@@ -427,13 +427,20 @@ async fn slaves_catch_up_after_restart_and_from_empty() {
     wait_caught_up(&client, &master.addr, &a).await;
 
     // Slave B starts on an empty store while the master still has its first
-    // file (B's first file is the master's last): it copies everything.
+    // file (B's first file is the master's last): it copies everything. B
+    // has no haMasterAddress: it learns the master's HA address from the
+    // name server's answer to its registration.
     let with_data = commit_log(&mstore)
         .values()
         .filter(|f| f.iter().any(|b| *b != 0))
         .count();
     assert_eq!(with_data, 1, "the master's data is within one file");
-    let b = BrokerProc::start(&bstore, &ns_addr, BIG_FILE_SIZE, &slave_args(2));
+    let b = BrokerProc::start(
+        &bstore,
+        &ns_addr,
+        BIG_FILE_SIZE,
+        &["brokerRole=SLAVE".into(), "brokerId=2".into()],
+    );
     wait_caught_up(&client, &master.addr, &b).await;
 
     let on_master = pull_all(&client, &master.addr).await;

@@ -343,15 +343,21 @@ fn end_transaction(req: &RemotingCommand) -> Option<RemotingCommand> {
 }
 
 /// Where a slave finds its master's HA service: `haMasterAddress` when set
-/// (Java: at least 6 characters), which then never changes.
-fn master_ha_addr(broker: &Broker) -> crate::ha::MasterHaAddr {
+/// (Java: at least 6 characters), which then never changes; otherwise the
+/// `haServerAddr` the name servers returned at the last registration.
+fn master_ha_addr(broker: &Arc<Broker>) -> crate::ha::MasterHaAddr {
     let configured = broker
         .settings
         .store
         .ha_master_address
         .clone()
         .filter(|a| a.trim().len() >= 6);
-    Arc::new(move || configured.clone())
+    let b = broker.clone();
+    Arc::new(move || {
+        configured
+            .clone()
+            .or_else(|| b.registrar.master().ha_server_addr)
+    })
 }
 
 async fn shutdown_store(broker: &Arc<Broker>) {
