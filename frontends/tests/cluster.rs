@@ -700,3 +700,40 @@ async fn master_suggests_the_slave_to_lagging_consumers_only_with_slave_read() {
     let (a, b) = suggestion(&["slaveReadEnable=true"]).await;
     assert_eq!((a.as_str(), b.as_str()), ("0", "0"));
 }
+
+/// forceRegister=false (cluster.md §2.2): the periodic round registers only
+/// if a name server reports the DataVersion as changed (or cannot be asked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_registration_asks_for_the_data_version_first() {
+    use frontends::broker::{BrokerConfig, Registrar, TopicConfig, TopicConfigTable};
+    let dir = tempfile::tempdir().unwrap();
+    let ns1 = frontends::namesrv::NameServer::start("127.0.0.1:0")
+        .await
+        .unwrap();
+    let ns2 = frontends::namesrv::NameServer::start("127.0.0.1:0")
+        .await
+        .unwrap();
+    let mut cfg = BrokerConfig::default();
+    cfg.broker_name = "broker-q".to_string();
+    cfg.namesrv_addr = Some(format!("{};{}", ns1.local_addr(), ns2.local_addr()));
+    cfg.force_register = false;
+    let topics = TopicConfigTable::load(dir.path().to_path_buf(), &cfg);
+    let reg = Registrar::new(&cfg, "127.0.0.1:1".to_string(), "127.0.0.1:2".to_string());
+
+    // Unknown to both name servers: changed.
+    assert!(reg.needs_register(topics.data_version()).await);
+    assert_eq!(reg.register_all(&topics).await, 2);
+    assert_eq!(ns1.routes().live_broker_count(), 1);
+    assert_eq!(ns2.routes().live_broker_count(), 1);
+    // Registered with this version everywhere: nothing to do.
+    assert!(!reg.needs_register(topics.data_version()).await);
+    // A topic change bumps the version: both name servers say changed.
+    topics.upsert(TopicConfig::new("Q", 1, 1, 6));
+    assert!(reg.needs_register(topics.data_version()).await);
+    // One name server that cannot be asked counts as changed.
+    assert_eq!(reg.register_all(&topics).await, 2);
+    assert!(!reg.needs_register(topics.data_version()).await);
+    ns2.shutdown().await;
+    assert!(reg.needs_register(topics.data_version()).await);
+    ns1.shutdown().await;
+}

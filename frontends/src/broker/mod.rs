@@ -397,12 +397,21 @@ async fn register_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval_at(first, period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = broker.topics.changed.notified() => {}
+        // Topic changes always register; the periodic round first asks the
+        // name servers whether anything changed unless forceRegister.
+        let forced = tokio::select! {
+            _ = tick.tick() => broker.config.force_register,
+            _ = broker.topics.changed.notified() => true,
             _ = stop.wait_for(|v| *v) => return,
+        };
+        if forced
+            || broker
+                .registrar
+                .needs_register(broker.topics.data_version())
+                .await
+        {
+            broker.register_now().await;
         }
-        broker.register_now().await;
     }
 }
 

@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use super::config::BrokerConfig;
 use super::json_file;
 use super::topic_config::{perm, TopicConfigTable};
+use crate::namesrv::route_table::DataVersion;
 use crate::remoting::codes::{request, response};
 use crate::remoting::{RemotingClient, RemotingCommand};
 
@@ -160,6 +161,41 @@ impl Registrar {
             }
         }
         answers.len()
+    }
+
+    /// Whether a periodic registration is needed when `forceRegister=false`
+    /// (cluster.md §2.2): asks every name server QUERY_DATA_VERSION with our
+    /// topic table's DataVersion, in parallel. True if any of them reports
+    /// `changed=true` or cannot be asked (as Java counts a failure as a
+    /// change). A name server that finds the version unchanged refreshes
+    /// our liveness, so skipping the registration does not expire us.
+    pub async fn needs_register(&self, version: DataVersion) -> bool {
+        let body = bytes::Bytes::from(version.to_json());
+        let calls = self.namesrv_addrs.iter().map(|addr| {
+            let req = self
+                .header(request::QUERY_DATA_VERSION)
+                .with_body(body.clone());
+            async move {
+                match self.client.invoke(addr, req, self.timeout).await {
+                    Ok(resp) if resp.code == response::SUCCESS => resp
+                        .ext("changed")
+                        .is_some_and(|v| v.eq_ignore_ascii_case("true")),
+                    Ok(resp) => {
+                        tracing::warn!(namesrv = %addr, code = resp.code, "QUERY_DATA_VERSION refused");
+                        true
+                    }
+                    Err(e) => {
+                        tracing::warn!(namesrv = %addr, "cannot query data version: {e}");
+                        self.client.close(addr);
+                        true
+                    }
+                }
+            }
+        });
+        futures_util::future::join_all(calls)
+            .await
+            .into_iter()
+            .any(|changed| changed)
     }
 
     /// UNREGISTER_BROKER to every name server (clean stop).
