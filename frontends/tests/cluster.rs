@@ -713,10 +713,12 @@ async fn periodic_registration_asks_for_the_data_version_first() {
     let ns2 = frontends::namesrv::NameServer::start("127.0.0.1:0")
         .await
         .unwrap();
-    let mut cfg = BrokerConfig::default();
-    cfg.broker_name = "broker-q".to_string();
-    cfg.namesrv_addr = Some(format!("{};{}", ns1.local_addr(), ns2.local_addr()));
-    cfg.force_register = false;
+    let cfg = BrokerConfig {
+        broker_name: "broker-q".to_string(),
+        namesrv_addr: Some(format!("{};{}", ns1.local_addr(), ns2.local_addr())),
+        force_register: false,
+        ..BrokerConfig::default()
+    };
     let topics = TopicConfigTable::load(dir.path().to_path_buf(), &cfg);
     let reg = Registrar::new(&cfg, "127.0.0.1:1".to_string(), "127.0.0.1:2".to_string());
 
