@@ -79,8 +79,13 @@ engine::config_struct! {
         flush_consumer_offset_interval: u64 = 5000 => "flushConsumerOffsetInterval",
         /// Refuse transactional (half) messages with NO_PERMISSION (false).
         reject_transaction_message: bool = false => "rejectTransactionMessage",
+        /// ms a half message is left alone before its first check-back (6000);
+        /// a message's `CHECK_IMMUNITY_TIME_IN_SECONDS` overrides it.
         transaction_time_out: u64 = 6000 => "transactionTimeOut",
+        /// Check-backs of one half message before it is discarded into
+        /// `TRANS_CHECK_MAX_TIME_TOPIC` (15).
         transaction_check_max: u32 = 15 => "transactionCheckMax",
+        /// ms between check-back runs (60000; at least 10 used).
         transaction_check_interval: u64 = 60_000 => "transactionCheckInterval",
         /// Allow SQL92 subscriptions (false).
         enable_property_filter: bool = false => "enablePropertyFilter",

@@ -13,7 +13,9 @@
 //! * [`filter`] — SQL92 property filtering (selector language, registered
 //!   consumer filters);
 //! * [`schedule_service`] — delayed messages: the schedule-topic rewrite
-//!   and delivery when due (`delayOffset.json`).
+//!   and delivery when due (`delayOffset.json`);
+//! * [`transaction`] — transactional messages: half messages, op records,
+//!   the check-back service.
 //!
 //! [`Broker`] is the shared state; [`Broker::start`] binds the main port
 //! (`listenPort`) and the fast/VIP port (`listenPort − 2`, same processors
@@ -36,6 +38,7 @@ pub mod schedule_service;
 pub mod slave_sync;
 pub mod subscription_group;
 pub mod topic_config;
+pub mod transaction;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -60,6 +63,7 @@ pub use register::{MasterInfo, Registrar};
 pub use schedule_service::Schedule;
 pub use subscription_group::SubscriptionGroupTable;
 pub use topic_config::{TopicConfig, TopicConfigTable};
+pub use transaction::Transactions;
 
 /// Errors starting a broker.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +105,9 @@ pub struct Broker {
     pub locks: RebalanceLocks,
     /// Parked pulls (owned by the pull processor).
     pub long_polling: LongPolling,
+    /// Transaction state outside the store (commits in flight, check-back
+    /// channel rotation).
+    pub transactions: Transactions,
     /// Name server registration.
     pub registrar: Registrar,
     /// `brokerIP1:listenPort`: STOREHOST of our records, our address in routes.
@@ -136,6 +143,7 @@ impl Broker {
             consumer_filters: filter::ConsumerFilters::new(),
             locks: RebalanceLocks::new(Duration::from_secs(60)),
             long_polling: LongPolling::new(),
+            transactions: Transactions::default(),
             registrar: Registrar::new(&cfg, broker_addr.clone(), ha_addr),
             store_host,
             broker_addr,
@@ -193,7 +201,7 @@ impl Broker {
             | request::GET_CONSUMER_LIST_BY_GROUP => heartbeat::handle(self, ctx, &req),
             request::LOCK_BATCH_MQ | request::UNLOCK_BATCH_MQ => lock::handle(self, &req),
             request::CONSUMER_SEND_MSG_BACK => consumer_send_back::handle(self, ctx, &req).await,
-            request::END_TRANSACTION => return end_transaction(&req),
+            request::END_TRANSACTION => return end_transaction::handle(self, &req).await,
             request::UPDATE_AND_CREATE_TOPIC
             | request::DELETE_TOPIC_IN_BROKER
             | request::GET_ALL_TOPIC_CONFIG
@@ -288,11 +296,12 @@ impl Broker {
             tokio::spawn(offset_flush_loop(broker.clone(), stop_rx.clone())),
             tokio::spawn(client_scan_loop(broker.clone(), stop_rx.clone())),
         ];
-        // Scheduled messages are delivered by masters only; slaves copy
-        // their master's metadata instead.
+        // Scheduled messages are delivered, and transactions checked back,
+        // by masters only; slaves copy their master's metadata instead.
         if broker.is_slave() {
             tasks.push(tokio::spawn(slave_sync::run(broker.clone(), stop_rx)));
         } else {
+            tasks.push(transaction::check::spawn(&broker, stop_rx.clone()));
             tasks.extend(Schedule::spawn(&broker, stop_rx));
         }
         Ok(BrokerHandle {
@@ -325,19 +334,6 @@ fn slave_refusal(code: i32) -> Option<RemotingCommand> {
             "SERVICE_NOT_AVAILABLE",
         )),
         request::END_TRANSACTION => Some(RemotingCommand::response(response::SLAVE_NOT_AVAILABLE)),
-        _ => None,
-    }
-}
-
-/// END_TRANSACTION (37): transactional messages are stored as plain
-/// messages for now (later issue), so commit and rollback have nothing to
-/// do; UNKNOWN (0) gets no response, as in Java.
-fn end_transaction(req: &RemotingCommand) -> Option<RemotingCommand> {
-    match req
-        .ext("commitOrRollback")
-        .and_then(|v| v.trim().parse::<i32>().ok())
-    {
-        Some(8) | Some(12) => Some(processor::success()),
         _ => None,
     }
 }

@@ -9,6 +9,7 @@
 //! unparsable required field is answered with SYSTEM_ERROR naming it.
 
 pub mod consumer_send_back;
+pub mod end_transaction;
 pub mod heartbeat;
 pub mod lock;
 pub mod offset;

@@ -22,9 +22,10 @@
 //!   reports the requested queue and the schedule queue's offset. As in
 //!   Java 4.9.8, a `%RETRY%` send redirected to the DLQ keeps the client's
 //!   `DELAY`, so it reaches the DLQ through the schedule topic.
-//! * Transactional (`TRAN_MSG=true`) messages are stored as plain messages
-//!   for now, keeping `WAIT` as Java's stored string would (later issue:
-//!   half topic).
+//! * Transactional (`TRAN_MSG=true`) messages become half messages in
+//!   `RMQ_SYS_TRANS_HALF_TOPIC` ([`transaction::divert_to_half`], keeping
+//!   `WAIT` as Java's stored string does); the response reports the
+//!   requested queue and the half queue's offset. They are never delayed.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -35,7 +36,7 @@ use super::{error, java_bool, optional, required, success, Reply};
 use crate::broker::topic_config::{
     self, perm, TopicConfig, DLQ_GROUP_TOPIC_PREFIX, RETRY_GROUP_TOPIC_PREFIX,
 };
-use crate::broker::Broker;
+use crate::broker::{transaction, Broker};
 use crate::remoting::codes::{request, response};
 use crate::remoting::command::version;
 use crate::remoting::{ConnectionContext, RemotingCommand};
@@ -278,10 +279,11 @@ async fn send_single(
             msg.queue_id = 0;
         }
     }
-    let delay_level = broker.schedule.delay_level(&h.properties, msg.sys_flag);
+    let transactional = transaction::is_half_message(&h.properties, h.reconsume_times);
+    let delay_level = (!transactional)
+        .then(|| broker.schedule.delay_level(&h.properties, msg.sys_flag))
+        .flatten();
     let delayed = delay_level.is_some();
-    let transactional = engine::record::find_property(&h.properties, "TRAN_MSG")
-        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
     if transactional && broker.config.reject_transaction_message {
         return Err(error(
             response::NO_PERMISSION,
@@ -296,6 +298,9 @@ async fn send_single(
     let reply_queue = msg.queue_id;
     if let Some(level) = delay_level {
         broker.schedule.divert(&mut msg, level);
+    }
+    if transactional {
+        transaction::divert_to_half(&mut msg);
     }
     check_sizes(broker, &msg)?;
     let result = broker.store.put_message_async(&msg).await;
