@@ -28,6 +28,11 @@ use engine::config::ConfigValue;
 use engine::{FlushDiskType, FlushMechanism};
 
 use crate::disk::{DiskCeilings, ProbeLimits};
+
+/// The same allocator as the broker binaries, so engine runs here cost what
+/// they cost inside rmq-broker.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use crate::scenario::{Limits, RunResult, RunSpec};
 
 static STOP: AtomicBool = AtomicBool::new(false);

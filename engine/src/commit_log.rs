@@ -7,6 +7,8 @@
 //! ([`crate::flusher`]); reading needs no lock at all.
 
 use std::collections::HashMap;
+
+use rustc_hash::FxHashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -89,7 +91,9 @@ struct AppendState {
     current: Option<Arc<MappedFile>>,
     last_store_timestamp: i64,
     /// Next queue offset per topic, indexed by queue id.
-    queue_offsets: HashMap<String, Vec<i64>>,
+    /// (FxHash: this lookup is on every append, and topic names are not
+    /// attacker-chosen keys in a way that matters for a per-broker table.)
+    queue_offsets: FxHashMap<String, Vec<i64>>,
 }
 
 /// How recovery found the commit log.
@@ -183,7 +187,7 @@ impl CommitLog {
                 write_offset: 0,
                 current: None,
                 last_store_timestamp: 0,
-                queue_offsets: HashMap::new(),
+                queue_offsets: FxHashMap::default(),
             }),
             allocator,
             prefaulter: if spec_warm {
@@ -345,7 +349,7 @@ impl CommitLog {
 
     /// Replaces the next-queue-offset table (after recovery rebuilt it).
     pub fn set_queue_offsets(&self, table: HashMap<String, Vec<i64>>) {
-        self.append.lock().queue_offsets = table;
+        self.append.lock().queue_offsets = table.into_iter().collect();
     }
 
     /// Forgets a topic's queue offsets (topic deleted).

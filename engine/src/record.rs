@@ -95,11 +95,23 @@ pub fn parse_properties(s: &str) -> Vec<(&str, &str)> {
 
 /// Value of one property, without building a map.
 pub fn find_property<'a>(props: &'a str, key: &str) -> Option<&'a str> {
-    props
-        .split(property::PROPERTY_SEPARATOR)
-        .filter_map(|seg| seg.split_once(property::NAME_VALUE_SEPARATOR))
-        .find(|(k, v)| *k == key && !v.is_empty())
-        .map(|(_, v)| v)
+    // Byte scan with memchr: this runs for KEYS and UNIQ_KEY on every
+    // dispatched record. Both separators are ASCII, so every slice below
+    // starts and ends on a char boundary.
+    let bytes = props.as_bytes();
+    let mut start = 0;
+    while start < bytes.len() {
+        let end = memchr::memchr(property::PROPERTY_SEPARATOR as u8, &bytes[start..])
+            .map_or(bytes.len(), |i| start + i);
+        let value = props[start..end]
+            .strip_prefix(key)
+            .and_then(|rest| rest.strip_prefix(property::NAME_VALUE_SEPARATOR));
+        if let Some(v) = value.filter(|v| !v.is_empty()) {
+            return Some(v);
+        }
+        start = end + 1;
+    }
+    None
 }
 
 /// Serialises pairs the way Java 4.9.1+ does: no trailing separator.

@@ -62,8 +62,16 @@ pub struct StoredMessage {
     pub physical_offset: u64,
     pub size: u32,
     pub queue_offset: i64,
-    /// The broker-generated offsetMsgId.
-    pub msg_id: String,
+    /// STOREHOST of the record (half of its offsetMsgId).
+    pub store_host: std::net::SocketAddr,
+}
+
+impl StoredMessage {
+    /// The broker-generated offsetMsgId (computed on demand: engine users
+    /// that do not answer a client should not pay for the hex formatting).
+    pub fn msg_id(&self) -> String {
+        record::offset_msg_id(self.store_host, self.physical_offset as i64)
+    }
 }
 
 /// What a put returns.
@@ -253,11 +261,13 @@ impl MessageStore {
         self.retention.check_disk()
     }
 
-    fn encode(&self, msgs: &[MessageToStore]) -> Result<Vec<u8>> {
+    /// Validates and encodes a batch into `buf` (cleared first).
+    fn encode(&self, msgs: &[MessageToStore], buf: &mut Vec<u8>) -> Result<()> {
         let first = msgs
             .first()
             .ok_or_else(|| StoreError::InvalidArgument("empty batch".into()))?;
-        let mut buf = Vec::with_capacity(msgs.iter().map(|m| m.encoded_len()).sum());
+        buf.clear();
+        buf.reserve(msgs.iter().map(|m| m.encoded_len()).sum());
         for m in msgs {
             if m.topic != first.topic || m.queue_id != first.queue_id {
                 return Err(StoreError::InvalidArgument(
@@ -266,20 +276,35 @@ impl MessageStore {
             }
             m.validate(self.config.max_message_size as usize)
                 .map_err(StoreError::InvalidArgument)?;
-            m.encode_into(&mut buf);
+            m.encode_into(buf);
         }
-        Ok(buf)
+        Ok(())
     }
 
     /// Appends; returns the result (status `SlaveNotAvailable` if the
     /// slave-OK rule fails) and what to wait for.
     fn append(&self, msgs: &[MessageToStore]) -> Result<(PutResult, Waits)> {
         self.check_writable()?;
-        let mut buf = self.encode(msgs)?;
+        // Records are encoded into a per-thread buffer that is reused, so
+        // an append allocates nothing for the record itself; a buffer grown
+        // by a huge message is dropped rather than kept.
+        thread_local! {
+            static ENCODE_BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+        }
+        const KEEP_BUFFER_BYTES: usize = 256 * 1024;
+        let appended = ENCODE_BUFFER.with(|cell| {
+            let mut buf = cell.take();
+            let r = self.encode(msgs, &mut buf).and_then(|()| {
+                let first = &msgs[0];
+                self.commit_log
+                    .append(&first.topic, first.queue_id, &mut buf)
+            });
+            if buf.capacity() <= KEEP_BUFFER_BYTES {
+                cell.set(buf);
+            }
+            r
+        })?;
         let first = &msgs[0];
-        let appended = self
-            .commit_log
-            .append(&first.topic, first.queue_id, &mut buf)?;
         self.reput.catch_up();
         self.replication.on_append();
         let store_host = first.store_host;
@@ -290,7 +315,7 @@ impl MessageStore {
                 physical_offset: r.physical_offset,
                 size: r.size,
                 queue_offset: r.queue_offset,
-                msg_id: record::offset_msg_id(store_host, r.physical_offset as i64),
+                store_host,
             })
             .collect();
         let mut result = PutResult {
