@@ -109,11 +109,44 @@ languages! {
 
 /// The `extFields` map: insertion-ordered, keys unique.
 ///
-/// Headers hold a handful of entries, so a vector with linear lookup beats
-/// hashing and keeps the order we emit deterministic.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Headers hold a handful of entries, so a linear lookup beats hashing and
+/// keeps the order we emit deterministic. Keys and values live in one text
+/// buffer (entries are spans into it): decoding a 15-field send header costs
+/// two allocations instead of thirty.
+#[derive(Clone, Default)]
 pub struct ExtFields {
-    entries: Vec<(String, String)>,
+    /// Boxed so that a command stays small (commands travel in `Result`s)
+    /// and an empty map allocates nothing.
+    inner: Option<Box<ExtText>>,
+}
+
+#[derive(Clone, Default)]
+struct ExtText {
+    text: String,
+    entries: Vec<Entry>,
+}
+
+/// Byte ranges of one key and its value in `ExtText::text`.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    key: (u32, u32),
+    value: (u32, u32),
+}
+
+impl ExtText {
+    fn span(&self, (from, to): (u32, u32)) -> &str {
+        &self.text[from as usize..to as usize]
+    }
+
+    fn push_text(&mut self, s: &str) -> (u32, u32) {
+        let from = self.text.len() as u32;
+        self.text.push_str(s);
+        (from, self.text.len() as u32)
+    }
+
+    fn position(&self, key: &str) -> Option<usize> {
+        self.entries.iter().position(|e| self.span(e.key) == key)
+    }
 }
 
 impl ExtFields {
@@ -123,32 +156,66 @@ impl ExtFields {
 
     pub fn with_capacity(n: usize) -> Self {
         ExtFields {
-            entries: Vec::with_capacity(n),
+            inner: Some(Box::new(ExtText {
+                text: String::with_capacity(n * 24),
+                entries: Vec::with_capacity(n),
+            })),
         }
+    }
+
+    fn text_mut(&mut self) -> &mut ExtText {
+        self.inner.get_or_insert_with(Default::default)
     }
 
     /// The value of `key`, if present.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.entries
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        let t = self.inner.as_deref()?;
+        t.position(key).map(|i| t.span(t.entries[i].value))
     }
 
     /// Sets `key`, replacing an earlier value in place (order kept).
-    pub fn insert(&mut self, key: impl Into<String>, value: impl Into<String>) {
-        let key = key.into();
-        let value = value.into();
-        match self.entries.iter_mut().find(|(k, _)| *k == key) {
-            Some(slot) => slot.1 = value,
-            None => self.entries.push((key, value)),
+    pub fn insert(&mut self, key: impl AsRef<str>, value: impl AsRef<str>) {
+        let (key, value) = (key.as_ref(), value.as_ref());
+        let t = self.text_mut();
+        match t.position(key) {
+            Some(i) => {
+                // The old value's text stays in the buffer until the map is
+                // dropped; replacing is rare (tests, a few rewrites).
+                t.entries[i].value = t.push_text(value);
+            }
+            None => {
+                let key = t.push_text(key);
+                let value = t.push_text(value);
+                t.entries.push(Entry { key, value });
+            }
+        }
+    }
+
+    /// Sets `key` to `value`'s text, formatted straight into the buffer.
+    pub fn insert_display(&mut self, key: &str, value: impl std::fmt::Display) {
+        use std::fmt::Write as _;
+        let t = self.text_mut();
+        let existing = t.position(key);
+        let key = match existing {
+            Some(_) => (0, 0),
+            None => t.push_text(key),
+        };
+        let from = t.text.len() as u32;
+        // Writing into a String cannot fail.
+        let _ = write!(t.text, "{value}");
+        let value = (from, t.text.len() as u32);
+        match existing {
+            Some(i) => t.entries[i].value = value,
+            None => t.entries.push(Entry { key, value }),
         }
     }
 
     /// Removes `key`, returning its value.
     pub fn remove(&mut self, key: &str) -> Option<String> {
-        let i = self.entries.iter().position(|(k, _)| k == key)?;
-        Some(self.entries.remove(i).1)
+        let t = self.inner.as_deref_mut()?;
+        let i = t.position(key)?;
+        let e = t.entries.remove(i);
+        Some(t.span(e.value).to_string())
     }
 
     pub fn contains_key(&self, key: &str) -> bool {
@@ -156,20 +223,37 @@ impl ExtFields {
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.inner.as_ref().map_or(0, |t| t.entries.len())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
     }
 
     /// Entries in insertion order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.entries.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        self.inner
+            .as_deref()
+            .into_iter()
+            .flat_map(|t| t.entries.iter().map(|e| (t.span(e.key), t.span(e.value))))
     }
 }
 
-impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for ExtFields {
+impl PartialEq for ExtFields {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for ExtFields {}
+
+impl std::fmt::Debug for ExtFields {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl<K: AsRef<str>, V: AsRef<str>> FromIterator<(K, V)> for ExtFields {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
         let mut ext = ExtFields::new();
         for (k, v) in iter {
@@ -238,8 +322,8 @@ impl RemotingCommand {
         self
     }
 
-    pub fn with_ext(mut self, key: impl Into<String>, value: impl ToString) -> Self {
-        self.ext_fields.insert(key, value.to_string());
+    pub fn with_ext(mut self, key: impl AsRef<str>, value: impl std::fmt::Display) -> Self {
+        self.ext_fields.insert_display(key.as_ref(), value);
         self
     }
 

@@ -7,6 +7,7 @@
 //! may also arrive as numeric strings. Output is exact: keys sorted like
 //! Java's fastjson, `language` as a name, every ext value a JSON string.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use bytes::{BufMut, BytesMut};
@@ -234,7 +235,7 @@ impl<'de> Deserialize<'de> for ExtIn {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ExtIn, A::Error> {
                 let mut ext = ExtFields::with_capacity(map.size_hint().unwrap_or(8));
-                while let Some(key) = map.next_key::<String>()? {
+                while let Some(KeyIn(key)) = map.next_key()? {
                     let ExtValue(value) = map.next_value()?;
                     if let Some(v) = value {
                         ext.insert(key, v);
@@ -247,53 +248,85 @@ impl<'de> Deserialize<'de> for ExtIn {
     }
 }
 
-/// One ext value as its canonical string; `None` for JSON null.
-struct ExtValue(Option<String>);
+/// An ext key, borrowed from the frame when it has no escapes (serde's own
+/// `Cow<str>` always allocates).
+struct KeyIn<'de>(Cow<'de, str>);
 
-impl<'de> Deserialize<'de> for ExtValue {
+impl<'de> Deserialize<'de> for KeyIn<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = ExtValue;
+            type Value = KeyIn<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<KeyIn<'de>, E> {
+                Ok(KeyIn(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<KeyIn<'de>, E> {
+                Ok(KeyIn(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<KeyIn<'de>, E> {
+                Ok(KeyIn(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// One ext value as its canonical string; `None` for JSON null. Strings
+/// without escapes are borrowed from the frame.
+struct ExtValue<'de>(Option<Cow<'de, str>>);
+
+impl<'de> Deserialize<'de> for ExtValue<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ExtValue<'de>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a string, number, boolean or null")
             }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<ExtValue, E> {
-                Ok(ExtValue(Some(v.to_string())))
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<ExtValue<'de>, E> {
+                Ok(ExtValue(Some(Cow::Borrowed(v))))
             }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<ExtValue, E> {
-                Ok(ExtValue(Some(v)))
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ExtValue<'de>, E> {
+                Ok(ExtValue(Some(Cow::Owned(v.to_string()))))
             }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ExtValue, E> {
-                Ok(ExtValue(Some(v.to_string())))
+            fn visit_string<E: de::Error>(self, v: String) -> Result<ExtValue<'de>, E> {
+                Ok(ExtValue(Some(Cow::Owned(v))))
             }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ExtValue, E> {
-                Ok(ExtValue(Some(v.to_string())))
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ExtValue<'de>, E> {
+                Ok(ExtValue(Some(Cow::Owned(v.to_string()))))
             }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<ExtValue, E> {
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ExtValue<'de>, E> {
+                Ok(ExtValue(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<ExtValue<'de>, E> {
                 // Integral floats (`4.0`) read as the integer Java's
                 // coercion would give; others keep their text.
                 if v.fract() == 0.0 && v.abs() < 9.0e15 {
-                    Ok(ExtValue(Some((v as i64).to_string())))
+                    Ok(ExtValue(Some(Cow::Owned((v as i64).to_string()))))
                 } else {
-                    Ok(ExtValue(Some(v.to_string())))
+                    Ok(ExtValue(Some(Cow::Owned(v.to_string()))))
                 }
             }
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<ExtValue, E> {
-                Ok(ExtValue(Some(if v { "true" } else { "false" }.to_string())))
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<ExtValue<'de>, E> {
+                Ok(ExtValue(Some(Cow::Owned(
+                    if v { "true" } else { "false" }.to_string(),
+                ))))
             }
-            fn visit_unit<E: de::Error>(self) -> Result<ExtValue, E> {
+            fn visit_unit<E: de::Error>(self) -> Result<ExtValue<'de>, E> {
                 Ok(ExtValue(None))
             }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ExtValue, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ExtValue<'de>, A::Error> {
                 // Nested JSON in a string-valued map: keep its text, as
                 // fastjson's coercion would.
                 let v = serde_json::Value::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                Ok(ExtValue(Some(v.to_string())))
+                Ok(ExtValue(Some(Cow::Owned(v.to_string()))))
             }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<ExtValue, A::Error> {
+            fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<ExtValue<'de>, A::Error> {
                 let v = serde_json::Value::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
-                Ok(ExtValue(Some(v.to_string())))
+                Ok(ExtValue(Some(Cow::Owned(v.to_string()))))
             }
         }
         d.deserialize_any(V)

@@ -446,7 +446,7 @@ fn respond(broker: &Broker, result: engine::Result<PutResult>, queue_id: i32) ->
     let msg_id = r
         .messages
         .iter()
-        .map(|m| m.msg_id.as_str())
+        .map(|m| m.msg_id())
         .collect::<Vec<_>>()
         .join(",");
     let queue_offset = r.messages.first().map(|m| m.queue_offset).unwrap_or(0);
