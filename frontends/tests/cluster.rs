@@ -670,7 +670,7 @@ async fn master_suggests_the_slave_to_lagging_consumers_only_with_slave_read() {
             assert_eq!(resp.code, response::SUCCESS, "{:?}", resp.remark);
         }
         let mut req = pull("LagGroup", "Lag", 0, 0);
-        req.ext_fields.insert("maxMsgNums", "1".to_string());
+        req.ext_fields.insert("maxMsgNums", "1");
         // The consume queue is filled right after the append; bounded retry.
         let deadline = Instant::now() + WAIT;
         let resp = loop {
@@ -683,7 +683,7 @@ async fn master_suggests_the_slave_to_lagging_consumers_only_with_slave_read() {
         assert_eq!(resp.code, response::SUCCESS, "{:?}", resp.remark);
         let first = resp.ext("suggestWhichBrokerId").unwrap_or("").to_string();
         // Reading the last message (nothing behind the head but itself).
-        req.ext_fields.insert("queueOffset", "2".to_string());
+        req.ext_fields.insert("queueOffset", "2");
         let resp = env.call(req).await;
         assert_eq!(resp.code, response::SUCCESS, "{:?}", resp.remark);
         let last = resp.ext("suggestWhichBrokerId").unwrap_or("").to_string();
