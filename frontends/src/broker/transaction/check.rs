@@ -534,7 +534,7 @@ fn send_check(
     let mut req = RemotingCommand::request(request::CHECK_TRANSACTION_STATE)
         .with_ext("tranStateTableOffset", copy.queue_offset)
         .with_ext("commitLogOffset", copy.physical_offset)
-        .with_ext("offsetMsgId", &copy.msg_id);
+        .with_ext("offsetMsgId", copy.msg_id());
     if let Some(id) = half.property(record::property::UNIQ_KEY) {
         req = req.with_ext("msgId", id).with_ext("transactionId", id);
     }
