@@ -8,7 +8,8 @@
 //!   once with its properties, a rolled-back one never, one is resolved by
 //!   check-back, one is abandoned and discarded after the maximum checks
 //!   (each check observed with its count); half messages are invisible to
-//!   pulls before commit.
+//!   pulls before commit; a clean restart keeps the check progress and a
+//!   pending transaction.
 //! * `pending_half_survives_kill_9` (the `rmq-broker` binary): half
 //!   messages sent, broker killed with SIGKILL, restarted; both are checked
 //!   back; one is committed both explicitly and through its check-back,
@@ -277,15 +278,12 @@ async fn pull_all(conn: &ConnectionContext, topic: &str, queue: i32) -> Vec<Rec>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commit_rollback_check_back_and_abandon() {
     let dir = tempfile::tempdir().unwrap();
-    let env = common::start(
-        dir.path(),
-        &[
-            "transactionTimeOut=1500",
-            "transactionCheckInterval=200",
-            "transactionCheckMax=3",
-        ],
-    )
-    .await;
+    let args = [
+        "transactionTimeOut=1500",
+        "transactionCheckInterval=200",
+        "transactionCheckMax=3",
+    ];
+    let env = common::start(dir.path(), &args).await;
     let mut p = Producer::connect(&env.addr).await;
     let a = p.send_half("A", "TagA", "UNIQ-A", 7).await;
     let b = p.send_half("B", "TagB", "UNIQ-B", 0).await;
@@ -490,6 +488,51 @@ async fn commit_rollback_check_back_and_abandon() {
         offsets.query("CID_RMQ_SYS_TRANS", OP, 0),
         Some(ops.len() as i64)
     );
+
+    // A clean restart keeps the state: E, pending across it, is checked
+    // afterwards (first check) and rolled back; the resolved ones are not
+    // checked again and the progress offsets are where they were.
+    let e = p.send_half("E", "TagE", "UNIQ-E", 0).await;
+    drop(p);
+    env.stop().await;
+    let env = common::start(dir.path(), &args).await;
+    let offsets = &env.broker.broker().offsets;
+    assert_eq!(
+        offsets.query("CID_RMQ_SYS_TRANS", HALF, 0),
+        Some(half_progress)
+    );
+    assert_eq!(
+        offsets.query("CID_RMQ_SYS_TRANS", OP, 0),
+        Some(ops.len() as i64)
+    );
+    let mut p = Producer::connect(&env.addr).await;
+    let req = timeout(Duration::from_secs(10), p.incoming.recv())
+        .await
+        .expect("E checked after the restart")
+        .unwrap();
+    let check = Check::from_request(&req);
+    assert_eq!((check.msg_id.as_str(), check.times()), ("UNIQ-E", 1));
+    assert!(
+        check.tran_state_table_offset > e.queue_offset,
+        "a re-put copy"
+    );
+    let rollback = end_request(
+        GROUP,
+        check.tran_state_table_offset,
+        check.commit_log_offset,
+        "UNIQ-E",
+        ROLLBACK,
+        true,
+    );
+    assert_eq!(p.call(rollback).await.code, 0);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(p.incoming.try_recv().is_err(), "nothing else is checked");
+    let bodies: Vec<String> = pull_all(&p.conn, TOPIC, 1)
+        .await
+        .into_iter()
+        .map(|r| r.body)
+        .collect();
+    assert_eq!(bodies, ["A", "C"]);
     drop(p);
     env.stop().await;
 }
