@@ -546,6 +546,46 @@ pub struct ProduceResult {
     /// CPU seconds of this client process during the run.
     pub client_cpu_s: f64,
     pub broker: Option<BrokerUse>,
+    /// The spawned slave's replication lag (with --spawn-slave).
+    pub slave: Option<SlaveLag>,
+}
+
+/// How far a slave was behind its master when producing stopped.
+#[derive(Debug, Serialize)]
+pub struct SlaveLag {
+    /// Messages stored on the master but not yet in the slave's queues.
+    pub behind_messages: u64,
+    /// Time until the slave's queues matched the master's.
+    pub caught_up_ms: f64,
+}
+
+/// Measures the slave's lag on `queues` of `topic` right after producing.
+async fn slave_lag(
+    topic: &str,
+    master: &str,
+    slave: &str,
+    queues: &[i32],
+) -> Result<SlaveLag, String> {
+    let client = RemotingClient::default();
+    let start = Instant::now();
+    let (want, first) = tokio::join!(
+        remote::queue_total(&client, master, topic, queues),
+        remote::queue_total(&client, slave, topic, queues)
+    );
+    let (want, mut have) = (want?, first?);
+    let behind = want.saturating_sub(have);
+    while have < want {
+        if start.elapsed() > Duration::from_secs(60) {
+            return Err(format!("slave still {} messages behind after 60 s", want - have));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        have = remote::queue_total(&client, slave, topic, queues).await?;
+    }
+    client.close_all();
+    Ok(SlaveLag {
+        behind_messages: behind,
+        caught_up_ms: start.elapsed().as_secs_f64() * 1000.0,
+    })
 }
 
 /// What the broker process used (when its pid is known).
@@ -690,18 +730,26 @@ pub fn cmd_produce(a: ProduceArgs) -> i32 {
             return 1;
         }
     };
+    let slave = ep.spawned.as_ref().and_then(|s| s.slave_addr.clone());
     let code = rt.block_on(produce(
         &a,
         &ep.namesrv,
         ep.broker_pid,
         ep.spawned.is_some(),
+        slave.as_deref(),
     ));
     drop(rt);
     drop(ep); // stops spawned servers
     code
 }
 
-async fn produce(a: &ProduceArgs, namesrv: &str, broker_pid: Option<u32>, spawned: bool) -> i32 {
+async fn produce(
+    a: &ProduceArgs,
+    namesrv: &str,
+    broker_pid: Option<u32>,
+    spawned: bool,
+    slave: Option<&str>,
+) -> i32 {
     let client = RemotingClient::default();
     let create = a.target.create_topic || spawned;
     let (route, how) =
@@ -809,6 +857,18 @@ async fn produce(a: &ProduceArgs, namesrv: &str, broker_pid: Option<u32>, spawne
     common.finished.store(true, Ordering::Relaxed);
     let client_cpu_s = remote::self_cpu_s() - cpu0;
     let after = broker_pid.and_then(remote::proc_stats);
+    let slave = match (slave, brokers.first()) {
+        (Some(s), Some((master, queues))) => {
+            match slave_lag(&a.target.topic, master, s, queues).await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    eprintln!("slave lag: {e}");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
     if let Some(h) = prog {
         let _ = h.join();
         eprintln!();
@@ -866,6 +926,7 @@ async fn produce(a: &ProduceArgs, namesrv: &str, broker_pid: Option<u32>, spawne
         stopped_early: STOP.load(Ordering::SeqCst),
         client_cpu_s,
         broker,
+        slave,
     };
     println!("produce (latency = send → response of one request; MB/s = body bytes):");
     print!("{}", table(&[&result]));
@@ -887,6 +948,12 @@ async fn produce(a: &ProduceArgs, namesrv: &str, broker_pid: Option<u32>, spawne
         if let Some(e) = &result.first_error {
             println!("first error: {e}");
         }
+    }
+    if let Some(l) = &result.slave {
+        println!(
+            "slave: {} messages behind when sending stopped; caught up {:.0} ms later",
+            l.behind_messages, l.caught_up_ms
+        );
     }
     if let Some(b) = &result.broker {
         println!("{}", broker_line(b));

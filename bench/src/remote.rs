@@ -40,6 +40,12 @@ pub struct Target {
     /// broker, and stop both at the end. Implies --create-topic.
     #[arg(long, num_args = 0.., value_name = "KEY=VALUE")]
     pub spawn_broker: Option<Vec<String>>,
+    /// With --spawn-broker: also start a SLAVE of it (brokerId=1, its own
+    /// store, following the master's HA port) with these `key=value`
+    /// settings, and wait until the master reports it connected. Produce
+    /// then reports how far behind the slave was when sending stopped.
+    #[arg(long, num_args = 0.., value_name = "KEY=VALUE", requires = "spawn_broker")]
+    pub spawn_slave: Option<Vec<String>>,
     /// Directory holding rmq-broker and rmq-namesrv (default: the directory
     /// of this executable, then its parent).
     #[arg(long)]
@@ -401,8 +407,11 @@ pub struct Spawned {
     pub namesrv_addr: String,
     pub broker_addr: String,
     pub broker_pid: u32,
+    /// The slave's address (with --spawn-slave).
+    pub slave_addr: Option<String>,
     namesrv: Option<Child>,
     broker: Option<Child>,
+    slave: Option<Child>,
     pub store: tempfile::TempDir,
 }
 
@@ -506,7 +515,11 @@ fn wait_banner(child: &mut Child, needle: &str, log: &Path) -> Result<String, St
 }
 
 impl Spawned {
-    pub fn start(bin_dir: Option<&Path>, extra: &[String]) -> Result<Spawned, String> {
+    pub fn start(
+        bin_dir: Option<&Path>,
+        extra: &[String],
+        slave_extra: Option<&[String]>,
+    ) -> Result<Spawned, String> {
         let ns_bin = find_bin(bin_dir, "rmq-namesrv")?;
         let br_bin = find_bin(bin_dir, "rmq-broker")?;
         let store = tempfile::Builder::new()
@@ -517,8 +530,10 @@ impl Spawned {
             namesrv_addr: String::new(),
             broker_addr: String::new(),
             broker_pid: 0,
+            slave_addr: None,
             namesrv: None,
             broker: None,
+            slave: None,
             store,
         };
         let ns_log = me.store.path().join("namesrv.log");
@@ -558,6 +573,44 @@ impl Spawned {
             me.store.path().display(),
             extra.join(" ")
         );
+        if let Some(slave_extra) = slave_extra {
+            let slave_port = free_port_pair()?;
+            let log = me.store.path().join("slave.log");
+            let mut args = vec![
+                "-n".to_string(),
+                me.namesrv_addr.clone(),
+                format!("listenPort={slave_port}"),
+                "brokerIP1=127.0.0.1".into(),
+                "brokerName=bench-broker".into(),
+                "brokerRole=SLAVE".into(),
+                "brokerId=1".into(),
+                format!("haMasterAddress=127.0.0.1:{}", port + 1),
+                format!(
+                    "storePathRootDir={}",
+                    me.store.path().join("slave-store").display()
+                ),
+            ];
+            args.extend(slave_extra.iter().cloned());
+            me.slave = Some(start_child(&br_bin, &args, &log)?);
+            let addr = wait_banner(me.slave.as_mut().unwrap(), "rmq-broker ready", &log)?;
+            // SYNC_MASTER answers SLAVE_NOT_AVAILABLE until the slave is in.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !std::fs::read_to_string(&br_log)
+                .unwrap_or_default()
+                .contains("slave connected")
+            {
+                if Instant::now() > deadline {
+                    return Err("the master never reported its slave connected".into());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            eprintln!(
+                "# spawned slave rmq-broker {addr} (pid {}) {}",
+                me.slave.as_ref().map_or(0, |c| c.id()),
+                slave_extra.join(" ")
+            );
+            me.slave_addr = Some(addr);
+        }
         Ok(me)
     }
 
@@ -591,6 +644,9 @@ impl Spawned {
 
 impl Drop for Spawned {
     fn drop(&mut self) {
+        if let Some(mut s) = self.slave.take() {
+            Self::stop_child(&mut s, "slave rmq-broker");
+        }
         if let Some(mut b) = self.broker.take() {
             Self::stop_child(&mut b, "rmq-broker");
         }
@@ -598,6 +654,30 @@ impl Drop for Spawned {
             Self::stop_child(&mut n, "rmq-namesrv");
         }
     }
+}
+
+/// Sum of the max offsets of `queues` of `topic` on `addr` (GET_MAX_OFFSET).
+pub async fn queue_total(
+    client: &RemotingClient,
+    addr: &str,
+    topic: &str,
+    queues: &[i32],
+) -> Result<u64, String> {
+    let mut total = 0;
+    for q in queues {
+        let req = RemotingCommand::request(request::GET_MAX_OFFSET)
+            .with_ext("topic", topic)
+            .with_ext("queueId", *q);
+        let r = call(client, addr, req).await?;
+        if r.code != response::SUCCESS {
+            return Err(format!("max offset of {topic}/{q}: {}", code_name(r.code)));
+        }
+        total += r
+            .ext("offset")
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or("max offset: no offset")?;
+    }
+    Ok(total)
 }
 
 /// Where to connect: the given name server, or one we spawn.
@@ -610,7 +690,7 @@ pub struct Endpoint {
 pub fn endpoint(t: &Target) -> Result<Endpoint, String> {
     match &t.spawn_broker {
         Some(extra) => {
-            let s = Spawned::start(t.bin_dir.as_deref(), extra)?;
+            let s = Spawned::start(t.bin_dir.as_deref(), extra, t.spawn_slave.as_deref())?;
             Ok(Endpoint {
                 namesrv: s.namesrv_addr.clone(),
                 broker_pid: Some(s.broker_pid),
