@@ -576,7 +576,10 @@ async fn slave_lag(
     let behind = want.saturating_sub(have);
     while have < want {
         if start.elapsed() > Duration::from_secs(60) {
-            return Err(format!("slave still {} messages behind after 60 s", want - have));
+            return Err(format!(
+                "slave still {} messages behind after 60 s",
+                want - have
+            ));
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
         have = remote::queue_total(&client, slave, topic, queues).await?;

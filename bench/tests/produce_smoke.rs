@@ -13,12 +13,15 @@ use frontends::namesrv::NameServer;
 
 const BIN: &str = env!("CARGO_BIN_EXE_rmq-bench");
 
-/// A port P with P and P−2 both free on 127.0.0.1.
+/// A port P with P, P−2 (fast port) and P+1 (HA port) free on 127.0.0.1.
 fn free_port_pair() -> u16 {
     for _ in 0..200 {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let p = l.local_addr().unwrap().port();
-        if p >= 1026 && TcpListener::bind(("127.0.0.1", p - 2)).is_ok() {
+        if (1026..u16::MAX).contains(&p)
+            && TcpListener::bind(("127.0.0.1", p - 2)).is_ok()
+            && TcpListener::bind(("127.0.0.1", p + 1)).is_ok()
+        {
             return p;
         }
     }
@@ -237,4 +240,21 @@ fn spawn_broker_when_binaries_are_built() {
     let stdout = ok(&out, "produce --spawn-broker");
     assert!(stdout.contains("msg/s"), "{stdout}");
     assert!(stdout.contains("RssAnon"), "{stdout}");
+
+    // A SYNC_MASTER with a spawned slave: every send acknowledged, lag reported.
+    let out = run(
+        &[
+            "produce",
+            "--spawn-broker",
+            "brokerRole=SYNC_MASTER",
+            "--spawn-slave",
+            "--seconds",
+            "0.5",
+            "--quiet",
+        ],
+        Duration::from_secs(90),
+    );
+    let stdout = ok(&out, "produce --spawn-slave");
+    assert!(stdout.contains("slave: "), "{stdout}");
+    assert!(!stdout.contains("errors by response code"), "{stdout}");
 }
