@@ -103,9 +103,16 @@ async fn end(
     };
     if commit {
         let mut msg = transaction::committed_message(&half).map_err(half_error)?;
-        let guard = broker.transactions.begin_commit(&half);
-        let duplicate = guard.is_none() || transaction::already_committed(&broker.store, &half);
-        if duplicate {
+        let Some(guard) = broker.transactions.begin_commit(&half) else {
+            // Another commit of this transaction is being stored. If it
+            // fails, this half message must stay unresolved (no op record),
+            // so that a check-back asks again.
+            return Err(error(
+                response::SYSTEM_BUSY,
+                "a commit of this transaction is in progress; it will be checked back",
+            ));
+        };
+        if transaction::already_committed(&broker.store, &half) {
             tracing::info!(
                 group = %h.producer_group,
                 msg_id = %h.msg_id,

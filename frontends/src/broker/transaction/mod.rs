@@ -30,8 +30,10 @@
 //! was lost in a crash (the check asks again). Before writing the real
 //! message, a commit looks for an earlier committed record of the same
 //! transaction in the real topic (same `UNIQ_KEY` through the index, same
-//! producer group, born time and body) and for a commit of it in flight; if
-//! one exists only the op record is written. This needs
+//! producer group, born time and body); if one exists only the op record is
+//! written. While one commit of a transaction is being stored, another is
+//! answered SYSTEM_BUSY without an op record (a check-back settles it if
+//! the first fails). This needs
 //! `messageIndexEnable` (default true) and a `UNIQ_KEY` (every Java and C++
 //! client sets one).
 
