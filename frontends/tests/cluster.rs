@@ -610,6 +610,14 @@ async fn slave_copies_master_metadata_and_serves_reads() {
     );
     let resp = call(&client, &slave.addr(), create_topic("SlaveTopic", 1)).await;
     assert_eq!(resp.code, response::SYSTEM_ERROR);
+    let resp = call(
+        &client,
+        &slave.addr(),
+        RemotingCommand::request(request::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP)
+            .with_body(r#"{"groupName":"SlaveGroup"}"#),
+    )
+    .await;
+    assert_eq!(resp.code, response::SYSTEM_ERROR);
 
     // The master suggests the group's broker (1) when slave reading is on.
     let resp = call(

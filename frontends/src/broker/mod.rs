@@ -319,7 +319,8 @@ impl Broker {
 /// (cluster.md §1): Java's store refuses every put on a slave with
 /// SERVICE_NOT_AVAILABLE, which the send processor reports as code 14 with
 /// this remark; a send-back reports the put status' name under
-/// SYSTEM_ERROR; END_TRANSACTION answers SLAVE_NOT_AVAILABLE.
+/// SYSTEM_ERROR; END_TRANSACTION answers SLAVE_NOT_AVAILABLE; group admin
+/// answers SYSTEM_ERROR (topic admin does so in its processor).
 fn slave_refusal(code: i32) -> Option<RemotingCommand> {
     match code {
         request::SEND_MESSAGE | request::SEND_MESSAGE_V2 | request::SEND_BATCH_MESSAGE => {
@@ -334,6 +335,13 @@ fn slave_refusal(code: i32) -> Option<RemotingCommand> {
             "SERVICE_NOT_AVAILABLE",
         )),
         request::END_TRANSACTION => Some(RemotingCommand::response(response::SLAVE_NOT_AVAILABLE)),
+        // A slave's groups are its master's copy (slave sync replaces them).
+        request::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP | request::DELETE_SUBSCRIPTIONGROUP => {
+            Some(processor::error(
+                response::SYSTEM_ERROR,
+                "slave broker cannot change subscription groups",
+            ))
+        }
         _ => None,
     }
 }
