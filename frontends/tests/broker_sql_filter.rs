@@ -72,9 +72,32 @@ fn pull(
     sub_version: i64,
     suspend_ms: u64,
 ) -> RemotingCommand {
+    pull_topic(
+        TOPIC,
+        group,
+        offset,
+        expr,
+        expr_type,
+        flags,
+        sub_version,
+        suspend_ms,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn pull_topic(
+    topic: &str,
+    group: &str,
+    offset: u64,
+    expr: &str,
+    expr_type: &str,
+    flags: i32,
+    sub_version: i64,
+    suspend_ms: u64,
+) -> RemotingCommand {
     RemotingCommand::request(request::PULL_MESSAGE)
         .with_ext("consumerGroup", group)
-        .with_ext("topic", TOPIC)
+        .with_ext("topic", topic)
         .with_ext("queueId", 0)
         .with_ext("queueOffset", offset)
         .with_ext("maxMsgNums", 32)
@@ -430,4 +453,55 @@ async fn sql92_is_refused_when_property_filtering_is_off() {
     assert_eq!(r.code, response::SUCCESS);
     assert_eq!(bodies(&r), vec!["m0", "m3", "m6", "m9"]);
     env.stop().await;
+}
+
+/// `filterSupportRetry=true`: a retry topic's messages are filtered by the
+/// group's SQL92 selector for their original topic (`RETRY_TOPIC`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filter_support_retry_applies_the_original_topics_selector() {
+    let retry = "%RETRY%SG";
+    let messages: Vec<(String, String)> = (0..8)
+        .map(|i| {
+            (
+                format!("r{i}"),
+                format!("RETRY_TOPIC\u{1}{TOPIC}\u{2}a\u{1}{i}\u{2}WAIT\u{1}true"),
+            )
+        })
+        .chain([(
+            "other".to_string(),
+            "RETRY_TOPIC\u{1}OtherTopic\u{2}a\u{1}0\u{2}WAIT\u{1}true".to_string(),
+        )])
+        .collect();
+    let pull_retry = || pull_topic(retry, "SG", 0, "*", "TAG", FLAG_SUBSCRIPTION, 0, 0);
+    for (support, want) in [
+        (true, vec!["r6", "r7", "other"]),
+        (
+            false,
+            vec!["r0", "r1", "r2", "r3", "r4", "r5", "r6", "r7", "other"],
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let flag = format!("filterSupportRetry={support}");
+        let env = common::start(dir.path(), &["enablePropertyFilter=true", &flag]).await;
+        // The heartbeat registers `a > 5` for (SqlT, SG) and creates the retry topic.
+        let r = env.call(heartbeat("SG", "a > 5", 1)).await;
+        assert_eq!(r.code, response::SUCCESS);
+        for (body, props) in &messages {
+            let r = env
+                .call(common::send_v2(retry, 0, body.as_bytes(), props))
+                .await;
+            assert_eq!(r.code, response::SUCCESS, "{:?}", r.remark);
+        }
+        let deadline = Instant::now() + T;
+        let r = loop {
+            let r = env.call(pull_retry()).await;
+            if r.ext("maxOffset") == Some("9") || Instant::now() > deadline {
+                break env.call(pull_retry()).await;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        assert_eq!(r.code, response::SUCCESS, "{:?}", r.remark);
+        assert_eq!(bodies(&r), want, "filterSupportRetry={support}");
+        env.stop().await;
+    }
 }

@@ -148,6 +148,18 @@ impl ConsumerFilters {
     pub fn get(&self, topic: &str, group: &str) -> Option<FilterData> {
         self.by_topic.read().get(topic)?.get(group).cloned()
     }
+
+    /// The group's registered selectors, by topic.
+    pub fn selectors_of_group(&self, group: &str) -> HashMap<String, Arc<Selector>> {
+        self.by_topic
+            .read()
+            .iter()
+            .filter_map(|(topic, groups)| {
+                let f = groups.get(group)?;
+                Some((topic.clone(), f.selector.clone()))
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -16,15 +16,54 @@
 //!   it aborts the whole evaluation and the message is not selected, even
 //!   if another branch of an OR would have been true.
 
+use std::fmt;
+
 use super::ast::{Expr, Value};
+
+/// A value during evaluation, borrowing from the expression tree (literals)
+/// or from the message's properties string (property values): evaluating
+/// allocates nothing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Val<'a> {
+    Bool(bool),
+    Int(i32),
+    Long(i64),
+    Double(f64),
+    Str(&'a str),
+}
+
+impl<'a> From<&'a Value> for Val<'a> {
+    fn from(v: &'a Value) -> Self {
+        match v {
+            Value::Bool(b) => Val::Bool(*b),
+            Value::Int(i) => Val::Int(*i),
+            Value::Long(l) => Val::Long(*l),
+            Value::Double(d) => Val::Double(*d),
+            Value::Str(s) => Val::Str(s),
+        }
+    }
+}
+
+impl fmt::Display for Val<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Val::Bool(true) => f.write_str("TRUE"),
+            Val::Bool(false) => f.write_str("FALSE"),
+            Val::Int(i) => write!(f, "{i}"),
+            Val::Long(l) => write!(f, "{l}"),
+            Val::Double(d) => write!(f, "{d:?}"),
+            Val::Str(s) => write!(f, "'{}'", s.replace('\'', "''")),
+        }
+    }
+}
 
 /// An evaluation failure (a Java exception in RocketMQ's evaluator). The
 /// message being tested is not selected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EvalError(pub String);
 
-impl std::fmt::Display for EvalError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Display for EvalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
 }
@@ -48,55 +87,55 @@ impl<'a> Properties<'a> {
     }
 }
 
-/// Evaluates a boolean expression: `Ok(None)` is NULL.
-pub fn evaluate(e: &Expr, props: &Properties<'_>) -> Result<Option<Value>, EvalError> {
+/// Evaluates an expression: `Ok(None)` is NULL.
+pub fn evaluate<'a>(e: &'a Expr, props: &Properties<'a>) -> Result<Option<Val<'a>>, EvalError> {
     Ok(match e {
-        Expr::Property(name) => props.get(name).map(|v| Value::Str(v.to_string())),
-        Expr::Literal(v) => v.clone(),
+        Expr::Property(name) => props.get(name).map(Val::Str),
+        Expr::Literal(v) => v.as_ref().map(Val::from),
         Expr::Negate(inner) => match evaluate(inner, props)? {
-            Some(Value::Int(i)) => Some(Value::Int(i.wrapping_neg())),
-            Some(Value::Long(l)) => Some(Value::Long(l.wrapping_neg())),
-            Some(Value::Double(d)) => Some(Value::Double(-d)),
+            Some(Val::Int(i)) => Some(Val::Int(i.wrapping_neg())),
+            Some(Val::Long(l)) => Some(Val::Long(l.wrapping_neg())),
+            Some(Val::Double(d)) => Some(Val::Double(-d)),
             _ => None,
         },
         Expr::BoolCast(inner) => match evaluate(inner, props)? {
             None => None,
-            Some(Value::Bool(b)) => Some(Value::Bool(b)),
-            Some(_) => Some(Value::Bool(false)),
+            Some(Val::Bool(b)) => Some(Val::Bool(b)),
+            Some(_) => Some(Val::Bool(false)),
         },
-        Expr::Not(inner) => truth(inner, props)?.map(|b| Value::Bool(!b)),
+        Expr::Not(inner) => truth(inner, props)?.map(|b| Val::Bool(!b)),
         Expr::And(l, r) => {
             let lv = truth(l, props)?;
             if lv == Some(false) {
-                return Ok(Some(Value::Bool(false)));
+                return Ok(Some(Val::Bool(false)));
             }
             let rv = truth(r, props)?;
             if rv == Some(false) {
-                return Ok(Some(Value::Bool(false)));
+                return Ok(Some(Val::Bool(false)));
             }
-            lv.and(rv).map(|_| Value::Bool(true))
+            lv.and(rv).map(|_| Val::Bool(true))
         }
         Expr::Or(l, r) => {
             let lv = truth(l, props)?;
             if lv == Some(true) {
-                return Ok(Some(Value::Bool(true)));
+                return Ok(Some(Val::Bool(true)));
             }
             let rv = truth(r, props)?;
             if rv == Some(true) {
-                return Ok(Some(Value::Bool(true)));
+                return Ok(Some(Val::Bool(true)));
             }
-            lv.and(rv).map(|_| Value::Bool(false))
+            lv.and(rv).map(|_| Val::Bool(false))
         }
         Expr::Equal(l, r) => {
             let lv = evaluate(l, props)?;
             let rv = evaluate(r, props)?;
             match (lv, rv) {
-                (None, None) => Some(Value::Bool(true)),
+                (None, None) => Some(Val::Bool(true)),
                 (None, Some(_)) => None,
-                (Some(_), None) => Some(Value::Bool(false)),
-                (Some(a), Some(b)) => Some(Value::Bool(
-                    java_equals(&a, &b) || java_compare(&a, &b)? == 0,
-                )),
+                (Some(_), None) => Some(Val::Bool(false)),
+                (Some(a), Some(b)) => {
+                    Some(Val::Bool(java_equals(a, b) || java_compare(a, b)? == 0))
+                }
             }
         }
         Expr::Compare(op, l, r) => {
@@ -106,21 +145,17 @@ pub fn evaluate(e: &Expr, props: &Properties<'_>) -> Result<Option<Value>, EvalE
             let Some(rv) = evaluate(r, props)? else {
                 return Ok(None);
             };
-            let answer = match (&lv, &rv) {
+            let answer = match (lv, rv) {
                 // Ordering strings is not allowed; both are read as doubles.
-                (Value::Str(a), Value::Str(b)) => {
-                    match (java_parse_double(a), java_parse_double(b)) {
-                        (Some(x), Some(y)) => compare_doubles(x, y),
-                        _ => {
-                            return Err(EvalError(format!(
-                                "it is illegal to compare strings by '>=', '>', '<', '<=': {lv} and {rv}"
-                            )))
-                        }
-                    }
-                }
-                _ => java_compare(&lv, &rv)?,
+                (Val::Str(a), Val::Str(b)) => match (java_parse_double(a), java_parse_double(b)) {
+                    (Some(x), Some(y)) => compare_doubles(x, y),
+                    _ => return Err(EvalError(format!(
+                        "it is illegal to compare strings by '>=', '>', '<', '<=': {lv} and {rv}"
+                    ))),
+                },
+                _ => java_compare(lv, rv)?,
             };
-            Some(Value::Bool(op.holds(answer)))
+            Some(Val::Bool(op.holds(answer)))
         }
         Expr::In {
             property,
@@ -128,24 +163,24 @@ pub fn evaluate(e: &Expr, props: &Properties<'_>) -> Result<Option<Value>, EvalE
             negated,
         } => props
             .get(property)
-            .map(|v| Value::Bool(values.iter().any(|x| x == v) ^ negated)),
+            .map(|v| Val::Bool(values.iter().any(|x| x == v) ^ negated)),
     })
 }
 
 /// A boolean sub-expression's value (operands of NOT/AND/OR are boolean
 /// by construction; anything else counts as NULL).
-fn truth(e: &Expr, props: &Properties<'_>) -> Result<Option<bool>, EvalError> {
+fn truth<'a>(e: &'a Expr, props: &Properties<'a>) -> Result<Option<bool>, EvalError> {
     Ok(match evaluate(e, props)? {
-        Some(Value::Bool(b)) => Some(b),
+        Some(Val::Bool(b)) => Some(b),
         _ => None,
     })
 }
 
 /// Java `equals` of two values (same type and value; doubles by bits, as
 /// `Double.equals`).
-fn java_equals(a: &Value, b: &Value) -> bool {
+fn java_equals(a: Val<'_>, b: Val<'_>) -> bool {
     match (a, b) {
-        (Value::Double(x), Value::Double(y)) => {
+        (Val::Double(x), Val::Double(y)) => {
             x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan())
         }
         _ => a == b,
@@ -236,10 +271,10 @@ pub fn java_parse_double(s: &str) -> Option<f64> {
 /// values of different types are converted towards each other (a string
 /// is parsed as the other side's type); pairs that cannot be converted
 /// (a number and a boolean) compare as -1. Conversion failures are errors.
-pub fn java_compare(l: &Value, r: &Value) -> Result<i32, EvalError> {
-    use Value::*;
+pub fn java_compare(l: Val<'_>, r: Val<'_>) -> Result<i32, EvalError> {
+    use Val::*;
     let order = |o: std::cmp::Ordering| o as i32;
-    Ok(match (l, r) {
+    Ok(match (&l, &r) {
         (Bool(a), Bool(b)) => order(a.cmp(b)),
         (Int(a), Int(b)) => order(a.cmp(b)),
         (Long(a), Long(b)) => order(a.cmp(b)),

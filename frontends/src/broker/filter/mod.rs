@@ -10,7 +10,9 @@
 //! * [`consumer_filters`]: the per-(topic, group) filters registered by
 //!   heartbeats (ConsumerFilterManager) and a cache of compiled selectors;
 //! * [`SqlFilter`]: the engine's [`MessageFilter`] for a selector — it
-//!   passes every consume-queue entry and tests each record's properties.
+//!   passes every consume-queue entry and tests each record's properties;
+//!   [`RetryTopicFilter`] applies a group's selectors to its retry topic
+//!   (`filterSupportRetry`).
 //!
 //! The engine knows nothing of SQL: the pull processor hands it a
 //! `SqlFilter` as a trait object.
@@ -21,6 +23,7 @@ pub mod evaluate;
 pub mod lexer;
 pub mod parser;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use engine::MessageFilter;
@@ -84,7 +87,7 @@ impl Selector {
     pub fn evaluate(&self, properties: &str) -> Result<Option<bool>, evaluate::EvalError> {
         Ok(
             match evaluate::evaluate(&self.tree, &evaluate::Properties(properties))? {
-                Some(ast::Value::Bool(b)) => Some(b),
+                Some(evaluate::Val::Bool(b)) => Some(b),
                 _ => None,
             },
         )
@@ -116,6 +119,31 @@ impl MessageFilter for SqlFilter {
 
     fn matches_properties(&self, properties: &str) -> bool {
         self.0.matches(properties)
+    }
+}
+
+/// `filterSupportRetry=true` (RocketMQ's ExpressionForRetryMessageFilter):
+/// on a group's retry topic, each message is tested against the selector
+/// the group registered for the message's original topic (its
+/// `RETRY_TOPIC` property); messages of topics without one pass.
+pub struct RetryTopicFilter {
+    /// The retry-topic subscription's own filter (normally `*`).
+    pub own: Arc<dyn MessageFilter + Send + Sync>,
+    /// The group's registered selectors, by original topic.
+    pub by_topic: HashMap<String, Arc<Selector>>,
+}
+
+impl MessageFilter for RetryTopicFilter {
+    fn matches_tags_code(&self, tags_code: i64) -> bool {
+        self.own.matches_tags_code(tags_code)
+    }
+
+    fn matches_properties(&self, properties: &str) -> bool {
+        let original = evaluate::Properties(properties).get("RETRY_TOPIC");
+        match original.and_then(|t| self.by_topic.get(t)) {
+            Some(selector) => selector.matches(properties),
+            None => self.own.matches_properties(properties),
+        }
     }
 }
 

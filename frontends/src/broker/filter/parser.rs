@@ -106,7 +106,7 @@ fn between(v: Expr, low: Expr, high: Expr, negated: bool) -> Result<Expr, Select
                 "illegal values of BETWEEN: the bounds cannot be NULL",
             ));
         };
-        let order = java_compare(hi, lo).map_err(|e| {
+        let order = java_compare(hi.into(), lo.into()).map_err(|e| {
             SelectorError::new(format!("illegal values of BETWEEN {lo} AND {hi}: {e}"))
         })?;
         if order < 0 {

@@ -15,7 +15,9 @@
 //! | no flag, heartbeat registered no compiled filter | 27 FILTER_DATA_NOT_EXIST |
 //! | no flag, registered filter older than `subVersion` | 28 FILTER_DATA_NOT_LATEST |
 //!
-//! (27/28 are checked before `enablePropertyFilter`, as in RocketMQ.) One
+//! (27/28 are checked before `enablePropertyFilter`, as in RocketMQ.) With
+//! `filterSupportRetry=true` a pull on `%RETRY%<group>` also applies the
+//! group's selector of each message's original topic. One
 //! deliberate difference: RocketMQ 4.9.8, run without `-ea`, lets a pull
 //! whose own expression does not compile through with *no* filter (its
 //! `assert consumerFilterData != null` is all that guards it), returning
@@ -28,9 +30,9 @@ use bytes::BytesMut;
 use engine::{AcceptAll, GetMessageStatus, TagCodes};
 
 use super::{error, optional, required, required_i32, required_i64};
-use crate::broker::filter::{Selector, SqlFilter};
+use crate::broker::filter::{RetryTopicFilter, Selector, SqlFilter};
 use crate::broker::long_polling::SharedFilter;
-use crate::broker::topic_config::perm;
+use crate::broker::topic_config::{perm, RETRY_GROUP_TOPIC_PREFIX};
 use crate::broker::{Broker, SubscriptionData};
 use crate::remoting::codes::response;
 use crate::remoting::{ConnectionContext, RemotingCommand};
@@ -260,7 +262,15 @@ fn process(
         ));
     }
     let (sub, selector) = subscription(broker, req, &p)?;
-    let filter = filter_of(&sub, selector);
+    let mut filter = filter_of(&sub, selector);
+    if broker.config.filter_support_retry {
+        if let Some(group) = p.topic.strip_prefix(RETRY_GROUP_TOPIC_PREFIX) {
+            filter = Arc::new(RetryTopicFilter {
+                own: filter,
+                by_topic: broker.consumer_filters.selectors_of_group(group),
+            });
+        }
+    }
     let offset = p.offset.max(0) as u64;
     let r = broker.store.get_messages(
         p.topic,
