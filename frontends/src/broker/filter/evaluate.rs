@@ -149,9 +149,11 @@ pub fn evaluate<'a>(e: &'a Expr, props: &Properties<'a>) -> Result<Option<Val<'a
                 // Ordering strings is not allowed; both are read as doubles.
                 (Val::Str(a), Val::Str(b)) => match (java_parse_double(a), java_parse_double(b)) {
                     (Some(x), Some(y)) => compare_doubles(x, y),
-                    _ => return Err(EvalError(format!(
+                    _ => {
+                        return Err(EvalError(format!(
                         "it is illegal to compare strings by '>=', '>', '<', '<=': {lv} and {rv}"
-                    ))),
+                    )))
+                    }
                 },
                 _ => java_compare(lv, rv)?,
             };
