@@ -1,0 +1,221 @@
+//! The HA wire protocol byte by byte (cluster.md §4), each side against a
+//! hand-written peer: a fake slave talks to a real master's HA port, a fake
+//! master feeds a real slave.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use engine::config::StoreConfig;
+use engine::record::MessageToStore;
+use engine::{AcceptAll, GetMessageStatus, MessageStore};
+use frontends::remoting::codes::response;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout;
+
+use common::T;
+
+async fn read_header(s: &mut TcpStream) -> (u64, usize) {
+    let mut h = [0u8; 12];
+    timeout(T, s.read_exact(&mut h))
+        .await
+        .expect("bounded")
+        .expect("frame header");
+    let offset = i64::from_be_bytes(h[..8].try_into().unwrap());
+    let size = i32::from_be_bytes(h[8..].try_into().unwrap());
+    assert!(offset >= 0 && size >= 0, "header {h:?}");
+    (offset as u64, size as usize)
+}
+
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + T;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_streams_frames_heartbeats_and_drops_a_silent_slave() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = common::start(
+        dir.path(),
+        &["haSendHeartbeatInterval=300", "haHousekeepingInterval=1500"],
+    )
+    .await;
+    for i in 0..200 {
+        let body = vec![b'a' + (i % 26) as u8; 100 + i * 7];
+        let r = env
+            .call(common::send_v2("HaWire", 0, &body, "WAIT\u{1}true"))
+            .await;
+        assert_eq!(r.code, response::SUCCESS);
+    }
+    let store = env.broker.broker().store.clone();
+    let max = store.max_offset();
+    assert!(max > 64 * 1024, "more than two batches: {max}");
+    let ha = env.broker.ha_addr().expect("a master listens for slaves");
+    let mut slave = TcpStream::connect(("127.0.0.1", ha.port())).await.unwrap();
+    eventually("the connection counted", || {
+        store.replication().connected_slaves() == 1
+    })
+    .await;
+
+    // An empty slave reports 0; the master streams from its last file's
+    // start (here 0) in frames of at most haTransferBatchSize (32 KiB).
+    slave.write_all(&0i64.to_be_bytes()).await.unwrap();
+    let mut next = 0u64;
+    let mut frames = 0;
+    while next < max {
+        let (offset, size) = read_header(&mut slave).await;
+        if size == 0 {
+            continue; // a heartbeat
+        }
+        assert_eq!(offset, next, "frames are contiguous");
+        assert!(size <= 32 * 1024, "frame of {size} bytes");
+        let mut body = vec![0u8; size];
+        slave.read_exact(&mut body).await.unwrap();
+        let ours = store.read_for_transfer(offset, size as u64).unwrap();
+        assert_eq!(body, ours.as_bytes(), "frame at {offset}");
+        next += size as u64;
+        frames += 1;
+    }
+    assert_eq!(next, max);
+    assert!(frames >= 3);
+
+    // Idle: a header-only heartbeat carrying the next offset.
+    let t = Instant::now();
+    let (offset, size) = read_header(&mut slave).await;
+    assert_eq!((offset, size), (max, 0));
+    assert!(t.elapsed() < Duration::from_secs(2));
+
+    // A report is an acknowledgement.
+    assert!(store.replication().acked_offset() < max);
+    slave.write_all(&(max as i64).to_be_bytes()).await.unwrap();
+    eventually("the ack recorded", || {
+        store.replication().acked_offset() == max
+    })
+    .await;
+
+    // Silent for haHousekeepingInterval: the master hangs up.
+    let t = Instant::now();
+    let mut sink = vec![0u8; 4096];
+    loop {
+        match timeout(T, slave.read(&mut sink)).await.expect("bounded") {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {} // heartbeats meanwhile
+        }
+    }
+    assert!(
+        t.elapsed() >= Duration::from_millis(1000),
+        "closed too early"
+    );
+    eventually("the connection uncounted", || {
+        store.replication().connected_slaves() == 0
+    })
+    .await;
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slave_appends_frames_reports_and_rejects_a_wrong_offset() {
+    // The bytes a master would send: another store's commit log.
+    let src_dir = tempfile::tempdir().unwrap();
+    let source = MessageStore::open(StoreConfig {
+        store_path_root_dir: src_dir.path().to_path_buf(),
+        mapped_file_size_commit_log: 16 * 1024 * 1024,
+        ..StoreConfig::default()
+    })
+    .unwrap();
+    for i in 0..100u32 {
+        let body = format!("m{i}");
+        source
+            .put_message(&MessageToStore::new("Fed", 0, body.as_bytes(), ""))
+            .unwrap();
+    }
+    let max = source.max_offset();
+    let all = source.read_for_transfer(0, max).unwrap();
+    let all = all.as_bytes();
+
+    let master = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let master_addr = master.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ha_master = format!("haMasterAddress={master_addr}");
+    let env = common::start(
+        dir.path(),
+        &[
+            "brokerRole=SLAVE",
+            "brokerId=1",
+            &ha_master,
+            "haSendHeartbeatInterval=300",
+        ],
+    )
+    .await;
+    let store = env.broker.broker().store.clone();
+    let (mut conn, _) = timeout(T, master.accept()).await.unwrap().unwrap();
+
+    // The first report comes at once: the slave's (empty) max offset.
+    let mut report = [0u8; 8];
+    let t = Instant::now();
+    timeout(T, conn.read_exact(&mut report))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(i64::from_be_bytes(report), 0);
+    assert!(t.elapsed() < Duration::from_secs(2));
+
+    // Frames cut at arbitrary sizes (mid-record); each append is reported.
+    let mut at = 0usize;
+    while at < all.len() {
+        let n = 777.min(all.len() - at);
+        let mut frame = Vec::with_capacity(12 + n);
+        frame.extend_from_slice(&(at as i64).to_be_bytes());
+        frame.extend_from_slice(&(n as i32).to_be_bytes());
+        frame.extend_from_slice(&all[at..at + n]);
+        conn.write_all(&frame).await.unwrap();
+        at += n;
+        loop {
+            timeout(T, conn.read_exact(&mut report))
+                .await
+                .unwrap()
+                .unwrap();
+            if i64::from_be_bytes(report) == at as i64 {
+                break;
+            }
+        }
+    }
+    assert_eq!(store.max_offset(), max);
+    let bytes = store.read_for_transfer(0, max).unwrap();
+    assert_eq!(bytes.as_bytes(), all);
+    eventually("dispatch", || store.dispatched_offset() >= max).await;
+    assert_eq!(store.max_queue_offset("Fed", 0), 100);
+    let got = store.get_messages("Fed", 0, 99, 8, &AcceptAll);
+    assert_eq!(got.status, GetMessageStatus::Found);
+    assert_eq!(got.messages.len(), 1);
+
+    // With nothing new the slave still reports every haSendHeartbeatInterval.
+    let t = Instant::now();
+    timeout(T, conn.read_exact(&mut report))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(i64::from_be_bytes(report), max as i64);
+    assert!(t.elapsed() < Duration::from_secs(2));
+
+    // A frame for any other offset than its end: the slave hangs up.
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&((max + 8) as i64).to_be_bytes());
+    frame.extend_from_slice(&4i32.to_be_bytes());
+    frame.extend_from_slice(&[1, 2, 3, 4]);
+    conn.write_all(&frame).await.unwrap();
+    let mut sink = [0u8; 64];
+    loop {
+        match timeout(T, conn.read(&mut sink)).await.expect("bounded") {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {} // reports sent before it read the frame
+        }
+    }
+    assert_eq!(store.max_offset(), max, "nothing appended");
+    env.stop().await;
+    source.shutdown().unwrap();
+}
