@@ -29,14 +29,26 @@ use super::SelectorError;
 pub fn parse(src: &str) -> Result<Expr, SelectorError> {
     let mut p = Parser {
         lex: Lexer::new(src),
+        nesting: 0,
+        operators: 0,
     };
     let e = p.or()?;
     // No end-of-input check: RocketMQ's grammar has none (see lexer.rs).
     as_boolean(e)
 }
 
+/// Limits that keep parsing, evaluation and dropping of a tree within a
+/// thread's stack (RocketMQ's only limit is the JVM's stack): nesting of
+/// parentheses and prefix operators, and binary operators in total.
+const MAX_NESTING: usize = 100;
+const MAX_OPERATORS: usize = 1000;
+
 struct Parser<'a> {
     lex: Lexer<'a>,
+    /// Current nesting of parentheses and prefix operators.
+    nesting: usize,
+    /// Binary operators so far.
+    operators: usize,
 }
 
 /// RocketMQ's asBooleanExpression: a condition must be boolean; a bare
@@ -192,6 +204,7 @@ impl Parser<'_> {
         while *self.peek()? == Token::Or {
             self.bump()?;
             let r = self.and()?;
+            self.count_operator()?;
             l = Expr::Or(Box::new(as_boolean(l)?), Box::new(as_boolean(r)?));
         }
         Ok(l)
@@ -202,6 +215,7 @@ impl Parser<'_> {
         while *self.peek()? == Token::And {
             self.bump()?;
             let r = self.equality()?;
+            self.count_operator()?;
             l = Expr::And(Box::new(as_boolean(l)?), Box::new(as_boolean(r)?));
         }
         Ok(l)
@@ -214,11 +228,13 @@ impl Parser<'_> {
                 Token::Eq => {
                     self.bump()?;
                     let r = self.comparison()?;
+                    self.count_operator()?;
                     l = equal(l, r)?;
                 }
                 Token::Ne => {
                     self.bump()?;
                     let r = self.comparison()?;
+                    self.count_operator()?;
                     l = Expr::Not(Box::new(equal(l, r)?));
                 }
                 Token::Is => {
@@ -229,6 +245,7 @@ impl Parser<'_> {
                     }
                     self.expect(Token::Null, "NULL after IS / IS NOT")?;
                     let is_null = Expr::Equal(Box::new(l), Box::new(Expr::Literal(None)));
+                    self.count_operator()?;
                     l = if negated {
                         Expr::Not(Box::new(is_null))
                     } else {
@@ -262,6 +279,7 @@ impl Parser<'_> {
             if let Some(op) = op {
                 self.bump()?;
                 let r = self.unary()?;
+                self.count_operator()?;
                 l = compare(op, l, r)?;
                 continue;
             }
@@ -273,6 +291,7 @@ impl Parser<'_> {
                 let low = self.unary()?;
                 self.expect(Token::And, "AND between the bounds of BETWEEN")?;
                 let high = self.unary()?;
+                self.count_operator()?;
                 l = between(l, low, high, negated)?;
             } else {
                 let values = self.string_list()?;
@@ -281,6 +300,7 @@ impl Parser<'_> {
                         "IN needs a property on its left, got {l}"
                     )));
                 };
+                self.count_operator()?;
                 l = Expr::In {
                     property,
                     values,
@@ -321,19 +341,45 @@ impl Parser<'_> {
         Ok(None)
     }
 
+    fn count_operator(&mut self) -> Result<(), SelectorError> {
+        self.operators += 1;
+        if self.operators > MAX_OPERATORS {
+            return Err(SelectorError::new(format!(
+                "too many operators (more than {MAX_OPERATORS})"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs `f` one nesting level deeper.
+    fn nested<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, SelectorError>,
+    ) -> Result<T, SelectorError> {
+        if self.nesting >= MAX_NESTING {
+            return Err(SelectorError::new(format!(
+                "expression nested too deeply (more than {MAX_NESTING} levels)"
+            )));
+        }
+        self.nesting += 1;
+        let r = f(self);
+        self.nesting -= 1;
+        r
+    }
+
     fn unary(&mut self) -> Result<Expr, SelectorError> {
         match self.peek()? {
             Token::Plus => {
                 self.bump()?;
-                self.unary()
+                self.nested(Self::unary)
             }
             Token::Minus => {
                 self.bump()?;
-                Ok(Expr::Negate(Box::new(self.unary()?)))
+                Ok(Expr::Negate(Box::new(self.nested(Self::unary)?)))
             }
             Token::Not => {
                 self.bump()?;
-                let e = self.unary()?;
+                let e = self.nested(Self::unary)?;
                 Ok(Expr::Not(Box::new(as_boolean(e)?)))
             }
             _ => self.primary(),
@@ -351,7 +397,7 @@ impl Parser<'_> {
             Token::Ident(name) => Expr::Property(name),
             Token::LParen => {
                 self.bump()?;
-                let e = self.or()?;
+                let e = self.nested(Self::or)?;
                 self.expect(Token::RParen, "')'")?;
                 return Ok(e);
             }

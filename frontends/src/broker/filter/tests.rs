@@ -374,3 +374,34 @@ fn sql_filter_is_an_engine_message_filter() {
     assert!(f.matches_properties("a\u{1}1"));
     assert!(!f.matches_properties("a\u{1}2"));
 }
+
+#[test]
+fn size_limits_keep_the_stack_safe() {
+    let deep = format!("{}a = 1{}", "(".repeat(100), ")".repeat(100));
+    assert!(m(&deep, &[("a", "1")]));
+    let deeper = format!("{}a = 1{}", "(".repeat(101), ")".repeat(101));
+    assert!(err(&deeper).contains("nested too deeply"));
+    assert!(err(&format!("{}a", "NOT ".repeat(100_000))).contains("nested too deeply"));
+    // 1,000 binary operators are fine, one more is not.
+    let wide = vec!["TRUE"; 1001].join(" OR ");
+    assert!(m(&wide, &[]));
+    let wider = vec!["TRUE"; 1002].join(" OR ");
+    assert!(err(&wider).contains("too many operators"));
+    // A huge expression is refused, not a crash.
+    let huge = vec!["a = 1"; 200_000].join(" AND ");
+    assert!(err(&huge).contains("too many operators"));
+}
+
+proptest::proptest! {
+    /// Any text either compiles or is refused; evaluation never panics.
+    #[test]
+    fn arbitrary_text_never_panics(
+        expr in "[a-c01.'()=<>, +\\-]{0,12}( ?(AND|OR|NOT|IN|IS|NULL|BETWEEN|TRUE|[a-c]|[0-9]{1,3}|'x'|\\(|\\)|=|<>|<|>=|,|-) ?){0,12}",
+        a in "[0-9a-z.+-]{0,4}",
+    ) {
+        if let Ok(s) = Selector::compile(&expr) {
+            let _ = s.evaluate(&format!("a\u{1}{a}\u{2}b\u{1}1"));
+            let _ = s.tree().to_string();
+        }
+    }
+}
