@@ -25,6 +25,8 @@ use crate::broker::SubscriptionData;
 
 /// Compiled selectors kept by the cache before it starts over.
 const CACHE_CAPACITY: usize = 256;
+/// Longer expressions are compiled each time, not cached (bounds memory).
+const CACHE_MAX_EXPRESSION_LEN: usize = 4096;
 
 /// One registered filter.
 #[derive(Debug, Clone)]
@@ -70,6 +72,9 @@ impl ConsumerFilters {
             return r.clone();
         }
         let r = Selector::compile(expression).map(Arc::new);
+        if expression.len() > CACHE_MAX_EXPRESSION_LEN {
+            return r;
+        }
         let mut cache = self.cache.lock();
         if cache.len() >= CACHE_CAPACITY {
             cache.clear();
@@ -204,5 +209,8 @@ mod tests {
             f.compile("SQL92", &format!("a = {i}")).unwrap();
         }
         assert!(f.cache.lock().len() <= CACHE_CAPACITY);
+        let long = vec!["a = 1"; 1000].join(" AND ");
+        assert!(f.compile("SQL92", &long).is_err());
+        assert!(!f.cache.lock().contains_key(&long));
     }
 }
