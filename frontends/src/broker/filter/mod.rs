@@ -16,6 +16,15 @@
 //!
 //! The engine knows nothing of SQL: the pull processor hands it a
 //! `SqlFilter` as a trait object.
+//!
+//! Compatibility: selectors mean what they mean on an Apache RocketMQ 4.9
+//! broker, quirks included — text after a complete expression is ignored
+//! (the grammar has no end-of-input rule), `NOT` binds tighter than `=`,
+//! a bare property is a boolean cast that a string never satisfies,
+//! `TRUE = a` fails while `a = TRUE` works, floating literals equal to zero
+//! are refused, and a conversion error anywhere aborts the evaluation (no
+//! match). The tests in `tests.rs` pin each of these. Our only additions
+//! are size limits (see `parser.rs`).
 
 pub mod ast;
 pub mod consumer_filters;
