@@ -222,6 +222,22 @@ impl Reput {
     }
 }
 
+impl Reput {
+    /// Shutdown (appends have stopped): waits for a dispatch in progress on
+    /// another thread, then dispatches everything still published. A
+    /// slave's partial last record stays undispatched.
+    fn finish(&self) {
+        let _busy = self.busy.lock();
+        let (pos, end) = (self.reached(), self.log.max_offset());
+        if pos < end {
+            match self.derived.dispatch_range(&self.log, pos, end) {
+                Ok(p) => self.reached.store(p, Ordering::Release),
+                Err(e) => tracing::error!("dispatch stopped at {pos}: {e}"),
+            }
+        }
+    }
+}
+
 /// The background reput thread (safety net behind [`Reput::catch_up`]).
 pub struct Dispatcher {
     reput: Arc<Reput>,
@@ -238,10 +254,8 @@ impl Dispatcher {
             .name("reput".into())
             .spawn(move || loop {
                 let ok = r.catch_up();
-                // Appends have stopped when `s` is set: one round took
-                // everything dispatchable (a partial tail never will be).
                 if s.load(Ordering::Acquire) {
-                    r.catch_up();
+                    r.finish();
                     return;
                 }
                 std::thread::park_timeout(Duration::from_millis(if ok { 5 } else { 100 }));

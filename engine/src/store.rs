@@ -689,6 +689,10 @@ impl MessageStore {
             // Leave the abort file: the next start must recover.
             return Err(StoreError::ReadOnly(why.to_string()));
         }
+        // Captured before flushing: everything dispatched below it is in the
+        // files flushed next. (A slave's log may end in a partial record,
+        // never dispatched, so this is not always the max offset.)
+        let dispatched = self.reput.reached();
         self.derived.queues.flush_all(0)?;
         if let Some(index) = &self.derived.index {
             index.flush()?;
@@ -698,8 +702,7 @@ impl MessageStore {
             physic_msg_timestamp: ts,
             logics_msg_timestamp: ts,
             index_msg_timestamp: ts,
-            // A slave's log may end in a partial record, never dispatched.
-            dispatched_offset: Some(self.reput.reached()),
+            dispatched_offset: Some(dispatched),
         };
         cp.store(&self.config.checkpoint_path())?;
         self.abort.remove()
