@@ -105,9 +105,14 @@ struct FlushArgs {
     /// Message body sizes (128, 1KiB, 4K, 65536 ...).
     #[arg(long, value_delimiter = ',', value_parser = parse_bytes, default_value = "128,1KiB,4KiB,64KiB")]
     size: Vec<u64>,
-    /// Concurrent writer threads.
+    /// Concurrent writers.
     #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
     writers: Vec<usize>,
+    /// What a writer is: `threads` (OS threads blocking in put_message) and/or
+    /// `tasks` (tokio tasks awaiting put_message_async on one runtime thread,
+    /// as the broker's connections do).
+    #[arg(long, value_delimiter = ',', value_parser = parse_writer_kind, default_value = "threads")]
+    writer_kind: Vec<bool>,
     /// warmMapedFileEnable: on, off.
     #[arg(long, value_delimiter = ',', value_parser = parse_on_off, default_value = "off,on")]
     warm: Vec<bool>,
@@ -361,21 +366,33 @@ fn matrix(a: &FlushArgs) -> Vec<RunSpec> {
             for &allocator in &a.allocator {
                 for &size in &a.size {
                     for &writers in &a.writers {
-                        out.push(RunSpec {
-                            mode,
-                            mechanism,
-                            warm,
-                            allocator,
-                            size: size as usize,
-                            writers,
-                            file_size: a.file_size,
-                        });
+                        for &tasks in &a.writer_kind {
+                            out.push(RunSpec {
+                                mode,
+                                mechanism,
+                                warm,
+                                allocator,
+                                size: size as usize,
+                                writers,
+                                tasks,
+                                file_size: a.file_size,
+                            });
+                        }
                     }
                 }
             }
         }
     }
     out
+}
+
+/// `threads` → false, `tasks` → true.
+fn parse_writer_kind(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "threads" | "thread" => Ok(false),
+        "tasks" | "task" => Ok(true),
+        other => Err(format!("writer kind `{other}`: expected threads or tasks")),
+    }
 }
 
 fn roll_specs(a: &FlushArgs) -> Vec<RunSpec> {
@@ -389,6 +406,7 @@ fn roll_specs(a: &FlushArgs) -> Vec<RunSpec> {
                 allocator,
                 size: 1024,
                 writers: 1,
+                tasks: false,
                 file_size: a.roll_file_size,
             });
         }
@@ -470,7 +488,7 @@ fn cmd_flush(a: FlushArgs) -> i32 {
         execute(&roll_specs(&a), "roll", &dir, rl, a.quiet, &mut rolls);
     }
     if !runs.is_empty() {
-        println!("flush strategies (writers are threads blocking in put_message; latency = one put_message call; MB/s = commit log record bytes):");
+        println!("flush strategies (writers are threads blocking in put_message, or with `tasks` tokio tasks awaiting put_message_async; latency = one put; MB/s = commit log record bytes):");
         print!("{}", report::runs_table(&runs, disk.as_ref()));
         println!();
     }

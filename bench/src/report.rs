@@ -111,13 +111,14 @@ pub fn sync_goal(writers: usize, disk: &DiskCeilings) -> Option<f64> {
 
 pub fn row_name(r: &RunResult) -> String {
     format!(
-        "{}/{} warm={} alloc={} {} W={}",
+        "{}/{} warm={} alloc={} {} W={}{}",
         r.mode,
         r.mechanism,
         on_off(r.warm),
         on_off(r.allocator),
         size_label(r.size),
-        r.writers
+        r.writers,
+        if r.tasks { " tasks" } else { "" }
     )
 }
 
@@ -285,7 +286,11 @@ pub fn runs_table(runs: &[RunResult], disk: Option<&DiskCeilings>) -> String {
             on_off(r.warm).into(),
             on_off(r.allocator).into(),
             size_label(r.size),
-            r.writers.to_string(),
+            if r.tasks {
+                format!("{}t", r.writers)
+            } else {
+                r.writers.to_string()
+            },
             r.messages.to_string(),
             thousands(r.msgs_per_sec),
             format!("{:.1}", r.mb_per_sec),

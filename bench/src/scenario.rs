@@ -2,9 +2,12 @@
 //! threads blocking in `MessageStore::put_message`, each timing every call
 //! into its own HdrHistogram.
 //!
-//! Writers are OS threads (not tokio tasks): under SYNC_FLUSH a writer blocks
-//! in `put_message` until the group commit covering its record completes,
-//! which is exactly one producer waiting for its ack.
+//! Writers are OS threads by default: under SYNC_FLUSH a writer blocks in
+//! `put_message` until the group commit covering its record completes, which
+//! is exactly one producer waiting for its ack. With `tasks`, writers are
+//! tokio tasks awaiting `put_message_async` on one runtime thread, which is
+//! how the broker's connection tasks use the store: waking 64 waiters is
+//! then one thread wake-up, not 64 (MACHINE.md: a wake-up costs tens of µs).
 
 use std::io::Write;
 use std::path::Path;
@@ -26,19 +29,24 @@ pub struct RunSpec {
     pub allocator: bool,
     pub size: usize,
     pub writers: usize,
+    /// Writers are tokio tasks awaiting `put_message_async` on one runtime
+    /// thread (as the broker's connection tasks are) instead of OS threads
+    /// blocking in `put_message`.
+    pub tasks: bool,
     pub file_size: u64,
 }
 
 impl RunSpec {
     pub fn label(&self) -> String {
         format!(
-            "{}/{} warm={} alloc={} {}B W={}",
+            "{}/{} warm={} alloc={} {}B W={}{}",
             self.mode,
             self.mechanism,
             on_off(self.warm),
             on_off(self.allocator),
             self.size,
-            self.writers
+            self.writers,
+            if self.tasks { " tasks" } else { "" }
         )
     }
 }
@@ -71,6 +79,8 @@ pub struct RunResult {
     pub allocator: bool,
     pub size: usize,
     pub writers: usize,
+    /// Writers were tokio tasks (see [`RunSpec::tasks`]).
+    pub tasks: bool,
     pub file_size: u64,
     /// Encoded commit log record length of one message.
     pub record_bytes: usize,
@@ -109,6 +119,53 @@ struct WriterOut {
     not_ok: u64,
     errors: u64,
     first_error: Option<String>,
+}
+
+impl WriterOut {
+    fn new() -> Self {
+        WriterOut {
+            hist: stats::new_hist(),
+            count: 0,
+            rolls: 0,
+            roll_max_ns: 0,
+            roll_ns: Vec::new(),
+            not_ok: 0,
+            errors: 0,
+            first_error: None,
+        }
+    }
+
+    /// Accounts one put that took `ns`; false once the writer must stop.
+    fn record(
+        &mut self,
+        r: engine::Result<engine::PutResult>,
+        ns: u64,
+        file_size: u64,
+        last_file: &mut u64,
+    ) -> bool {
+        match r {
+            Ok(res) => {
+                stats::record(&mut self.hist, ns);
+                self.count += 1;
+                if res.status != PutStatus::PutOk {
+                    self.not_ok += 1;
+                }
+                let file = res.messages[0].physical_offset / file_size;
+                if file > *last_file {
+                    self.rolls += file - *last_file;
+                    self.roll_max_ns = self.roll_max_ns.max(ns);
+                    self.roll_ns.push(ns);
+                    *last_file = file;
+                }
+                true
+            }
+            Err(e) => {
+                self.errors += 1;
+                self.first_error.get_or_insert_with(|| e.to_string());
+                false
+            }
+        }
+    }
 }
 
 pub fn store_config(spec: &RunSpec, root: &Path) -> StoreConfig {
@@ -163,63 +220,87 @@ pub fn run(
     });
     let counters: Vec<Slot> = (0..writers).map(|_| Slot::default()).collect();
     let done = AtomicUsize::new(0);
-    let barrier = Barrier::new(writers + 1);
+    // Every writer thread and the timing thread meet here (tasks: one runtime thread).
+    let barrier = Barrier::new(if spec.tasks { 2 } else { writers + 1 });
     let (outs, elapsed) = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..writers)
-            .map(|w| {
-                let (body, counters, barrier, done) = (&body, &counters, &barrier, &done);
-                s.spawn(move || {
-                    let msg = MessageToStore::new(topic, (w % 8) as i32, body, "");
-                    let mut out = WriterOut {
-                        hist: stats::new_hist(),
-                        count: 0,
-                        rolls: 0,
-                        roll_max_ns: 0,
-                        roll_ns: Vec::new(),
-                        not_ok: 0,
-                        errors: 0,
-                        first_error: None,
-                    };
-                    let mut last_file = prime_file;
-                    barrier.wait();
-                    let start = Instant::now();
-                    let deadline = start + Duration::from_secs_f64(seconds);
-                    while out.count < quota && !stop.load(Ordering::Relaxed) {
-                        let t0 = Instant::now();
-                        let r = store.put_message(&msg);
-                        let t1 = Instant::now();
-                        let ns = (t1 - t0).as_nanos() as u64;
-                        match r {
-                            Ok(res) => {
-                                stats::record(&mut out.hist, ns);
-                                out.count += 1;
-                                if res.status != PutStatus::PutOk {
-                                    out.not_ok += 1;
-                                }
-                                let file = res.messages[0].physical_offset / spec.file_size;
-                                if file > last_file {
-                                    out.rolls += file - last_file;
-                                    out.roll_max_ns = out.roll_max_ns.max(ns);
-                                    out.roll_ns.push(ns);
-                                    last_file = file;
-                                }
-                                counters[w].0.store(out.count, Ordering::Relaxed);
+        let handles: Vec<_> = if spec.tasks {
+            // One runtime thread drives every writer task: the shape of the
+            // broker, where connection tasks await the group commit.
+            let (body, counters, barrier, done) = (&body, &counters, &barrier, &done);
+            vec![s.spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        barrier.wait();
+                        done.fetch_add(writers, Ordering::Release);
+                        let mut out = WriterOut::new();
+                        out.errors = 1;
+                        out.first_error = Some(format!("tokio runtime: {e}"));
+                        return vec![(out, Duration::ZERO)];
+                    }
+                };
+                barrier.wait();
+                rt.block_on(futures_util::future::join_all((0..writers).map(
+                    |w| async move {
+                        let msg = MessageToStore::new(topic, (w % 8) as i32, body, "");
+                        let mut out = WriterOut::new();
+                        let mut last_file = prime_file;
+                        let start = Instant::now();
+                        let deadline = start + Duration::from_secs_f64(seconds);
+                        while out.count < quota && !stop.load(Ordering::Relaxed) {
+                            let t0 = Instant::now();
+                            let r = store.put_message_async(&msg).await;
+                            let t1 = Instant::now();
+                            let ns = (t1 - t0).as_nanos() as u64;
+                            if !out.record(r, ns, spec.file_size, &mut last_file) {
+                                break;
                             }
-                            Err(e) => {
-                                out.errors += 1;
-                                out.first_error.get_or_insert_with(|| e.to_string());
+                            counters[w].0.store(out.count, Ordering::Relaxed);
+                            if t1 >= deadline {
+                                break;
+                            }
+                            // Under ASYNC_FLUSH nothing awaits: let the other
+                            // writers run, as a real producer's send would.
+                            tokio::task::yield_now().await;
+                        }
+                        done.fetch_add(1, Ordering::Release);
+                        (out, start.elapsed())
+                    },
+                )))
+            })]
+        } else {
+            (0..writers)
+                .map(|w| {
+                    let (body, counters, barrier, done) = (&body, &counters, &barrier, &done);
+                    s.spawn(move || {
+                        let msg = MessageToStore::new(topic, (w % 8) as i32, body, "");
+                        let mut out = WriterOut::new();
+                        let mut last_file = prime_file;
+                        barrier.wait();
+                        let start = Instant::now();
+                        let deadline = start + Duration::from_secs_f64(seconds);
+                        while out.count < quota && !stop.load(Ordering::Relaxed) {
+                            let t0 = Instant::now();
+                            let r = store.put_message(&msg);
+                            let t1 = Instant::now();
+                            let ns = (t1 - t0).as_nanos() as u64;
+                            if !out.record(r, ns, spec.file_size, &mut last_file) {
+                                break;
+                            }
+                            counters[w].0.store(out.count, Ordering::Relaxed);
+                            if t1 >= deadline {
                                 break;
                             }
                         }
-                        if t1 >= deadline {
-                            break;
-                        }
-                    }
-                    done.fetch_add(1, Ordering::Release);
-                    (out, start.elapsed())
+                        done.fetch_add(1, Ordering::Release);
+                        vec![(out, start.elapsed())]
+                    })
                 })
-            })
-            .collect();
+                .collect()
+        };
         barrier.wait();
         let start = Instant::now();
         let mut last_print = Instant::now();
@@ -242,7 +323,7 @@ pub fn run(
         }
         let outs: Vec<(WriterOut, Duration)> = handles
             .into_iter()
-            .map(|h| h.join().expect("writer panicked"))
+            .flat_map(|h| h.join().expect("writer panicked"))
             .collect();
         (outs, start.elapsed())
     });
@@ -259,6 +340,7 @@ pub fn run(
         allocator: spec.allocator,
         size: spec.size,
         writers,
+        tasks: spec.tasks,
         file_size: spec.file_size,
         record_bytes,
         messages: 0,
