@@ -2,6 +2,8 @@
 //! run-time loopback ports, stopped by the test.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 
