@@ -5,12 +5,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use engine::record::{decode, Decoded};
 use frontends::remoting::codes::{request, response};
 use frontends::remoting::RemotingCommand;
 use tokio::time::timeout;
 
-use common::T;
+use common::{bodies, T};
 
 fn send(topic: &str, queue: i32, body: &str, tag: &str) -> RemotingCommand {
     common::send_v2(
@@ -41,21 +40,6 @@ fn pull(
         .with_ext("subscription", sub)
         .with_ext("subVersion", 0)
         .with_ext("expressionType", "TAG")
-}
-
-fn bodies(resp: &RemotingCommand) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut at = 0;
-    while at < resp.body.len() {
-        match decode(&resp.body[at..], true) {
-            Decoded::Message(v) => {
-                out.push(String::from_utf8_lossy(v.body).to_string());
-                at += v.total_size();
-            }
-            other => panic!("bad record in pull body: {other:?}"),
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use engine::record::{decode, parse_offset_msg_id, Decoded};
-use engine::AcceptAll;
 use frontends::remoting::codes::{request, response};
 use frontends::remoting::RemotingCommand;
 
@@ -35,31 +34,20 @@ impl Rec {
 }
 
 fn records(env: &Env, topic: &str, queue: i32) -> Vec<Rec> {
-    let store = &env.broker.broker().store;
-    let mut out = Vec::new();
-    let mut offset = 0;
-    loop {
-        let r = store.get_messages(topic, queue, offset, 64, &AcceptAll);
-        if r.messages.is_empty() {
-            return out;
-        }
-        offset = r.next_begin_offset;
-        out.extend(
-            r.messages
-                .iter()
-                .filter_map(|s| match decode(s.as_bytes(), false) {
-                    Decoded::Message(v) => Some(Rec {
-                        store_timestamp: v.store_timestamp,
-                        physical_offset: v.physical_offset,
-                        queue_id: v.queue_id,
-                        reconsume_times: v.reconsume_times,
-                        body: String::from_utf8_lossy(v.body).to_string(),
-                        properties: v.properties.to_string(),
-                    }),
-                    _ => None,
-                }),
-        );
-    }
+    common::stored(env, topic, queue)
+        .iter()
+        .filter_map(|s| match decode(s, false) {
+            Decoded::Message(v) => Some(Rec {
+                store_timestamp: v.store_timestamp,
+                physical_offset: v.physical_offset,
+                queue_id: v.queue_id,
+                reconsume_times: v.reconsume_times,
+                body: String::from_utf8_lossy(v.body).to_string(),
+                properties: v.properties.to_string(),
+            }),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Waits (bounded) until `topic`/`queue` holds `n` records.

@@ -7,14 +7,14 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use engine::record::{decode, Decoded};
 use frontends::remoting::codes::{request, response};
 use frontends::remoting::RemotingCommand;
 use tokio::time::timeout;
 
-use common::{Env, T};
+use common::{bodies, Env, T};
 
 const TOPIC: &str = "SqlT";
 const FLAG_SUSPEND: i32 = 0x2;
@@ -153,19 +153,13 @@ fn check_client_config(expr: &str) -> RemotingCommand {
     RemotingCommand::request(request::CHECK_CLIENT_CONFIG).with_body(body.to_string())
 }
 
-fn bodies(resp: &RemotingCommand) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut at = 0;
-    while at < resp.body.len() {
-        match decode(&resp.body[at..], true) {
-            Decoded::Message(v) => {
-                out.push(String::from_utf8_lossy(v.body).to_string());
-                at += v.total_size();
-            }
-            other => panic!("bad record in pull body: {other:?}"),
-        }
-    }
-    out
+/// A broker on a store in `dir` with the `extra` settings, holding the
+/// `messages()` (returned with it), all readable.
+async fn start_with_messages(dir: &Path, extra: &[&str]) -> (Env, Vec<Msg>) {
+    let env = common::start(dir, extra).await;
+    let msgs = messages();
+    send_all(&env, &msgs).await;
+    (env, msgs)
 }
 
 /// Sends the messages and waits until all are readable.
@@ -263,9 +257,7 @@ const CASES: &[Case] = &[
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql92_pulls_return_exactly_the_matching_messages() {
     let dir = tempfile::tempdir().unwrap();
-    let env = common::start(dir.path(), &["enablePropertyFilter=true"]).await;
-    let msgs = messages();
-    send_all(&env, &msgs).await;
+    let (env, msgs) = start_with_messages(dir.path(), &["enablePropertyFilter=true"]).await;
 
     // The request's own subscription (SUBSCRIPTION flag).
     for (expr, select) in CASES {
@@ -311,9 +303,7 @@ async fn sql92_pulls_return_exactly_the_matching_messages() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeat_registered_sql92_subscriptions() {
     let dir = tempfile::tempdir().unwrap();
-    let env = common::start(dir.path(), &["enablePropertyFilter=true"]).await;
-    let msgs = messages();
-    send_all(&env, &msgs).await;
+    let (env, msgs) = start_with_messages(dir.path(), &["enablePropertyFilter=true"]).await;
 
     let r = env
         .call(heartbeat("SG", "a > 5 AND color = 'red'", 5))
@@ -353,9 +343,7 @@ async fn heartbeat_registered_sql92_subscriptions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_polling_wakes_on_a_matching_message_only() {
     let dir = tempfile::tempdir().unwrap();
-    let env = common::start(dir.path(), &["enablePropertyFilter=true"]).await;
-    let msgs = messages();
-    send_all(&env, &msgs).await;
+    let (env, msgs) = start_with_messages(dir.path(), &["enablePropertyFilter=true"]).await;
     let end = msgs.len() as u64;
 
     let held = {
@@ -419,9 +407,7 @@ async fn long_polling_wakes_on_a_matching_message_only() {
 async fn sql92_is_refused_when_property_filtering_is_off() {
     let dir = tempfile::tempdir().unwrap();
     // enablePropertyFilter defaults to false, as in RocketMQ.
-    let env = common::start(dir.path(), &[]).await;
-    let msgs = messages();
-    send_all(&env, &msgs).await;
+    let (env, _) = start_with_messages(dir.path(), &[]).await;
     let not_supported = Some("The broker does not support consumer to filter message by SQL92");
 
     let r = env.call(pull_sql("a > 5")).await;

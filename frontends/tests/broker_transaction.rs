@@ -24,7 +24,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use engine::record::{decode, parse_offset_msg_id, Decoded};
-use engine::AcceptAll;
 use frontends::namesrv::NameServer;
 use frontends::remoting::client::ClientConfig;
 use frontends::remoting::codes::{request, response};
@@ -94,19 +93,10 @@ fn records_in(buf: &[u8]) -> Vec<Rec> {
 
 /// Everything a store queue holds (in-process broker only).
 fn stored(env: &common::Env, topic: &str, queue: i32) -> Vec<Rec> {
-    let store = &env.broker.broker().store;
-    let mut out = Vec::new();
-    let mut offset = 0;
-    loop {
-        let r = store.get_messages(topic, queue, offset, 64, &AcceptAll);
-        if r.messages.is_empty() {
-            return out;
-        }
-        offset = r.next_begin_offset;
-        for s in &r.messages {
-            out.extend(records_in(s.as_bytes()));
-        }
-    }
+    common::stored(env, topic, queue)
+        .iter()
+        .flat_map(|s| records_in(s))
+        .collect()
 }
 
 /// A CHECK_TRANSACTION_STATE as the producer received it.
@@ -170,6 +160,21 @@ struct Half {
     uniq: String,
     queue_offset: i64,
     commit_log_offset: i64,
+}
+
+impl Half {
+    /// The producer's own END_TRANSACTION (not a check-back answer) for
+    /// this half message of `GROUP`, with `state`.
+    fn end(&self, state: i32) -> RemotingCommand {
+        end_request(
+            GROUP,
+            self.queue_offset,
+            self.commit_log_offset,
+            &self.uniq,
+            state,
+            false,
+        )
+    }
 }
 
 impl Producer {
@@ -250,19 +255,7 @@ async fn pull_all(conn: &ConnectionContext, topic: &str, queue: i32) -> Vec<Rec>
     let mut out = Vec::new();
     let mut offset = 0i64;
     loop {
-        let req = RemotingCommand::request(request::PULL_MESSAGE)
-            .with_ext("consumerGroup", "TXCG")
-            .with_ext("topic", topic)
-            .with_ext("queueId", queue)
-            .with_ext("queueOffset", offset)
-            .with_ext("maxMsgNums", 32)
-            // SUBSCRIPTION bit: use this request's expression.
-            .with_ext("sysFlag", 4)
-            .with_ext("commitOffset", 0)
-            .with_ext("suspendTimeoutMillis", 0)
-            .with_ext("subscription", "*")
-            .with_ext("subVersion", 0)
-            .with_ext("expressionType", "TAG");
+        let req = common::pull_everything("TXCG", topic, queue, offset);
         let resp = conn.request(req, T).await.expect("pull response");
         match resp.code {
             response::SUCCESS => {
@@ -347,14 +340,7 @@ async fn commit_rollback_check_back_and_abandon() {
         assert_eq!(resp.code, response::SYSTEM_ERROR);
         assert_eq!(resp.remark.as_deref(), Some(remark));
     }
-    let unknown = end_request(
-        GROUP,
-        a.queue_offset,
-        a.commit_log_offset,
-        &a.uniq,
-        0,
-        false,
-    );
+    let unknown = a.end(0);
     assert!(
         p.conn
             .request(unknown, Duration::from_millis(300))
@@ -365,25 +351,11 @@ async fn commit_rollback_check_back_and_abandon() {
 
     // A: committed by the producer (and again: a retry is not a second delivery).
     for _ in 0..2 {
-        let commit = end_request(
-            GROUP,
-            a.queue_offset,
-            a.commit_log_offset,
-            &a.uniq,
-            COMMIT,
-            false,
-        );
+        let commit = a.end(COMMIT);
         assert_eq!(p.call(commit).await.code, 0);
     }
     // B: rolled back.
-    let rollback = end_request(
-        GROUP,
-        b.queue_offset,
-        b.commit_log_offset,
-        &b.uniq,
-        ROLLBACK,
-        false,
-    );
+    let rollback = b.end(ROLLBACK);
     assert_eq!(p.call(rollback).await.code, 0);
     let visible = pull_all(&p.conn, TOPIC, 1).await;
     assert_eq!(visible.len(), 1, "{visible:?}");
@@ -636,14 +608,7 @@ async fn pending_half_survives_kill_9() {
         if let Ok(Some(req)) = timeout(Duration::from_millis(50), p.incoming.recv()).await {
             let check = Check::from_request(&req);
             if check.msg_id == a.uniq && !checked.contains(&a.uniq) {
-                let commit_a = end_request(
-                    GROUP,
-                    a.queue_offset,
-                    a.commit_log_offset,
-                    &a.uniq,
-                    COMMIT,
-                    false,
-                );
+                let commit_a = a.end(COMMIT);
                 assert_eq!(
                     p.call(commit_a).await.code,
                     0,

@@ -11,7 +11,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -31,23 +30,6 @@ const BIG_FILE_SIZE: u64 = 16 * 1024 * 1024;
 /// Bound on every wait.
 const T: Duration = Duration::from_secs(30);
 
-/// A port P with P − 2 (fast port) and P + 1 (HA port) free on 127.0.0.1.
-fn free_port_triple() -> u16 {
-    for _ in 0..500 {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = l.local_addr().unwrap().port();
-        if p < 1026 || p == u16::MAX {
-            continue;
-        }
-        if TcpListener::bind(("127.0.0.1", p - 2)).is_ok()
-            && TcpListener::bind(("127.0.0.1", p + 1)).is_ok()
-        {
-            return p;
-        }
-    }
-    panic!("no free port triple");
-}
-
 /// One `rmq-broker` child process; SIGKILLed when dropped.
 struct BrokerProc {
     child: Option<Child>,
@@ -61,7 +43,7 @@ impl BrokerProc {
     /// Starts a broker on a fresh port with its store in `store` (kept
     /// across restarts) and waits for its ready banner.
     fn start(store: &Path, namesrv: &str, file_size: u64, extra: &[String]) -> BrokerProc {
-        let port = free_port_triple();
+        let port = common::free_port_pair();
         std::fs::create_dir_all(store).unwrap();
         let log = store.with_extension(format!("{port}.log"));
         let mut args = vec![
@@ -194,19 +176,7 @@ async fn pull_all(client: &RemotingClient, addr: &str) -> BTreeMap<(i32, u64), V
     for q in 0..QUEUES {
         let mut offset = 0u64;
         loop {
-            let req = RemotingCommand::request(request::PULL_MESSAGE)
-                .with_ext("consumerGroup", "HaCG")
-                .with_ext("topic", TOPIC)
-                .with_ext("queueId", q)
-                .with_ext("queueOffset", offset)
-                .with_ext("maxMsgNums", 32)
-                // FLAG_SUBSCRIPTION: the subscription travels with the pull.
-                .with_ext("sysFlag", 4)
-                .with_ext("commitOffset", 0)
-                .with_ext("suspendTimeoutMillis", 0)
-                .with_ext("subscription", "*")
-                .with_ext("subVersion", 0)
-                .with_ext("expressionType", "TAG");
+            let req = common::pull_everything("HaCG", TOPIC, q, offset);
             let r = call(client, addr, req).await;
             if r.code != response::SUCCESS {
                 assert_eq!(

@@ -7,6 +7,8 @@ pub mod process;
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 
+use engine::record::{decode, Decoded};
+use engine::AcceptAll;
 use frontends::broker::{Broker, BrokerHandle, BrokerSettings};
 use frontends::namesrv::NameServer;
 use frontends::remoting::codes::request;
@@ -16,7 +18,7 @@ use tokio::time::timeout;
 
 /// A port P with P, P−2 (fast port) and P+1 (HA port) free on 127.0.0.1.
 pub fn free_port_pair() -> u16 {
-    for _ in 0..200 {
+    for _ in 0..500 {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let p = l.local_addr().unwrap().port();
         if p < 1026 || p == u16::MAX {
@@ -110,4 +112,60 @@ pub fn send_v2(topic: &str, queue_id: i32, body: &[u8], props: &str) -> Remoting
         .with_ext("k", false)
         .with_ext("m", false)
         .with_body(body.to_vec())
+}
+
+/// A PULL_MESSAGE for `group` of up to 32 messages of `topic`'s `queue`
+/// from `offset`, carrying its own `*` TAG subscription (the SUBSCRIPTION
+/// sys flag), committing nothing and never held (no suspension).
+pub fn pull_everything(
+    group: &str,
+    topic: &str,
+    queue: i32,
+    offset: impl std::fmt::Display,
+) -> RemotingCommand {
+    RemotingCommand::request(request::PULL_MESSAGE)
+        .with_ext("consumerGroup", group)
+        .with_ext("topic", topic)
+        .with_ext("queueId", queue)
+        .with_ext("queueOffset", offset)
+        .with_ext("maxMsgNums", 32)
+        // SUBSCRIPTION bit: use this request's expression.
+        .with_ext("sysFlag", 4)
+        .with_ext("commitOffset", 0)
+        .with_ext("suspendTimeoutMillis", 0)
+        .with_ext("subscription", "*")
+        .with_ext("subVersion", 0)
+        .with_ext("expressionType", "TAG")
+}
+
+/// The message bodies of a pull answer's records, in order, as text.
+pub fn bodies(resp: &RemotingCommand) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < resp.body.len() {
+        match decode(&resp.body[at..], true) {
+            Decoded::Message(v) => {
+                out.push(String::from_utf8_lossy(v.body).to_string());
+                at += v.total_size();
+            }
+            other => panic!("bad record in pull body: {other:?}"),
+        }
+    }
+    out
+}
+
+/// The bytes of every record `topic`'s `queue` holds in the store of the
+/// in-process broker, in queue order, one buffer per record read.
+pub fn stored(env: &Env, topic: &str, queue: i32) -> Vec<Vec<u8>> {
+    let store = &env.broker.broker().store;
+    let mut out = Vec::new();
+    let mut offset = 0;
+    loop {
+        let r = store.get_messages(topic, queue, offset, 64, &AcceptAll);
+        if r.messages.is_empty() {
+            return out;
+        }
+        offset = r.next_begin_offset;
+        out.extend(r.messages.iter().map(|s| s.as_bytes().to_vec()));
+    }
 }

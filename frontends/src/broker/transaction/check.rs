@@ -406,20 +406,7 @@ async fn put_back(
     half: &RecordView<'_>,
     properties: String,
 ) -> Option<StoredMessage> {
-    let msg = MessageToStore {
-        topic: half.topic.to_string(),
-        queue_id: half.queue_id,
-        flag: half.flag,
-        body: half.body.to_vec(),
-        properties,
-        sys_flag: half.sys_flag,
-        born_timestamp: half.born_timestamp,
-        born_host: half.born_host,
-        store_host: half.store_host,
-        reconsume_times: half.reconsume_times,
-        prepared_transaction_offset: 0,
-        wait_for_flush: false,
-    };
+    let msg = copy_of_half(half, half.topic.to_string(), half.queue_id, properties, 0);
     match broker.store.put_message_async(&msg).await {
         Ok(r) => r.messages.into_iter().next(),
         Err(e) => {
@@ -429,6 +416,32 @@ async fn put_back(
             );
             None
         }
+    }
+}
+
+/// A message carrying `half`'s flag, body, sys flag, born/store hosts, born
+/// time and reconsume count, placed in `topic`/`queue_id` with `properties`
+/// and `prepared_transaction_offset`; it never waits for a flush.
+fn copy_of_half(
+    half: &RecordView<'_>,
+    topic: String,
+    queue_id: i32,
+    properties: String,
+    prepared_transaction_offset: i64,
+) -> MessageToStore {
+    MessageToStore {
+        topic,
+        queue_id,
+        flag: half.flag,
+        body: half.body.to_vec(),
+        properties,
+        sys_flag: half.sys_flag,
+        born_timestamp: half.born_timestamp,
+        born_host: half.born_host,
+        store_host: half.store_host,
+        reconsume_times: half.reconsume_times,
+        prepared_transaction_offset,
+        wait_for_flush: false,
     }
 }
 
@@ -446,20 +459,7 @@ async fn discard(broker: &Broker, half: &RecordView<'_>, properties: String) {
         1,
         perm::READ | perm::WRITE,
     );
-    let msg = MessageToStore {
-        topic: tc.topic_name.clone(),
-        queue_id: 0,
-        flag: half.flag,
-        body: half.body.to_vec(),
-        properties,
-        sys_flag: half.sys_flag,
-        born_timestamp: half.born_timestamp,
-        born_host: half.born_host,
-        store_host: half.store_host,
-        reconsume_times: half.reconsume_times,
-        prepared_transaction_offset: 0,
-        wait_for_flush: false,
-    };
+    let msg = copy_of_half(half, tc.topic_name.clone(), 0, properties, 0);
     if let Err(e) = broker.store.put_message_async(&msg).await {
         tracing::error!(
             offset = half.queue_offset,
@@ -505,20 +505,13 @@ fn send_check(
     };
     // The body is the message as the producer sent it (real topic and
     // queue), with the copy's offsets and the original store time.
-    let msg = MessageToStore {
-        topic: topic.to_string(),
+    let msg = copy_of_half(
+        half,
+        topic.to_string(),
         queue_id,
-        flag: half.flag,
-        body: half.body.to_vec(),
         properties,
-        sys_flag: half.sys_flag,
-        born_timestamp: half.born_timestamp,
-        born_host: half.born_host,
-        store_host: half.store_host,
-        reconsume_times: half.reconsume_times,
-        prepared_transaction_offset: half.prepared_transaction_offset,
-        wait_for_flush: false,
-    };
+        half.prepared_transaction_offset,
+    );
     if msg.topic.len() > record::MAX_TOPIC_LEN || msg.properties.len() > record::MAX_PROPERTIES_LEN
     {
         return false;
