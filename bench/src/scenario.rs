@@ -135,6 +135,27 @@ impl WriterOut {
         }
     }
 
+    /// Accounts one put begun at `t0` that answered `r` and publishes the
+    /// writer's count in `counter`; false once the writer must stop (the put
+    /// failed, or it ended at or after `deadline`).
+    fn put_done(
+        &mut self,
+        r: engine::Result<engine::PutResult>,
+        t0: Instant,
+        file_size: u64,
+        last_file: &mut u64,
+        counter: &AtomicU64,
+        deadline: Instant,
+    ) -> bool {
+        let t1 = Instant::now();
+        let ns = (t1 - t0).as_nanos() as u64;
+        if !self.record(r, ns, file_size, last_file) {
+            return false;
+        }
+        counter.store(self.count, Ordering::Relaxed);
+        t1 < deadline
+    }
+
     /// Accounts one put that took `ns`; false once the writer must stop.
     fn record(
         &mut self,
@@ -253,13 +274,8 @@ pub fn run(
                         while out.count < quota && !stop.load(Ordering::Relaxed) {
                             let t0 = Instant::now();
                             let r = store.put_message_async(&msg).await;
-                            let t1 = Instant::now();
-                            let ns = (t1 - t0).as_nanos() as u64;
-                            if !out.record(r, ns, spec.file_size, &mut last_file) {
-                                break;
-                            }
-                            counters[w].0.store(out.count, Ordering::Relaxed);
-                            if t1 >= deadline {
+                            let c = &counters[w].0;
+                            if !out.put_done(r, t0, spec.file_size, &mut last_file, c, deadline) {
                                 break;
                             }
                             // Under ASYNC_FLUSH nothing awaits: let the other
@@ -285,13 +301,8 @@ pub fn run(
                         while out.count < quota && !stop.load(Ordering::Relaxed) {
                             let t0 = Instant::now();
                             let r = store.put_message(&msg);
-                            let t1 = Instant::now();
-                            let ns = (t1 - t0).as_nanos() as u64;
-                            if !out.record(r, ns, spec.file_size, &mut last_file) {
-                                break;
-                            }
-                            counters[w].0.store(out.count, Ordering::Relaxed);
-                            if t1 >= deadline {
+                            let c = &counters[w].0;
+                            if !out.put_done(r, t0, spec.file_size, &mut last_file, c, deadline) {
                                 break;
                             }
                         }
