@@ -13,6 +13,7 @@ PyPI `rocketmq` 0.4.4).
   on failure the tails are attached to the report.
 """
 
+import contextlib
 import ctypes
 import os
 import random
@@ -305,6 +306,73 @@ class Cluster(object):
             if p is not None:
                 out.append(("%s log (%s)" % (p.name, p.log_path), p.tail()))
         return out
+
+
+class Layout(object):
+    """Name servers and brokers of one conf/<layout>; all stopped at teardown."""
+
+    def __init__(self, workdir, layout):
+        self.workdir = str(workdir)
+        self.layout = layout
+        self.procs = []
+        self.namesrvs = []
+        self.brokers = {}
+
+    def start_namesrv(self, name):
+        argv = [_binary("rmq-namesrv"), "listenPort=0", "listenAddr=127.0.0.1",
+                "kvConfigPath=%s" % os.path.join(self.workdir, name, "kv.json")]
+        p = ManagedProcess(name, argv, os.path.join(self.workdir, name + ".log"), cwd=self.workdir)
+        self.procs.append(p)
+        out = p.start(["listening on 127.0.0.1:"])
+        addr = "127.0.0.1:%s" % LISTEN_RE.search(out).group(1)
+        self.namesrvs.append((p, addr))
+        return addr
+
+    def namesrv_addr(self):
+        return ";".join(a for _, a in self.namesrvs)
+
+    def start_broker(self, name):
+        port = pick_broker_port()
+        conf = os.path.join(REPO, "conf", self.layout, name + ".properties")
+        argv = [_binary("rmq-broker"), "-c", conf, "-n", self.namesrv_addr(),
+                "listenPort=%d" % port,
+                "storePathRootDir=%s" % os.path.join(self.workdir, name),
+                "mappedFileSizeCommitLog=%d" % (64 * 1024 * 1024)]
+        p = ManagedProcess(name, argv, os.path.join(self.workdir, name + ".log"), cwd=self.workdir)
+        self.procs.append(p)
+        p.start(["rmq-broker ready", "listening on 127.0.0.1:%d" % port])
+        self.brokers[name] = (p, "127.0.0.1:%d" % port)
+        return "127.0.0.1:%d" % port
+
+    def store_dir(self, name):
+        return os.path.join(self.workdir, name)
+
+    def stop(self):
+        for p in reversed(self.procs):
+            try:
+                p.stop()
+            except Exception as e:  # never hide the test's own failure
+                print("stopping %s: %r" % (p.name, e))
+
+    def logs(self):
+        return [("%s log (%s)" % (p.name, p.log_path), p.tail()) for p in self.procs]
+
+
+@contextlib.contextmanager
+def running_layout(request, tmp_path, layout, brokers=()):
+    """conf/<layout> with name servers namesrv-1 and namesrv-2, then
+    `brokers` started in that order; all stopped on exit, and their logs
+    attached to the report when the test fails."""
+    lay = Layout(tmp_path, layout)
+    request.node._rmq_clusters = [lay]
+    try:
+        lay.start_namesrv("namesrv-1")
+        lay.start_namesrv("namesrv-2")
+        for name in brokers:
+            lay.start_broker(name)
+        yield lay
+    finally:
+        lay.stop()
 
 
 # --------------------------------------------------------------------------

@@ -14,87 +14,23 @@ import pytest
 from rocketmq.client import SendStatus
 
 import remoting
-from conftest import REPO, LISTEN_RE, ManagedProcess, _binary, pick_broker_port
+from conftest import running_layout
 from helpers import Collector, make_message, unique, wait_bodies, wait_until
 
 QUEUES = 4
 
 
-class Layout(object):
-    """Name servers and brokers of one conf/<layout>; all stopped at teardown."""
-
-    def __init__(self, workdir, layout):
-        self.workdir = str(workdir)
-        self.layout = layout
-        self.procs = []
-        self.namesrvs = []
-        self.brokers = {}
-
-    def start_namesrv(self, name):
-        argv = [_binary("rmq-namesrv"), "listenPort=0", "listenAddr=127.0.0.1",
-                "kvConfigPath=%s" % os.path.join(self.workdir, name, "kv.json")]
-        p = ManagedProcess(name, argv, os.path.join(self.workdir, name + ".log"), cwd=self.workdir)
-        self.procs.append(p)
-        out = p.start(["listening on 127.0.0.1:"])
-        addr = "127.0.0.1:%s" % LISTEN_RE.search(out).group(1)
-        self.namesrvs.append((p, addr))
-        return addr
-
-    def namesrv_addr(self):
-        return ";".join(a for _, a in self.namesrvs)
-
-    def start_broker(self, name):
-        port = pick_broker_port()
-        conf = os.path.join(REPO, "conf", self.layout, name + ".properties")
-        argv = [_binary("rmq-broker"), "-c", conf, "-n", self.namesrv_addr(),
-                "listenPort=%d" % port,
-                "storePathRootDir=%s" % os.path.join(self.workdir, name),
-                "mappedFileSizeCommitLog=%d" % (64 * 1024 * 1024)]
-        p = ManagedProcess(name, argv, os.path.join(self.workdir, name + ".log"), cwd=self.workdir)
-        self.procs.append(p)
-        p.start(["rmq-broker ready", "listening on 127.0.0.1:%d" % port])
-        self.brokers[name] = (p, "127.0.0.1:%d" % port)
-        return "127.0.0.1:%d" % port
-
-    def store_dir(self, name):
-        return os.path.join(self.workdir, name)
-
-    def stop(self):
-        for p in reversed(self.procs):
-            try:
-                p.stop()
-            except Exception as e:  # never hide the test's own failure
-                print("stopping %s: %r" % (p.name, e))
-
-    def logs(self):
-        return [("%s log (%s)" % (p.name, p.log_path), p.tail()) for p in self.procs]
-
-
 @pytest.fixture
 def noslave(request, tmp_path):
-    lay = Layout(tmp_path, "2m-noslave")
-    request.node._rmq_clusters = [lay]  # conftest attaches logs on failure
-    try:
-        lay.start_namesrv("namesrv-1")
-        lay.start_namesrv("namesrv-2")
-        lay.start_broker("broker-a")
-        lay.start_broker("broker-b")
+    with running_layout(request, tmp_path, "2m-noslave", ("broker-a", "broker-b")) as lay:
         yield lay
-    finally:
-        lay.stop()
 
 
 @pytest.fixture
 def async_pair(request, tmp_path):
     """conf/2m-2s-async with two name servers; brokers started by the test."""
-    lay = Layout(tmp_path, "2m-2s-async")
-    request.node._rmq_clusters = [lay]
-    try:
-        lay.start_namesrv("namesrv-1")
-        lay.start_namesrv("namesrv-2")
+    with running_layout(request, tmp_path, "2m-2s-async") as lay:
         yield lay
-    finally:
-        lay.stop()
 
 
 def _create_topic(broker_addr, topic):
@@ -242,17 +178,10 @@ def test_2m_2s_async_consumer_reads_the_slave_when_the_master_dies(async_pair, c
 @pytest.fixture
 def sync_layout(request, tmp_path):
     """conf/2m-2s-sync, all four brokers, two name servers."""
-    lay = Layout(tmp_path, "2m-2s-sync")
-    request.node._rmq_clusters = [lay]
-    try:
-        lay.start_namesrv("namesrv-1")
-        lay.start_namesrv("namesrv-2")
-        # Masters first: a slave learns its master from its registration.
-        for name in ("broker-a", "broker-b", "broker-a-s", "broker-b-s"):
-            lay.start_broker(name)
+    # Masters first: a slave learns its master from its registration.
+    brokers = ("broker-a", "broker-b", "broker-a-s", "broker-b-s")
+    with running_layout(request, tmp_path, "2m-2s-sync", brokers) as lay:
         yield lay
-    finally:
-        lay.stop()
 
 
 def _send_v2(addr, topic, body):

@@ -12,19 +12,14 @@ from rocketmq.exceptions import ProducerSendSyncFailed
 
 import remoting
 from helpers import Collector, make_message, unique, wait_bodies, wait_until
-from test_cluster_layouts import Layout, _create_topic, _route_brokers, _send_first
+from conftest import running_layout
+from test_cluster_layouts import _create_topic, _route_brokers, _send_first
 
 
 @pytest.fixture
 def sync_pair(request, tmp_path):
-    lay = Layout(tmp_path, "2m-2s-sync")
-    request.node._rmq_clusters = [lay]  # conftest attaches logs on failure
-    try:
-        lay.start_namesrv("namesrv-1")
-        lay.start_namesrv("namesrv-2")
+    with running_layout(request, tmp_path, "2m-2s-sync") as lay:
         yield lay
-    finally:
-        lay.stop()
 
 
 def test_2m_2s_sync_acknowledged_messages_survive_the_master(sync_pair, clients):
