@@ -63,6 +63,17 @@ def _route_brokers(namesrv, topic):
     return sorted(q["brokerName"] for q in route.get("queueDatas") or [])
 
 
+def _wait_route_only_slave(lay, topic, slave):
+    """Waits (bounded) until every name server of `lay` routes `topic` to
+    the address `slave` only, in every broker of the route."""
+    for _, ns in lay.namesrvs:
+        def only_slave(ns=ns):
+            route = remoting.get_route(ns, topic) or {}
+            bds = [bd["brokerAddrs"] for bd in route.get("brokerDatas") or []]
+            return bds and all(list(a.values()) == [slave] for a in bds)
+        wait_until(only_slave, 30, "route of %s on %s to keep only the slave" % (topic, ns))
+
+
 def test_2m_noslave_two_namesrvs_produce_consume(noslave, clients):
     topic = unique("T_2m")
     for _, addr in noslave.brokers.values():
@@ -156,12 +167,7 @@ def test_2m_2s_async_consumer_reads_the_slave_when_the_master_dies(async_pair, c
 
     # The master dies; the route keeps broker-a with the slave's address only.
     mproc.kill9()
-    for _, ns in lay.namesrvs:
-        def only_slave(ns=ns):
-            route = remoting.get_route(ns, topic) or {}
-            bds = [bd["brokerAddrs"] for bd in route.get("brokerDatas") or []]
-            return bds and all(list(a.values()) == [slave] for a in bds)
-        wait_until(only_slave, 30, "route of %s on %s to keep only the slave" % (topic, ns))
+    _wait_route_only_slave(lay, topic, slave)
     # Sends to the slave are refused (code 14), the consumer reads from it.
     r = remoting.invoke(slave, 310, {"a": "PG", "b": topic, "c": "TBW102", "d": 4, "e": 0, "f": 0,
                                      "g": 0, "h": 0, "i": "", "j": 0, "k": "false", "m": "false"},

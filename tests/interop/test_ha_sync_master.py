@@ -13,7 +13,8 @@ from rocketmq.exceptions import ProducerSendSyncFailed
 import remoting
 from helpers import Collector, make_message, unique, wait_bodies, wait_until
 from conftest import running_layout
-from test_cluster_layouts import _create_topic, _route_brokers, _send_first
+from test_cluster_layouts import (_create_topic, _route_brokers, _send_first,
+                                  _wait_route_only_slave)
 
 
 @pytest.fixture
@@ -56,12 +57,7 @@ def test_2m_2s_sync_acknowledged_messages_survive_the_master(sync_pair, clients)
 
     mproc, _ = lay.brokers["broker-a"]
     mproc.kill9()
-    for _, ns in lay.namesrvs:
-        def only_slave(ns=ns):
-            route = remoting.get_route(ns, topic) or {}
-            bds = [bd["brokerAddrs"] for bd in route.get("brokerDatas") or []]
-            return bds and all(list(a.values()) == [slave] for a in bds)
-        wait_until(only_slave, 30, "route of %s on %s to keep only the slave" % (topic, ns))
+    _wait_route_only_slave(lay, topic, slave)
 
     col = Collector()
     clients.push_consumer(lay.namesrv_addr(), unique("CGsync"), topic, col.callback_for("c"))
