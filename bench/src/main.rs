@@ -143,7 +143,8 @@ struct FlushArgs {
     /// Skip the disk ceiling probes (no SYNC_FLUSH targets then).
     #[arg(long)]
     no_disk: bool,
-    /// SVG plot of latency by percentile, one series per run.
+    /// SVG plot of latency by percentile, one series per run; throughput
+    /// over time goes to the same name with `-throughput` added.
     #[arg(long)]
     plot: Option<PathBuf>,
     /// No progress line on stderr.
@@ -521,6 +522,16 @@ fn cmd_flush(a: FlushArgs) -> i32 {
         match std::fs::write(p, svg) {
             Ok(()) => eprintln!("# wrote {}", p.display()),
             Err(e) => eprintln!("cannot write {}: {e}", p.display()),
+        }
+        let series: Vec<(String, Vec<[f64; 2]>)> = all
+            .iter()
+            .map(|r| (report::row_name(r), r.timeline.clone()))
+            .collect();
+        let tp = output::throughput_path(p);
+        let svg = output::svg_timeline(&series, "rmq-bench flush: appends/s over time");
+        match std::fs::write(&tp, svg) {
+            Ok(()) => eprintln!("# wrote {}", tp.display()),
+            Err(e) => eprintln!("cannot write {}: {e}", tp.display()),
         }
     }
     if rep.runs.is_empty() && rep.roll_runs.is_empty() && !rep.interrupted {

@@ -228,3 +228,97 @@ pub fn svg_series(runs: &[Series], hlines: &[(f64, &str)], title: &str, ylabel: 
     s.push_str("</svg>\n");
     s
 }
+
+/// Where the throughput-over-time chart of `--plot FILE` goes:
+/// `FILE` with `-throughput` before its extension.
+pub fn throughput_path(plot: &std::path::Path) -> std::path::PathBuf {
+    let stem = plot
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "plot".into());
+    let ext = plot
+        .extension()
+        .map(|e| e.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "svg".into());
+    plot.with_file_name(format!("{stem}-throughput.{ext}"))
+}
+
+/// Throughput over time: x = seconds since the run's start, y = msg/s
+/// (both linear), one polyline per `(name, points)` series.
+pub fn svg_timeline(series: &[(String, Vec<[f64; 2]>)], title: &str) -> String {
+    let (w, h) = (1000.0, 640.0);
+    let (left, right, top, bottom) = (90.0, 330.0, 40.0, 60.0);
+    let pw = w - left - right;
+    let ph = h - top - bottom;
+    let xmax = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|q| q[0]))
+        .fold(0.0f64, f64::max)
+        .max(1.0);
+    let ymax = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|q| q[1]))
+        .fold(0.0f64, f64::max)
+        .max(1.0)
+        * 1.05;
+    let px = |x: f64| left + x / xmax * pw;
+    let py = |y: f64| top + ph - y / ymax * ph;
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">
+<rect width="100%" height="100%" fill="white"/>
+<text x="{}" y="22" font-size="15" text-anchor="middle">{}</text>
+"#,
+        left + pw / 2.0,
+        esc(title)
+    );
+    for i in 0..=5 {
+        let y = ymax * i as f64 / 5.0;
+        let _ = writeln!(
+            s,
+            r##"<line x1="{left}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{:.0} msg/s</text>"##,
+            py(y),
+            left + pw,
+            py(y),
+            left - 6.0,
+            py(y) + 4.0,
+            y
+        );
+        let x = xmax * i as f64 / 5.0;
+        let _ = writeln!(
+            s,
+            r##"<text x="{:.1}" y="{:.1}" text-anchor="middle">{:.1} s</text>"##,
+            px(x),
+            top + ph + 18.0,
+            x
+        );
+    }
+    const COLOURS: [&str; 8] = [
+        "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf",
+    ];
+    for (i, (name, points)) in series.iter().enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
+        let path: Vec<String> = points
+            .iter()
+            .map(|p| format!("{:.1},{:.1}", px(p[0]), py(p[1])))
+            .collect();
+        let _ = writeln!(
+            s,
+            r#"<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{}"/>"#,
+            path.join(" ")
+        );
+        let ly = top + 14.0 * i as f64;
+        let _ = writeln!(
+            s,
+            r#"<line x1="{:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{colour}" stroke-width="2"/><text x="{:.1}" y="{:.1}">{}</text>"#,
+            w - right + 10.0,
+            w - right + 30.0,
+            w - right + 34.0,
+            ly + 4.0,
+            esc(name)
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}

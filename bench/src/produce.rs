@@ -253,6 +253,8 @@ struct Common {
     done: AtomicU64,
     errors: AtomicU64,
     finished: AtomicBool,
+    /// `[seconds since start, sends/s]`, sampled by the progress thread.
+    timeline: parking_lot::Mutex<Vec<[f64; 2]>>,
 }
 
 /// What one producer did.
@@ -537,6 +539,9 @@ pub struct ProduceResult {
     /// Send → response latency (empty in oneway mode).
     pub latency: Latency,
     pub curve: Vec<[f64; 2]>,
+    /// Throughput over time: `[seconds since start, acknowledged sends/s
+    /// over the last ~250 ms]` (warm-up included).
+    pub timeline: Vec<[f64; 2]>,
     pub sent_total: u64,
     pub ok_total: u64,
     /// Errors by response code (and transport failures by kind).
@@ -679,24 +684,34 @@ pub fn broker_line(b: &BrokerUse) -> String {
     )
 }
 
-fn progress(common: &Common, start: Instant) {
+/// Samples throughput every 250 ms into `common.timeline` and, when
+/// `print`, shows a progress line every second.
+fn progress(common: &Common, start: Instant, print: bool) {
     let mut last = (Instant::now(), 0u64);
+    let mut last_print = Instant::now();
     loop {
-        std::thread::sleep(Duration::from_secs(1));
+        std::thread::sleep(Duration::from_millis(250));
         if common.finished.load(Ordering::Relaxed) {
             break;
         }
         let now = Instant::now();
         let done = common.done.load(Ordering::Relaxed);
-        let rate = (done - last.1) as f64 / now.duration_since(last.0).as_secs_f64();
+        let rate = (done - last.1.min(done)) as f64 / now.duration_since(last.0).as_secs_f64();
         last = (now, done);
-        eprint!(
-            "\r[produce] {:5.1} s  {:>9} msg/s  {} ok  {} errors   ",
-            now.duration_since(start).as_secs_f64(),
-            thousands(rate),
-            done,
-            common.errors.load(Ordering::Relaxed)
-        );
+        common
+            .timeline
+            .lock()
+            .push([now.duration_since(start).as_secs_f64(), rate]);
+        if print && last_print.elapsed() >= Duration::from_secs(1) {
+            last_print = now;
+            eprint!(
+                "\r[produce] {:5.1} s  {:>9} msg/s  {} ok  {} errors   ",
+                now.duration_since(start).as_secs_f64(),
+                thousands(rate),
+                done,
+                common.errors.load(Ordering::Relaxed)
+            );
+        }
         if now > common.deadline + Duration::from_secs(1) || STOP.load(Ordering::Relaxed) {
             break;
         }
@@ -827,6 +842,7 @@ async fn produce(
         done: AtomicU64::new(0),
         errors: AtomicU64::new(0),
         finished: AtomicBool::new(false),
+        timeline: parking_lot::Mutex::new(Vec::new()),
     });
     let producers = a.producers.max(1);
     let mut tasks = Vec::new();
@@ -845,10 +861,11 @@ async fn produce(
         };
         tasks.push(tokio::spawn(run_producer(spec, common.clone())));
     }
-    let prog = (!a.quiet).then(|| {
+    let prog = {
         let c = common.clone();
-        std::thread::spawn(move || progress(&c, start))
-    });
+        let print = !a.quiet;
+        Some(std::thread::spawn(move || progress(&c, start, print)))
+    };
     let mut reports = Vec::new();
     for t in tasks {
         match t.await {
@@ -874,7 +891,9 @@ async fn produce(
     };
     if let Some(h) = prog {
         let _ = h.join();
-        eprintln!();
+        if !a.quiet {
+            eprintln!();
+        }
     }
     let mut hist = stats::new_hist();
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
@@ -922,6 +941,7 @@ async fn produce(
         mb_per_sec: msgs_per_sec * a.size as f64 / 1e6,
         latency: Latency::from_hist(&hist),
         curve: stats::curve(&hist),
+        timeline: common.timeline.lock().clone(),
         sent_total: reports.iter().map(|r| r.sent).sum(),
         ok_total: reports.iter().map(|r| r.ok).sum(),
         errors,
@@ -982,6 +1002,15 @@ async fn produce(
         match std::fs::write(p, svg) {
             Ok(()) => eprintln!("# wrote {}", p.display()),
             Err(e) => eprintln!("cannot write {}: {e}", p.display()),
+        }
+        let tp = crate::output::throughput_path(p);
+        let svg = crate::output::svg_timeline(
+            &[(result.label.clone(), result.timeline.clone())],
+            "rmq-bench produce: acknowledged sends/s over time (warm-up included)",
+        );
+        match std::fs::write(&tp, svg) {
+            Ok(()) => eprintln!("# wrote {}", tp.display()),
+            Err(e) => eprintln!("cannot write {}: {e}", tp.display()),
         }
     }
     let rep = ProduceReport {

@@ -104,6 +104,9 @@ pub struct RunResult {
     pub stopped_early: bool,
     /// Percentile curve `[percentile, µs]` for plotting.
     pub curve: Vec<[f64; 2]>,
+    /// Throughput over time: `[seconds since start, msg/s over the last
+    /// sampling interval]`, one point every ~250 ms.
+    pub timeline: Vec<[f64; 2]>,
 }
 
 #[repr(align(128))]
@@ -243,7 +246,7 @@ pub fn run(
     let done = AtomicUsize::new(0);
     // Every writer thread and the timing thread meet here (tasks: one runtime thread).
     let barrier = Barrier::new(if spec.tasks { 2 } else { writers + 1 });
-    let (outs, elapsed) = std::thread::scope(|s| {
+    let (outs, elapsed, timeline) = std::thread::scope(|s| {
         let handles: Vec<_> = if spec.tasks {
             // One runtime thread drives every writer task: the shape of the
             // broker, where connection tasks await the group commit.
@@ -315,13 +318,20 @@ pub fn run(
         barrier.wait();
         let start = Instant::now();
         let mut last_print = Instant::now();
+        let mut last_sample = (0.0f64, 0u64);
+        let mut timeline = Vec::new();
         while done.load(Ordering::Acquire) < writers {
             std::thread::sleep(Duration::from_millis(20));
-            if let Some(label) = progress {
-                if last_print.elapsed() >= Duration::from_millis(250) {
-                    last_print = Instant::now();
-                    let n: u64 = counters.iter().map(|c| c.0.load(Ordering::Relaxed)).sum();
-                    let t = start.elapsed().as_secs_f64();
+            if last_print.elapsed() >= Duration::from_millis(250) {
+                last_print = Instant::now();
+                let n: u64 = counters.iter().map(|c| c.0.load(Ordering::Relaxed)).sum();
+                let t = start.elapsed().as_secs_f64();
+                let dt = t - last_sample.0;
+                if dt > 0.0 {
+                    timeline.push([t, (n - last_sample.1.min(n)) as f64 / dt]);
+                }
+                last_sample = (t, n);
+                if let Some(label) = progress {
                     let mut e = std::io::stderr().lock();
                     let _ = write!(
                         e,
@@ -336,7 +346,7 @@ pub fn run(
             .into_iter()
             .flat_map(|h| h.join().expect("writer panicked"))
             .collect();
-        (outs, start.elapsed())
+        (outs, start.elapsed(), timeline)
     });
     if progress.is_some() {
         eprint!("\r\x1b[K");
@@ -367,6 +377,7 @@ pub fn run(
         first_error: None,
         stopped_early: stop.load(Ordering::Relaxed),
         curve: Vec::new(),
+        timeline,
     };
     // Throughput over the longest writer's own measured span.
     let span = outs.iter().map(|(_, d)| *d).max().unwrap_or(elapsed);

@@ -155,6 +155,9 @@ fn produce_then_consume_finds_every_message_once() {
         .sum();
     assert_eq!(sent, r["ok_total"].as_u64().unwrap());
     assert!(std::fs::read_to_string(&plot).unwrap().starts_with("<svg"));
+    assert!(r["timeline"].is_array(), "{r:#}");
+    let tp = std::fs::read_to_string(dir.path().join("produce-throughput.svg")).unwrap();
+    assert!(tp.starts_with("<svg") && tp.contains("<polyline"));
 
     // Consume everything and check it against the produce JSON.
     let mut args: Vec<&str> = vec!["consume"];

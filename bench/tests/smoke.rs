@@ -87,6 +87,13 @@ fn flush_smoke_writes_json_with_counts() {
     assert!(std::fs::read_to_string(&plot)
         .expect("svg")
         .starts_with("<svg"));
+    // Throughput over time: beside the latency plot, one series per run.
+    let runs_n = runs.len() + rolls.len();
+    assert!(runs.iter().all(|r| r["timeline"].is_array()), "{v:#}");
+    let tp =
+        std::fs::read_to_string(dir.path().join("out-throughput.svg")).expect("throughput svg");
+    assert!(tp.starts_with("<svg"));
+    assert_eq!(tp.matches("<polyline").count(), runs_n);
 }
 
 #[test]
