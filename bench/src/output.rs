@@ -107,16 +107,7 @@ pub fn svg_series(runs: &[Series], hlines: &[(f64, &str)], title: &str, ylabel: 
     let hi = ymax.log10().ceil().max(lo + 1.0);
     let px = |p: f64| left + nines(p).min(xmax) / xmax * pw;
     let py = |v: f64| top + ph - (v.max(0.1).log10() - lo) / (hi - lo) * ph;
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">
-<rect width="100%" height="100%" fill="white"/>
-<text x="{}" y="22" font-size="15" text-anchor="middle">{}</text>
-"#,
-        left + pw / 2.0,
-        esc(title)
-    );
+    let mut s = svg_header(w, h, left + pw / 2.0, title);
     // Grid: decades on y, nines on x.
     let mut d = lo;
     while d <= hi + 1e-9 {
@@ -263,16 +254,7 @@ pub fn svg_timeline(series: &[(String, Vec<[f64; 2]>)], title: &str) -> String {
         * 1.05;
     let px = |x: f64| left + x / xmax * pw;
     let py = |y: f64| top + ph - y / ymax * ph;
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">
-<rect width="100%" height="100%" fill="white"/>
-<text x="{}" y="22" font-size="15" text-anchor="middle">{}</text>
-"#,
-        left + pw / 2.0,
-        esc(title)
-    );
+    let mut s = svg_header(w, h, left + pw / 2.0, title);
     for i in 0..=5 {
         let y = ymax * i as f64 / 5.0;
         let _ = writeln!(
@@ -320,5 +302,20 @@ pub fn svg_timeline(series: &[(String, Vec<[f64; 2]>)], title: &str) -> String {
         );
     }
     s.push_str("</svg>\n");
+    s
+}
+
+/// The opening of a chart: the `<svg>` element, a white background and the
+/// title centred at `title_x`.
+fn svg_header(w: f64, h: f64, title_x: f64, title: &str) -> String {
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">
+<rect width="100%" height="100%" fill="white"/>
+<text x="{title_x}" y="22" font-size="15" text-anchor="middle">{}</text>
+"#,
+        esc(title)
+    );
     s
 }
