@@ -18,8 +18,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,6 +29,7 @@ use frontends::remoting::{ConnectionContext, RemotingClient, RemotingCommand, Re
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
+use common::process::BrokerProcess;
 use common::T;
 
 const HALF: &str = "RMQ_SYS_TRANS_HALF_TOPIC";
@@ -507,65 +506,6 @@ async fn commit_rollback_check_back_and_abandon() {
     assert_eq!(bodies, ["A", "C"]);
     drop(p);
     env.stop().await;
-}
-
-/// The `rmq-broker` binary as a child process, killed on drop.
-struct BrokerProcess {
-    child: Child,
-    addr: String,
-}
-
-impl BrokerProcess {
-    fn start(store: &std::path::Path, namesrv: &str, port: u16, extra: &[&str]) -> BrokerProcess {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rmq-broker"));
-        cmd.arg("-n")
-            .arg(namesrv)
-            .arg(format!("listenPort={port}"))
-            .arg("brokerIP1=127.0.0.1")
-            .arg("bindAddress=127.0.0.1")
-            .arg("brokerName=broker-txn")
-            .arg(format!("storePathRootDir={}", store.display()))
-            .arg("mappedFileSizeCommitLog=16777216")
-            .arg("mappedFileSizeConsumeQueue=60000")
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        let mut child = cmd.spawn().expect("spawn rmq-broker");
-        let stdout = child.stdout.take().unwrap();
-        let mut proc = BrokerProcess {
-            child,
-            addr: String::new(),
-        };
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.contains("rmq-broker ready") {
-                    let _ = tx.send(line);
-                }
-            }
-        });
-        let line = rx.recv_timeout(T).expect("rmq-broker ready banner");
-        let addr = line
-            .split("listening on ")
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-            .expect("address in banner");
-        proc.addr = addr.to_string();
-        proc
-    }
-
-    /// SIGKILL, and wait for the process to be gone.
-    fn kill9(mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reaped");
-    }
-}
-
-impl Drop for BrokerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
