@@ -175,25 +175,23 @@ impl ExtFields {
 
     /// Sets `key`, replacing an earlier value in place (order kept).
     pub fn insert(&mut self, key: impl AsRef<str>, value: impl AsRef<str>) {
-        let (key, value) = (key.as_ref(), value.as_ref());
-        let t = self.text_mut();
-        match t.position(key) {
-            Some(i) => {
-                // The old value's text stays in the buffer until the map is
-                // dropped; replacing is rare (tests, a few rewrites).
-                t.entries[i].value = t.push_text(value);
-            }
-            None => {
-                let key = t.push_text(key);
-                let value = t.push_text(value);
-                t.entries.push(Entry { key, value });
-            }
-        }
+        let value = value.as_ref();
+        self.set(key.as_ref(), |text| text.push_str(value));
     }
 
     /// Sets `key` to `value`'s text, formatted straight into the buffer.
     pub fn insert_display(&mut self, key: &str, value: impl std::fmt::Display) {
         use std::fmt::Write as _;
+        // Writing into a String cannot fail.
+        self.set(key, |text| {
+            let _ = write!(text, "{value}");
+        });
+    }
+
+    /// Sets `key` to the text `write_value` appends to the buffer. A replaced
+    /// value's old text stays in the buffer until the map is dropped;
+    /// replacing is rare (tests, a few rewrites).
+    fn set(&mut self, key: &str, write_value: impl FnOnce(&mut String)) {
         let t = self.text_mut();
         let existing = t.position(key);
         let key = match existing {
@@ -201,8 +199,7 @@ impl ExtFields {
             None => t.push_text(key),
         };
         let from = t.text.len() as u32;
-        // Writing into a String cannot fail.
-        let _ = write!(t.text, "{value}");
+        write_value(&mut t.text);
         let value = (from, t.text.len() as u32);
         match existing {
             Some(i) => t.entries[i].value = value,
