@@ -58,6 +58,15 @@ def _send_first(p, msg):
             time.sleep(0.25)
 
 
+def _send_all(p, topic, bodies):
+    """A new producer's sends of `bodies`, each acknowledged OK (the first
+    through _send_first)."""
+    assert _send_first(p, make_message(topic, bodies[0])).status == SendStatus.OK
+    for b in bodies[1:]:
+        res = p.send_sync(make_message(topic, b))
+        assert res.status == SendStatus.OK, res
+
+
 def _route_brokers(namesrv, topic):
     route = remoting.get_route(namesrv, topic) or {}
     return sorted(q["brokerName"] for q in route.get("queueDatas") or [])
@@ -84,10 +93,7 @@ def test_2m_noslave_two_namesrvs_produce_consume(noslave, clients):
 
     p = clients.producer(noslave.namesrv_addr())
     bodies = ["cl-%d" % i for i in range(40)]
-    assert _send_first(p, make_message(topic, bodies[0])).status == SendStatus.OK
-    for b in bodies[1:]:
-        res = p.send_sync(make_message(topic, b))
-        assert res.status == SendStatus.OK, res
+    _send_all(p, topic, bodies)
     # The producer spread the messages over both masters.
     for name, (_, addr) in noslave.brokers.items():
         total = sum(remoting.get_max_offset(addr, topic, q) for q in range(QUEUES))
@@ -131,9 +137,7 @@ def test_2m_2s_async_consumer_reads_the_slave_when_the_master_dies(async_pair, c
         wait_until(lambda: _route_brokers(ns, topic) == ["broker-a"], 20, "route of %s" % topic)
     p = clients.producer(lay.namesrv_addr())
     first = ["first-%02d" % i for i in range(20)]
-    assert _send_first(p, make_message(topic, first[0])).status == SendStatus.OK
-    for b in first[1:]:
-        assert p.send_sync(make_message(topic, b)).status == SendStatus.OK
+    _send_all(p, topic, first)
     col1 = Collector()
     c1 = clients.push_consumer(lay.namesrv_addr(), group, topic, col1.callback_for("c1"))
     wait_bodies(col1, first, 60)
@@ -228,10 +232,7 @@ def test_2m_2s_sync_full_layout_consumer_reads_replicated_data_from_the_slave(sy
 
     p = clients.producer(lay.namesrv_addr())
     bodies = ["sync-%02d" % i for i in range(40)]
-    assert _send_first(p, make_message(topic, bodies[0])).status == SendStatus.OK
-    for b in bodies[1:]:
-        res = p.send_sync(make_message(topic, b))
-        assert res.status == SendStatus.OK, res
+    _send_all(p, topic, bodies)
     lay.brokers["broker-a"][0].kill9()
     for _, ns in lay.namesrvs:
         def a_only_slave(ns=ns):
