@@ -6,11 +6,9 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use frontends::broker::json_file;
@@ -72,24 +70,15 @@ impl Proc {
             .stdin(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
-        let stdout = child.stdout.take().expect("stdout");
+        let ready = common::process::ready_line(&mut child, "listening on 127.0.0.1:", WAIT);
         let mut proc = Proc {
             name: name.to_string(),
             child: Some(child),
             log,
         };
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if line.contains("listening on 127.0.0.1:") {
-                    let _ = tx.send(line);
-                }
-            }
-        });
-        match rx.recv_timeout(WAIT) {
-            Ok(line) => (proc, line),
-            Err(_) => {
+        match ready {
+            Some(line) => (proc, line),
+            None => {
                 proc.kill9();
                 panic!("{name} not ready within {WAIT:?}:\n{}", proc.tail());
             }

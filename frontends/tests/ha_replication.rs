@@ -10,7 +10,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -65,16 +64,7 @@ impl BrokerProc {
             .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
             .spawn()
             .expect("start rmq-broker");
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if line.contains("rmq-broker ready") {
-                    let _ = tx.send(());
-                }
-            }
-        });
+        let ready = common::process::ready_line(&mut child, "rmq-broker ready", T);
         let me = BrokerProc {
             child: Some(child),
             addr: format!("127.0.0.1:{port}"),
@@ -82,7 +72,7 @@ impl BrokerProc {
             store: store.to_path_buf(),
             log,
         };
-        if rx.recv_timeout(T).is_err() {
+        if ready.is_none() {
             panic!("broker did not start; log:\n{}", me.log_tail());
         }
         me

@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use super::T;
 
@@ -32,20 +33,13 @@ impl BrokerProcess {
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
         let mut child = cmd.spawn().expect("spawn rmq-broker");
-        let stdout = child.stdout.take().expect("piped stdout");
+        let line = ready_line(&mut child, "rmq-broker ready", T);
+        // Owned from here on, so a failed wait still kills the child.
         let mut proc = BrokerProcess {
             child,
             addr: String::new(),
         };
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.contains("rmq-broker ready") {
-                    let _ = tx.send(line);
-                }
-            }
-        });
-        let line = rx.recv_timeout(T).expect("rmq-broker ready banner");
+        let line = line.expect("rmq-broker ready banner");
         let addr = line
             .split("listening on ")
             .nth(1)
@@ -60,6 +54,23 @@ impl BrokerProcess {
         self.child.kill().expect("SIGKILL");
         self.child.wait().expect("reaped");
     }
+}
+
+/// Waits (bounded by `within`) for the first stdout line of `child` that
+/// contains `marker` and returns it; `None` if none came in time. Takes the
+/// child's piped stdout and keeps draining it on a thread, so the child never
+/// blocks on a full pipe.
+pub fn ready_line(child: &mut Child, marker: &'static str, within: Duration) -> Option<String> {
+    let stdout = child.stdout.take()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains(marker) {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    rx.recv_timeout(within).ok()
 }
 
 impl Drop for BrokerProcess {
