@@ -553,6 +553,9 @@ pub struct ProduceResult {
     pub broker: Option<BrokerUse>,
     /// The spawned slave's replication lag (with --spawn-slave).
     pub slave: Option<SlaveLag>,
+    /// The broker's commit log flushes during the run, warm-up included
+    /// (single-broker runs against our broker only).
+    pub flush: Option<remote::FlushCounters>,
 }
 
 /// How far a slave was behind its master when producing stopped.
@@ -822,6 +825,11 @@ async fn produce(
         );
     }
     let idle = broker_pid.and_then(remote::proc_stats);
+    let first_broker = brokers.first().map(|(addr, _)| addr.clone());
+    let flush0 = match &first_broker {
+        Some(addr) => remote::flush_counters(&client, addr).await,
+        None => None,
+    };
     let cpu0 = remote::self_cpu_s();
     let start = Instant::now();
     let measure_start = start + Duration::from_secs_f64(a.warmup.max(0.0));
@@ -877,6 +885,10 @@ async fn produce(
     common.finished.store(true, Ordering::Relaxed);
     let client_cpu_s = remote::self_cpu_s() - cpu0;
     let after = broker_pid.and_then(remote::proc_stats);
+    let flush1 = match &first_broker {
+        Some(addr) => remote::flush_counters(&client, addr).await,
+        None => None,
+    };
     let slave = match (slave, brokers.first()) {
         (Some(s), Some((master, queues))) => {
             match slave_lag(&a.target.topic, master, s, queues).await {
@@ -950,6 +962,13 @@ async fn produce(
         client_cpu_s,
         broker,
         slave,
+        flush: match (flush0, flush1) {
+            (Some(f0), Some(f1)) if brokers.len() == 1 => Some(remote::FlushCounters {
+                flushes: f1.flushes.saturating_sub(f0.flushes),
+                flush_us: f1.flush_us.saturating_sub(f0.flush_us),
+            }),
+            _ => None,
+        },
     };
     println!("produce (latency = send → response of one request; MB/s = body bytes):");
     print!("{}", table(&[&result]));
@@ -980,6 +999,14 @@ async fn produce(
     }
     if let Some(b) = &result.broker {
         println!("{}", broker_line(b));
+    }
+    if let Some(f) = result.flush.filter(|f| f.flushes > 0) {
+        println!(
+            "broker commit log flushes (warm-up included): {}, {:.1} acknowledged sends per flush, mean flush {:.0} µs",
+            f.flushes,
+            result.ok_total as f64 / f.flushes as f64,
+            f.flush_us as f64 / f.flushes as f64
+        );
     }
     if result.stopped_early {
         println!("(interrupted: results above are partial)");

@@ -367,6 +367,30 @@ pub struct ProcStats {
     pub cpu_s: f64,
 }
 
+/// A broker's commit log flush counters (GET_BROKER_RUNTIME_INFO keys
+/// `commitLogFlushCount`, `commitLogFlushTimeUs`; only our broker has them).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct FlushCounters {
+    pub flushes: u64,
+    pub flush_us: u64,
+}
+
+pub async fn flush_counters(client: &RemotingClient, addr: &str) -> Option<FlushCounters> {
+    let resp = call(
+        client,
+        addr,
+        RemotingCommand::request(request::GET_BROKER_RUNTIME_INFO),
+    )
+    .await
+    .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&resp.body).ok()?;
+    let num = |k: &str| v["table"][k].as_str()?.parse::<u64>().ok();
+    Some(FlushCounters {
+        flushes: num("commitLogFlushCount")?,
+        flush_us: num("commitLogFlushTimeUs")?,
+    })
+}
+
 pub fn proc_stats(pid: u32) -> Option<ProcStats> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kib = |key: &str| {

@@ -242,6 +242,9 @@ pub fn runs_table(runs: &[RunResult], disk: Option<&DiskCeilings>) -> String {
         "p99 µs",
         "p99.9 µs",
         "max µs",
+        "flushes",
+        "msgs/flush",
+        "flush µs",
         "rolls",
         "roll max µs",
         "target msg/s",
@@ -299,6 +302,9 @@ pub fn runs_table(runs: &[RunResult], disk: Option<&DiskCeilings>) -> String {
             us(r.latency.p99_us),
             us(r.latency.p999_us),
             us(r.latency.max_us),
+            r.flushes.to_string(),
+            format!("{:.1}", r.msgs_per_flush),
+            us(r.flush_mean_us),
             r.rolls.to_string(),
             if r.rolls > 0 {
                 us(r.roll_max_us)

@@ -107,6 +107,12 @@ pub struct RunResult {
     /// Throughput over time: `[seconds since start, msg/s over the last
     /// sampling interval]`, one point every ~250 ms.
     pub timeline: Vec<[f64; 2]>,
+    /// Commit log flushes that made new bytes durable during the run.
+    pub flushes: u64,
+    /// Messages acknowledged per such flush (the group-commit group size).
+    pub msgs_per_flush: f64,
+    /// Mean duration of one flush, µs.
+    pub flush_mean_us: f64,
 }
 
 #[repr(align(128))]
@@ -317,6 +323,7 @@ pub fn run(
         };
         barrier.wait();
         let start = Instant::now();
+        let flush_before = store.flush_stats();
         let mut last_print = Instant::now();
         let mut last_sample = (0.0f64, 0u64);
         let mut timeline = Vec::new();
@@ -346,8 +353,12 @@ pub fn run(
             .into_iter()
             .flat_map(|h| h.join().expect("writer panicked"))
             .collect();
-        (outs, start.elapsed(), timeline)
+        let flush_after = store.flush_stats();
+        let flushes = flush_after.flushes - flush_before.flushes;
+        let flush_nanos = flush_after.flush_nanos - flush_before.flush_nanos;
+        (outs, start.elapsed(), (timeline, flushes, flush_nanos))
     });
+    let (timeline, flushes, flush_nanos) = timeline;
     if progress.is_some() {
         eprint!("\r\x1b[K");
     }
@@ -378,6 +389,9 @@ pub fn run(
         stopped_early: stop.load(Ordering::Relaxed),
         curve: Vec::new(),
         timeline,
+        flushes,
+        msgs_per_flush: 0.0,
+        flush_mean_us: flush_nanos as f64 / 1000.0 / flushes.max(1) as f64,
     };
     // Throughput over the longest writer's own measured span.
     let span = outs.iter().map(|(_, d)| *d).max().unwrap_or(elapsed);
@@ -400,6 +414,7 @@ pub fn run(
     }
     r.elapsed_s = span.as_secs_f64();
     r.msgs_per_sec = r.messages as f64 / r.elapsed_s.max(1e-9);
+    r.msgs_per_flush = r.messages as f64 / r.flushes.max(1) as f64;
     r.mb_per_sec = r.msgs_per_sec * record_bytes as f64 / 1e6;
     r.latency = Latency::from_hist(&hist);
     r.curve = stats::curve(&hist);

@@ -65,7 +65,8 @@ impl FlushDevice {
     /// Makes `[from, to)` of `file` durable.
     pub fn flush(&mut self, file: &MappedFile, from: u64, to: u64) -> Result<()> {
         match self.mechanism {
-            FlushMechanism::Msync => file.msync(from, to),
+            // AUTO is resolved when the store opens; msync is its safe reading.
+            FlushMechanism::Msync | FlushMechanism::Auto => file.msync(from, to),
             FlushMechanism::Fdatasync | FlushMechanism::WriteFdatasync => file.fdatasync(),
             FlushMechanism::IoUring => {
                 let ring = self.ring.as_mut().ok_or(StoreError::ShutDown)?;
@@ -203,6 +204,7 @@ impl Flusher {
                         Ok(reached) => {
                             if reached > before {
                                 last_flush = started.elapsed();
+                                g.record_flush(last_flush);
                                 last_released = waiting;
                             }
                             if reached > before || least == 0 {

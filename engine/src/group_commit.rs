@@ -24,6 +24,17 @@ pub enum NotDurable {
     Failed(String),
 }
 
+/// Counters of the flushes so far (compare two snapshots).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlushStats {
+    /// Flushes that made new bytes durable.
+    pub flushes: u64,
+    /// Their summed duration in nanoseconds.
+    pub flush_nanos: u64,
+    /// Durable offset at the snapshot.
+    pub durable: u64,
+}
+
 /// The durable offset of the commit log and everyone waiting on it.
 pub struct GroupCommit {
     durable: AtomicU64,
@@ -36,6 +47,8 @@ pub struct GroupCommit {
     cond: Condvar,
     notify: Notify,
     flusher: OnceLock<Thread>,
+    flushes: AtomicU64,
+    flush_nanos: AtomicU64,
 }
 
 impl GroupCommit {
@@ -49,6 +62,8 @@ impl GroupCommit {
             cond: Condvar::new(),
             notify: Notify::new(),
             flusher: OnceLock::new(),
+            flushes: AtomicU64::new(0),
+            flush_nanos: AtomicU64::new(0),
         }
     }
 
@@ -84,6 +99,22 @@ impl GroupCommit {
                 t.unpark();
             }
         }
+    }
+
+    /// Flush counters so far.
+    pub fn stats(&self) -> FlushStats {
+        FlushStats {
+            flushes: self.flushes.load(Ordering::Relaxed),
+            flush_nanos: self.flush_nanos.load(Ordering::Relaxed),
+            durable: self.durable(),
+        }
+    }
+
+    /// Counts one flush that made new bytes durable.
+    pub(crate) fn record_flush(&self, took: Duration) {
+        self.flushes.fetch_add(1, Ordering::Relaxed);
+        self.flush_nanos
+            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
     }
 
     /// Called by the flusher after a successful flush.

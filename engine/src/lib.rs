@@ -27,6 +27,7 @@ mod word_map;
 
 pub use config::{BrokerRole, FlushDiskType, FlushMechanism, Properties, StoreConfig};
 pub use error::{Result, StoreError};
+pub use group_commit::FlushStats;
 pub use read::{AcceptAll, GetMessageResult, GetMessageStatus, MessageFilter, TagCodes};
 pub use record::{Decoded, MessageToStore, RecordView};
 pub use replication::{Replication, SlaveSession};

@@ -37,7 +37,7 @@ use crate::consume_queue::ConsumeQueueSet;
 use crate::dispatch::{ArrivalListener, Derived, Dispatcher};
 use crate::error::{Result, StoreError};
 use crate::flusher::{FlushPolicy, Flusher};
-use crate::group_commit::{GroupCommit, NotDurable};
+use crate::group_commit::{FlushStats, GroupCommit, NotDurable};
 use crate::index::{IndexLoad, IndexService};
 use crate::read::{self, GetMessageResult, MessageFilter, ReadLimits};
 use crate::record::{self, MessageToStore};
@@ -134,7 +134,7 @@ impl MessageStore {
         };
         let commit_log = Arc::new(CommitLog::open(
             spec,
-            config.flush_mechanism,
+            config.effective_flush_mechanism(),
             config.allocate_next_file,
         )?);
         let start = if was_clean {
@@ -501,6 +501,11 @@ impl MessageStore {
     /// Offset below which everything is durable.
     pub fn durable_offset(&self) -> u64 {
         self.group.durable()
+    }
+
+    /// Commit log flush counters (benchmarks compare two snapshots).
+    pub fn flush_stats(&self) -> FlushStats {
+        self.group.stats()
     }
 
     /// Registers the function told about every newly dispatched message

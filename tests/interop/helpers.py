@@ -16,9 +16,11 @@ import itertools
 import os
 import threading
 import time
+import traceback
 import uuid
 
-from rocketmq.client import Message, Producer, PushConsumer, PullConsumer
+from rocketmq.client import Message, Producer, PushConsumer, PullConsumer, RecvMessage
+from rocketmq.exceptions import ffi_check
 from rocketmq.ffi import MessageModel, dll
 
 _counter = itertools.count(1)
@@ -82,7 +84,7 @@ class Collector(object):
         self.items = []
         self.props = tuple(props)
 
-    def callback_for(self, consumer_name, fail=None):
+    def callback_for(self, consumer_name):
         def cb(msg):
             r = Received()
             r.consumer = consumer_name
@@ -103,8 +105,6 @@ class Collector(object):
             r.thread = threading.get_ident()
             with self.lock:
                 self.items.append(r)
-            if fail is not None and fail(r):
-                raise RuntimeError("injected consume failure")  # -> RECONSUME_LATER
         return cb
 
     def snapshot(self):
@@ -137,14 +137,33 @@ class ClientRegistry(object):
         return p
 
     def push_consumer(self, namesrv_addr, group, topic, callback, expression="*", orderly=False,
-                      broadcasting=False, instance=None, threads=None, start=True):
+                      broadcasting=False, instance=None, threads=None, start=True,
+                      batch_max=None, returns_status=False):
+        """returns_status: callback(msg) returns True (CONSUME_SUCCESS) or
+        False (RECONSUME_LATER). Needed because the Python wrapper's way of
+        asking for RECONSUME_LATER, raising from the callback, re-raises the
+        exception inside its ctypes callback, so the C++ client gets
+        whatever value ctypes leaves there instead of RECONSUME_LATER."""
         model = MessageModel.BROADCASTING if broadcasting else MessageModel.CLUSTERING
         c = PushConsumer(group, orderly=orderly, message_model=model)
         c.set_instance_name(instance or unique("cons"))
         c.set_namesrv_addr(namesrv_addr)
         if threads:
             c.set_thread_count(threads)
-        c.subscribe(topic, callback, expression)
+        if batch_max:
+            c.set_message_batch_max_size(batch_max)
+        if returns_status:
+            def raw(_consumer, msg):
+                try:
+                    ok = callback(RecvMessage(msg))
+                except Exception:  # a test bug: report it, ask for a retry
+                    traceback.print_exc()
+                    ok = False
+                return 0 if ok else 1  # CONSUME_SUCCESS / RECONSUME_LATER
+            ffi_check(dll.Subscribe(c._handle, topic.encode(), expression.encode()))
+            c._register_callback(raw)
+        else:
+            c.subscribe(topic, callback, expression)
         c._it_stopped = False
         if start:
             c.start()

@@ -137,11 +137,29 @@ def query_consumer_offset(broker_addr, group, topic, queue_id):
     return None
 
 
-def get_max_offset(broker_addr, topic, queue_id):
+def get_max_offset(broker_addr, topic, queue_id, missing=None):
+    """GET_MAX_OFFSET; with `missing` given, an error answer returns it
+    (a topic that does not exist yet) instead of raising."""
     r = invoke(broker_addr, 30, {"topic": topic, "queueId": queue_id})
     if r.code != 0:
+        if missing is not None:
+            return missing
         raise RemotingError("GET_MAX_OFFSET failed: %r" % (r,))
     return int(r.ext.get("offset"))
+
+
+def update_subscription_group(broker_addr, group, retry_max_times=16, retry_queue_nums=1):
+    """UPDATE_AND_CREATE_SUBSCRIPTIONGROUP (200) with RocketMQ's defaults
+    except the retry settings."""
+    body = json.dumps({
+        "groupName": group, "consumeEnable": True, "consumeFromMinEnable": True,
+        "consumeBroadcastEnable": True, "retryQueueNums": retry_queue_nums,
+        "retryMaxTimes": retry_max_times, "brokerId": 0, "whichBrokerWhenConsumeSlowly": 1,
+        "notifyConsumerIdsChangedEnable": True,
+    }).encode("utf-8")
+    r = invoke(broker_addr, 200, body=body)
+    if r.code != 0:
+        raise RemotingError("UPDATE_AND_CREATE_SUBSCRIPTIONGROUP failed: %r" % (r,))
 
 
 def get_min_offset(broker_addr, topic, queue_id):

@@ -124,6 +124,14 @@ fn runtime_info(broker: &Broker) -> String {
     t.insert("brokerVersionDesc", "V4_9_8".to_string());
     t.insert("commitLogMinOffset", store.min_offset().to_string());
     t.insert("commitLogMaxOffset", store.max_offset().to_string());
+    // Ours (RocketMQ has no such keys): commit log flushes that made new
+    // bytes durable, and their summed time, for benchmarks.
+    let flush = store.flush_stats();
+    t.insert("commitLogFlushCount", flush.flushes.to_string());
+    t.insert(
+        "commitLogFlushTimeUs",
+        (flush.flush_nanos / 1000).to_string(),
+    );
     t.insert("bootTimestamp", broker.boot_timestamp.to_string());
     t.insert("brokerActive", "true".to_string());
     t.insert("putTps", "0".to_string());
