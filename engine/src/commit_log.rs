@@ -190,7 +190,10 @@ impl CommitLog {
                 queue_offsets: FxHashMap::default(),
             }),
             allocator,
-            prefaulter: if spec_warm {
+            // Appends written with write(2) never fault on the mapping, and
+            // pages populated writable through it would only make every
+            // writeback write-protect them again (TLB shootdowns).
+            prefaulter: if spec_warm || mechanism == FlushMechanism::WriteFdatasync {
                 None
             } else {
                 Some(crate::prefault::Prefaulter::start()?)
