@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -32,9 +33,17 @@ pub struct FileSpec {
 impl FileSpec {
     /// Creates and prepares one file synchronously.
     pub fn prepare(&self, offset: u64) -> Result<MappedFile> {
+        self.prepare_abortable(offset, &AtomicBool::new(false))
+    }
+
+    /// As [`prepare`](Self::prepare), but warming stops early once `abort`
+    /// is set (the file is then usable, only partly warmed).
+    fn prepare_abortable(&self, offset: u64, abort: &AtomicBool) -> Result<MappedFile> {
         let f = MappedFile::create(&self.dir, offset, self.size, self.preallocate)?;
-        if self.warm {
-            f.warm(self.warm_flush_pages)?;
+        if self.warm && !f.warm(self.warm_flush_pages, abort)? {
+            tracing::info!(
+                "commit log file {offset} needed before its warming finished; handed over part-warmed"
+            );
         }
         Ok(f)
     }
@@ -45,6 +54,9 @@ struct State {
     requested: BTreeSet<u64>,
     pending: BTreeSet<u64>,
     ready: HashMap<u64, std::result::Result<Arc<MappedFile>, String>>,
+    /// The file the worker is preparing now, and the flag that cuts its
+    /// warming short when a writer is already waiting for it.
+    preparing: Option<(u64, Arc<AtomicBool>)>,
     stop: bool,
 }
 
@@ -69,6 +81,7 @@ impl FileAllocator {
                 requested: BTreeSet::new(),
                 pending: BTreeSet::new(),
                 ready: HashMap::new(),
+                preparing: None,
                 stop: false,
             }),
             wake_worker: Condvar::new(),
@@ -110,6 +123,13 @@ impl FileAllocator {
             if st.stop {
                 return Err(StoreError::ShutDown);
             }
+            // A writer waits for a file still warming: a roll must not stall
+            // for the rest of a 1 GiB warm-up, so take it as it is.
+            if let Some((o, abort)) = &st.preparing {
+                if *o == offset {
+                    abort.store(true, Ordering::Release);
+                }
+            }
             if self
                 .shared
                 .wake_waiter
@@ -130,6 +150,9 @@ impl FileAllocator {
         {
             let mut st = self.shared.state.lock();
             st.stop = true;
+            if let Some((_, abort)) = &st.preparing {
+                abort.store(true, Ordering::Release);
+            }
             self.shared.wake_worker.notify_all();
             self.shared.wake_waiter.notify_all();
         }
@@ -155,28 +178,79 @@ impl Drop for FileAllocator {
 
 fn run(shared: Arc<Shared>) {
     loop {
-        let offset = {
+        let (offset, abort) = {
             let mut st = shared.state.lock();
             loop {
                 if st.stop {
                     return;
                 }
                 if let Some(o) = st.pending.pop_first() {
-                    break o;
+                    let abort = Arc::new(AtomicBool::new(false));
+                    st.preparing = Some((o, abort.clone()));
+                    break (o, abort);
                 }
                 shared.wake_worker.wait(&mut st);
             }
         };
         let result = shared
             .spec
-            .prepare(offset)
+            .prepare_abortable(offset, &abort)
             .map(Arc::new)
             .map_err(|e| e.to_string());
         if let Err(e) = &result {
             tracing::error!("preparing commit log file {offset} failed: {e}");
         }
         let mut st = shared.state.lock();
+        st.preparing = None;
         st.ready.insert(offset, result);
         shared.wake_waiter.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(dir: &std::path::Path, size: u64) -> FileSpec {
+        FileSpec {
+            dir: dir.to_path_buf(),
+            size,
+            preallocate: true,
+            warm: true,
+            warm_flush_pages: 0,
+        }
+    }
+
+    #[test]
+    fn warm_stops_when_aborted() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let f = MappedFile::create(dir.path(), 0, 8 << 20, true).expect("create");
+        assert!(!f.warm(0, &AtomicBool::new(true)).expect("warm"));
+        assert!(f.warm(0, &AtomicBool::new(false)).expect("warm"));
+    }
+
+    #[test]
+    fn a_file_taken_while_warming_is_not_written_by_the_warm_up_afterwards() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // Big enough that warming it takes far longer than the take below.
+        let alloc = FileAllocator::start(spec(dir.path(), 512 << 20)).expect("allocator");
+        alloc.prefetch(0);
+        std::thread::sleep(Duration::from_millis(20));
+        let f = alloc.take(0).expect("take");
+        // Every page, so a warm-up still running would zero some of them.
+        let page = [0xA5u8; 64];
+        for p in (0..f.size()).step_by(1 << 20) {
+            f.write_mapped(p, &page);
+        }
+        f.publish(f.size());
+        std::thread::sleep(Duration::from_millis(300));
+        for p in (0..f.size()).step_by(1 << 20) {
+            assert_eq!(
+                f.read(p, 64),
+                Some(&page[..]),
+                "page at {p} was overwritten"
+            );
+        }
+        alloc.shutdown();
     }
 }
