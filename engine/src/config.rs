@@ -531,6 +531,21 @@ mod tests {
     }
 
     #[test]
+    fn auto_flush_mechanism_follows_the_flush_type_and_an_explicit_one_wins() {
+        let mut c = StoreConfig::default();
+        assert_eq!(c.flush_mechanism, FlushMechanism::Auto);
+        assert_eq!(c.effective_flush_mechanism(), FlushMechanism::Msync);
+        c.flush_disk_type = FlushDiskType::SyncFlush;
+        assert_eq!(
+            c.effective_flush_mechanism(),
+            FlushMechanism::WriteFdatasync
+        );
+        let props = Properties::parse("flushMechanism=msync\n").unwrap();
+        apply_properties(&props, &mut [&mut c]).unwrap();
+        assert_eq!(c.effective_flush_mechanism(), FlushMechanism::Msync);
+    }
+
+    #[test]
     fn malformed_values_name_the_key() {
         let mut c = StoreConfig::default();
         let props = Properties::parse("syncFlushTimeout=5s").unwrap();
