@@ -825,8 +825,12 @@ async fn produce(
         );
     }
     let idle = broker_pid.and_then(remote::proc_stats);
-    let first_broker = brokers.first().map(|(addr, _)| addr.clone());
-    let flush0 = match &first_broker {
+    // Flush counters only mean something for a single broker.
+    let single_broker = match brokers.as_slice() {
+        [(addr, _)] => Some(addr.clone()),
+        _ => None,
+    };
+    let flush0 = match &single_broker {
         Some(addr) => remote::flush_counters(&client, addr).await,
         None => None,
     };
@@ -885,7 +889,7 @@ async fn produce(
     common.finished.store(true, Ordering::Relaxed);
     let client_cpu_s = remote::self_cpu_s() - cpu0;
     let after = broker_pid.and_then(remote::proc_stats);
-    let flush1 = match &first_broker {
+    let flush1 = match &single_broker {
         Some(addr) => remote::flush_counters(&client, addr).await,
         None => None,
     };
@@ -963,7 +967,7 @@ async fn produce(
         broker,
         slave,
         flush: match (flush0, flush1) {
-            (Some(f0), Some(f1)) if brokers.len() == 1 => Some(remote::FlushCounters {
+            (Some(f0), Some(f1)) => Some(remote::FlushCounters {
                 flushes: f1.flushes.saturating_sub(f0.flushes),
                 flush_us: f1.flush_us.saturating_sub(f0.flush_us),
             }),

@@ -252,7 +252,7 @@ pub fn run(
     let done = AtomicUsize::new(0);
     // Every writer thread and the timing thread meet here (tasks: one runtime thread).
     let barrier = Barrier::new(if spec.tasks { 2 } else { writers + 1 });
-    let (outs, elapsed, timeline) = std::thread::scope(|s| {
+    let (outs, elapsed, timeline, flush_before) = std::thread::scope(|s| {
         let handles: Vec<_> = if spec.tasks {
             // One runtime thread drives every writer task: the shape of the
             // broker, where connection tasks await the group commit.
@@ -353,12 +353,11 @@ pub fn run(
             .into_iter()
             .flat_map(|h| h.join().expect("writer panicked"))
             .collect();
-        let flush_after = store.flush_stats();
-        let flushes = flush_after.flushes - flush_before.flushes;
-        let flush_nanos = flush_after.flush_nanos - flush_before.flush_nanos;
-        (outs, start.elapsed(), (timeline, flushes, flush_nanos))
+        (outs, start.elapsed(), timeline, flush_before)
     });
-    let (timeline, flushes, flush_nanos) = timeline;
+    let flush_after = store.flush_stats();
+    let flushes = flush_after.flushes - flush_before.flushes;
+    let flush_nanos = flush_after.flush_nanos - flush_before.flush_nanos;
     if progress.is_some() {
         eprint!("\r\x1b[K");
     }

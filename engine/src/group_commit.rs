@@ -31,8 +31,6 @@ pub struct FlushStats {
     pub flushes: u64,
     /// Their summed duration in nanoseconds.
     pub flush_nanos: u64,
-    /// Durable offset at the snapshot.
-    pub durable: u64,
 }
 
 /// The durable offset of the commit log and everyone waiting on it.
@@ -106,7 +104,6 @@ impl GroupCommit {
         FlushStats {
             flushes: self.flushes.load(Ordering::Relaxed),
             flush_nanos: self.flush_nanos.load(Ordering::Relaxed),
-            durable: self.durable(),
         }
     }
 

@@ -459,20 +459,13 @@ fn query_offset(group: &str, topic: &str, queue: i32) -> RemotingCommand {
         .with_ext("queueId", queue)
 }
 
+/// [`common::pull_everything`] that also commits offset 7 (COMMIT_OFFSET),
+/// which a slave must not take as the group's offset.
 fn pull(group: &str, topic: &str, queue: i32, offset: i64) -> RemotingCommand {
-    RemotingCommand::request(request::PULL_MESSAGE)
-        .with_ext("consumerGroup", group)
-        .with_ext("topic", topic)
-        .with_ext("queueId", queue)
-        .with_ext("queueOffset", offset)
-        .with_ext("maxMsgNums", 32)
+    common::pull_everything(group, topic, queue, offset)
         // COMMIT_OFFSET | SUBSCRIPTION, no SUSPEND: answer at once.
         .with_ext("sysFlag", 0x1 | 0x4)
         .with_ext("commitOffset", 7)
-        .with_ext("suspendTimeoutMillis", 0)
-        .with_ext("subscription", "*")
-        .with_ext("subVersion", 0)
-        .with_ext("expressionType", "TAG")
 }
 
 /// conf/2m-2s-async broker-a + broker-a-s (metadata only, no commit-log
