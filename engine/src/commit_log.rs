@@ -516,7 +516,11 @@ impl CommitLog {
 
     fn write(&self, file: &MappedFile, pos: u64, data: &[u8]) -> Result<()> {
         match self.mechanism {
-            FlushMechanism::WriteFdatasync => file.write_through_fd(pos, data),
+            FlushMechanism::WriteFdatasync => {
+                file.write_through_fd(pos, data)?;
+                crate::zero_ahead::keep_ahead(file, pos + data.len() as u64);
+                Ok(())
+            }
             _ => {
                 file.write_mapped(pos, data);
                 Ok(())

@@ -24,6 +24,7 @@ pub mod retention;
 pub mod schedule;
 pub mod store;
 mod word_map;
+pub mod zero_ahead;
 
 pub use config::{BrokerRole, FlushDiskType, FlushMechanism, Properties, StoreConfig};
 pub use error::{Result, StoreError};

@@ -32,6 +32,9 @@ pub struct MappedFile {
     wrote: AtomicU64,
     /// Bytes known durable.
     flushed: AtomicU64,
+    /// Bytes from the file start known written with zeros or data (not
+    /// left as fallocate's unwritten extents): see [`crate::zero_ahead`].
+    zeroed_to: AtomicU64,
     locked: AtomicBool,
 }
 
@@ -108,6 +111,7 @@ impl MappedFile {
             size,
             wrote: AtomicU64::new(0),
             flushed: AtomicU64::new(0),
+            zeroed_to: AtomicU64::new(0),
             locked: AtomicBool::new(false),
         })
     }
@@ -134,6 +138,10 @@ impl MappedFile {
         let mut page = 0u64;
         while page < pages {
             if abort.load(Ordering::Acquire) {
+                if write_through_pages > 0 {
+                    // Touched zeros not yet synced go out with the next flush.
+                    self.set_zeroed_to(page * OS_PAGE_SIZE);
+                }
                 return Ok(false);
             }
             let end = (page + CHUNK_PAGES).min(pages);
@@ -164,6 +172,9 @@ impl MappedFile {
                 synced_to = end;
             }
             page = end;
+        }
+        if write_through_pages > 0 {
+            self.set_zeroed_to(self.size);
         }
         // SAFETY: the range is our own mapping.
         let rc = unsafe { libc::mlock(ptr as *const libc::c_void, len) };
@@ -242,6 +253,29 @@ impl MappedFile {
         self.file
             .write_all_at(data, pos)
             .map_err(|e| StoreError::io(&self.path, e))
+    }
+
+    /// Bytes from the start known written (see [`crate::zero_ahead`]).
+    pub fn zeroed_to(&self) -> u64 {
+        self.zeroed_to.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_zeroed_to(&self, to: u64) {
+        self.zeroed_to.fetch_max(to, Ordering::AcqRel);
+    }
+
+    /// Starts writeback of `[from, to)` without waiting for it
+    /// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`); advisory.
+    pub(crate) fn start_writeback(&self, from: u64, to: u64) {
+        // SAFETY: plain syscall on our own fd; it does not change contents.
+        unsafe {
+            libc::sync_file_range(
+                self.file.as_raw_fd(),
+                from as libc::off64_t,
+                to.saturating_sub(from) as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            )
+        };
     }
 
     /// Makes bytes below `wrote` visible to readers.
