@@ -228,15 +228,17 @@ pub fn run(
     let store = &owned;
     let body: Vec<u8> = (0..spec.size).map(|i| (i % 251) as u8).collect();
     let topic = "BenchTopic";
-    // Unmeasured first put: creates (and, if enabled, warms) file 0.
+    // The store asks its allocator for file 0 when it opens: settling first
+    // lets that file be prepared (and, if enabled, warmed) before any write.
+    if !limits.settle.is_zero() {
+        std::thread::sleep(limits.settle);
+    }
+    // Unmeasured first put: takes file 0.
     let prime = store
         .put_message(&MessageToStore::new(topic, 0, &body, ""))
         .map_err(|e| format!("first put: {e}"))?;
     let record_bytes = prime.messages[0].size as usize;
     let prime_file = prime.messages[0].physical_offset / spec.file_size;
-    if !limits.settle.is_zero() {
-        std::thread::sleep(limits.settle);
-    }
 
     let writers = spec.writers.max(1);
     let quota = limits
