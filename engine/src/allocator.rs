@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Result, StoreError};
-use crate::mapped_file::MappedFile;
+use crate::mapped_file::{MappedFile, WarmPages};
 
 /// How new files are prepared.
 #[derive(Debug, Clone)]
@@ -23,11 +23,8 @@ pub struct FileSpec {
     pub dir: PathBuf,
     pub size: u64,
     pub preallocate: bool,
-    /// Touch, write through, mlock, madvise (`warmMapedFileEnable`).
-    pub warm: bool,
-    /// Pages between msyncs that write the warmed zeros to disk (SYNC_FLUSH
-    /// only, as RocketMQ); 0 = leave them in memory.
-    pub warm_flush_pages: u64,
+    /// Populate every page, mlock, madvise (`warmMapedFileEnable`), and how.
+    pub warm: Option<WarmPages>,
 }
 
 impl FileSpec {
@@ -40,7 +37,11 @@ impl FileSpec {
     /// is set (the file is then usable, only partly warmed).
     fn prepare_abortable(&self, offset: u64, abort: &AtomicBool) -> Result<MappedFile> {
         let f = MappedFile::create(&self.dir, offset, self.size, self.preallocate)?;
-        if self.warm && !f.warm(self.warm_flush_pages, abort)? {
+        let warmed = match self.warm {
+            Some(how) => f.warm(how, abort)?,
+            None => true,
+        };
+        if !warmed {
             tracing::info!(
                 "commit log file {offset} needed before its warming finished; handed over part-warmed"
             );
@@ -216,8 +217,7 @@ mod tests {
             dir: dir.to_path_buf(),
             size,
             preallocate: true,
-            warm: true,
-            warm_flush_pages: 0,
+            warm: Some(WarmPages::Write { flush_pages: 0 }),
         }
     }
 
@@ -225,8 +225,9 @@ mod tests {
     fn warm_stops_when_aborted() {
         let dir = tempfile::tempdir().expect("temp dir");
         let f = MappedFile::create(dir.path(), 0, 8 << 20, true).expect("create");
-        assert!(!f.warm(0, &AtomicBool::new(true)).expect("warm"));
-        assert!(f.warm(0, &AtomicBool::new(false)).expect("warm"));
+        let how = WarmPages::Write { flush_pages: 0 };
+        assert!(!f.warm(how, &AtomicBool::new(true)).expect("warm"));
+        assert!(f.warm(how, &AtomicBool::new(false)).expect("warm"));
     }
 
     #[test]

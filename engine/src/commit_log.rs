@@ -171,7 +171,7 @@ impl CommitLog {
             let path = dir.join(crate::mapped_file::file_name(*off));
             files.push(Arc::new(MappedFile::open(&path, *off, spec.size)?));
         }
-        let spec_warm = spec.warm;
+        let spec_warm = spec.warm.is_some();
         let allocator = if background_allocate {
             Some(FileAllocator::start(spec.clone())?)
         } else {
@@ -685,10 +685,9 @@ mod tests {
             dir: dir.path().join("commitlog"),
             size,
             preallocate: true,
-            warm: true,
-            warm_flush_pages: 256,
+            warm: Some(crate::mapped_file::WarmPages::Write { flush_pages: 256 }),
         };
-        let log = CommitLog::open(spec, FlushMechanism::WriteFdatasync, true).expect("open");
+        let log = CommitLog::open(spec, FlushMechanism::Msync, true).expect("open");
         log.recover(0, true).expect("recover");
         // Warming 16 MiB takes well under a second here; the first append
         // then finds the file ready instead of cutting its warm-up short.

@@ -43,6 +43,23 @@ pub fn file_name(offset: u64) -> String {
     format!("{offset:020}")
 }
 
+/// How [`MappedFile::warm`] populates pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WarmPages {
+    /// Read every page into the page cache (`MADV_POPULATE_READ`), dirtying
+    /// nothing: for appends written with write(2), which then find their
+    /// pages cached. No disk writes, so warming the next file does not
+    /// compete with the current file's syncs (written extents come from
+    /// [`crate::zero_ahead`] instead).
+    Read,
+    /// Populate every page writable (`MADV_POPULATE_WRITE`, falling back to
+    /// touching one byte per page), for appends copied into the mapping,
+    /// which then never fault. With `flush_pages > 0` (SYNC_FLUSH, as
+    /// RocketMQ does) the zeros are also written to disk every that many
+    /// pages, so later syncs overwrite written blocks.
+    Write { flush_pages: u64 },
+}
+
 impl MappedFile {
     /// Creates (or reuses, if present with the right size) the file for
     /// `start_offset`, preallocating its blocks with `fallocate` so later
@@ -116,18 +133,19 @@ impl MappedFile {
         })
     }
 
-    /// Warms the file so the first real write into each page does not fault:
-    /// populates every page writable (`MADV_POPULATE_WRITE`, falling back to
-    /// touching one byte per page), then `mlock` and `madvise(WILLNEED)`.
-    /// With `write_through_pages > 0` (SYNC_FLUSH, as RocketMQ does) the zeros
-    /// are also forced to disk in steps of that many pages, so later syncs
-    /// overwrite allocated blocks, which is about twice as fast.
-    /// An `mlock` refused by RLIMIT_MEMLOCK is a warning, never an error.
+    /// Warms the file: every page populated, then `mlock` and
+    /// `madvise(WILLNEED)`. How pages are populated depends on how appends
+    /// reach the file (see [`WarmPages`]). An `mlock` refused by
+    /// RLIMIT_MEMLOCK is a warning, never an error.
     ///
     /// Works in 512 KiB steps and stops early, returning `false`, once
     /// `abort` is set: a writer that needs the file now takes it part-warmed
     /// (its remaining pages fault on first write) instead of waiting.
-    pub fn warm(&self, write_through_pages: u64, abort: &AtomicBool) -> Result<bool> {
+    pub fn warm(&self, how: WarmPages, abort: &AtomicBool) -> Result<bool> {
+        let (advice, write_through_pages) = match how {
+            WarmPages::Read => (libc::MADV_POPULATE_READ, 0),
+            WarmPages::Write { flush_pages } => (libc::MADV_POPULATE_WRITE, flush_pages),
+        };
         // Chunks small enough that an abort is honoured within about a
         // millisecond (512 KiB: 128 first touches of 2.5-5 µs).
         const CHUNK_PAGES: u64 = 128;
@@ -151,18 +169,24 @@ impl MappedFile {
             );
             // SAFETY: advisory call on a range of our own mapping; nobody
             // writes to a file being warmed.
-            let populated = unsafe {
-                libc::madvise(
-                    ptr.add(from) as *mut libc::c_void,
-                    n,
-                    libc::MADV_POPULATE_WRITE,
-                )
-            } == 0;
-            if !populated || write_through_pages > 0 {
-                for p in page..end {
-                    // SAFETY: within the mapping.
-                    unsafe { std::ptr::write_volatile(ptr.add((p * OS_PAGE_SIZE) as usize), 0) };
+            let populated =
+                unsafe { libc::madvise(ptr.add(from) as *mut libc::c_void, n, advice) } == 0;
+            match how {
+                WarmPages::Read if !populated => {
+                    for p in page..end {
+                        // SAFETY: within the mapping.
+                        unsafe { std::ptr::read_volatile(ptr.add((p * OS_PAGE_SIZE) as usize)) };
+                    }
                 }
+                WarmPages::Write { .. } if !populated || write_through_pages > 0 => {
+                    for p in page..end {
+                        // SAFETY: within the mapping.
+                        unsafe {
+                            std::ptr::write_volatile(ptr.add((p * OS_PAGE_SIZE) as usize), 0)
+                        };
+                    }
+                }
+                _ => {}
             }
             if write_through_pages > 0 && (end - synced_to >= write_through_pages || end == pages) {
                 let at = (synced_to * OS_PAGE_SIZE) as usize;
@@ -381,4 +405,34 @@ pub fn parse_file_name(name: &str) -> Option<u64> {
     (name.len() == 20 && name.bytes().all(|b| b.is_ascii_digit()))
         .then(|| name.parse().ok())
         .flatten()
+}
+
+#[cfg(test)]
+mod warm_tests {
+    use super::*;
+
+    #[test]
+    fn read_warming_caches_pages_without_writing_the_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let size = 4u64 << 20;
+        let f = MappedFile::create(dir.path(), 0, size, true).expect("create");
+        assert!(f
+            .warm(WarmPages::Read, &AtomicBool::new(false))
+            .expect("warm"));
+        // Nothing was written: the zero-fill ahead still has all of it to do.
+        assert_eq!(f.zeroed_to(), 0);
+        // Every page is resident.
+        let pages = (size / OS_PAGE_SIZE) as usize;
+        let mut resident = vec![0u8; pages];
+        // SAFETY: our own mapping, a vector of one byte per page.
+        let rc = unsafe {
+            libc::mincore(
+                f.map.as_mut_ptr() as *mut libc::c_void,
+                size as usize,
+                resident.as_mut_ptr(),
+            )
+        };
+        assert_eq!(rc, 0);
+        assert!(resident.iter().all(|r| r & 1 == 1));
+    }
 }

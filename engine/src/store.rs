@@ -32,13 +32,14 @@ use parking_lot::Mutex;
 use crate::allocator::FileSpec;
 use crate::checkpoint::{AbortFile, Checkpoint, StoreLock};
 use crate::commit_log::{AppendedRecord, CommitLog, MappedSlice, Recovered};
-use crate::config::{BrokerRole, FlushDiskType, StoreConfig};
+use crate::config::{BrokerRole, FlushDiskType, FlushMechanism, StoreConfig};
 use crate::consume_queue::ConsumeQueueSet;
 use crate::dispatch::{ArrivalListener, Derived, Dispatcher};
 use crate::error::{Result, StoreError};
 use crate::flusher::{FlushPolicy, Flusher};
 use crate::group_commit::{FlushStats, GroupCommit, NotDurable};
 use crate::index::{IndexLoad, IndexService};
+use crate::mapped_file::WarmPages;
 use crate::read::{self, GetMessageResult, MessageFilter, ReadLimits};
 use crate::record::{self, MessageToStore};
 use crate::replication::Replication;
@@ -126,11 +127,19 @@ impl MessageStore {
             dir: config.commit_log_dir(),
             size: config.mapped_file_size_commit_log,
             preallocate: true,
-            warm: config.warm_maped_file_enable,
-            warm_flush_pages: match config.flush_disk_type {
-                FlushDiskType::SyncFlush => config.flush_least_pages_when_warm_maped_file,
-                FlushDiskType::AsyncFlush => 0,
-            },
+            warm: config
+                .warm_maped_file_enable
+                .then(|| match config.effective_flush_mechanism() {
+                    FlushMechanism::WriteFdatasync => WarmPages::Read,
+                    _ => WarmPages::Write {
+                        flush_pages: match config.flush_disk_type {
+                            FlushDiskType::SyncFlush => {
+                                config.flush_least_pages_when_warm_maped_file
+                            }
+                            FlushDiskType::AsyncFlush => 0,
+                        },
+                    },
+                }),
         };
         let commit_log = Arc::new(CommitLog::open(
             spec,
