@@ -291,12 +291,16 @@ impl MappedFile {
     /// Starts writeback of `[from, to)` without waiting for it
     /// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`); advisory.
     pub(crate) fn start_writeback(&self, from: u64, to: u64) {
+        // A zero length would mean "to the end of the file" to the kernel.
+        if to <= from {
+            return;
+        }
         // SAFETY: plain syscall on our own fd; it does not change contents.
         unsafe {
             libc::sync_file_range(
                 self.file.as_raw_fd(),
                 from as libc::off64_t,
-                to.saturating_sub(from) as libc::off64_t,
+                (to - from) as libc::off64_t,
                 libc::SYNC_FILE_RANGE_WRITE,
             )
         };
