@@ -91,7 +91,10 @@ impl FileAllocator {
         let s = shared.clone();
         let worker = std::thread::Builder::new()
             .name("commitlog-allocator".into())
-            .spawn(move || run(s))
+            .spawn(move || {
+                crate::background::lower_this_thread(crate::background::Priority::Idle);
+                run(s)
+            })
             .map_err(|e| StoreError::io("commitlog-allocator thread", e))?;
         Ok(FileAllocator {
             shared,

@@ -171,7 +171,10 @@ impl CommitLog {
             let path = dir.join(crate::mapped_file::file_name(*off));
             files.push(Arc::new(MappedFile::open(&path, *off, spec.size)?));
         }
-        let spec_warm = spec.warm.is_some();
+        // Files warmed writable need no prefaulting; read-warmed or cold
+        // files copied into through the mapping do.
+        let warmed_writable =
+            matches!(spec.warm, Some(crate::mapped_file::WarmPages::Write { .. }));
         let allocator = if background_allocate {
             Some(FileAllocator::start(spec.clone())?)
         } else {
@@ -193,7 +196,7 @@ impl CommitLog {
             // Appends written with write(2) never fault on the mapping, and
             // pages populated writable through it would only make every
             // writeback write-protect them again (TLB shootdowns).
-            prefaulter: if spec_warm || mechanism == FlushMechanism::WriteFdatasync {
+            prefaulter: if warmed_writable || mechanism == FlushMechanism::WriteFdatasync {
                 None
             } else {
                 Some(crate::prefault::Prefaulter::start()?)

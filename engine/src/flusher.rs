@@ -218,6 +218,10 @@ impl Flusher {
                 unsafe {
                     libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
                 }
+                // Nobody waits for an ASYNC_FLUSH flush.
+                if policy.disk_type == FlushDiskType::AsyncFlush {
+                    crate::background::lower_this_thread(crate::background::Priority::Behind);
+                }
                 loop {
                     let stopping = s.load(Ordering::Acquire);
                     let least = match policy.disk_type {

@@ -6,6 +6,7 @@
 //! commit log. The engine knows nothing about the network.
 
 pub mod allocator;
+pub mod background;
 pub mod checkpoint;
 pub mod commit_log;
 pub mod config;

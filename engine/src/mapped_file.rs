@@ -47,10 +47,12 @@ pub fn file_name(offset: u64) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WarmPages {
     /// Read every page into the page cache (`MADV_POPULATE_READ`), dirtying
-    /// nothing: for appends written with write(2), which then find their
-    /// pages cached. No disk writes, so warming the next file does not
-    /// compete with the current file's syncs (written extents come from
-    /// [`crate::zero_ahead`] instead).
+    /// nothing. For appends written with write(2), which then find their
+    /// pages cached (written extents come from [`crate::zero_ahead`]), and
+    /// for ASYNC_FLUSH appends through the mapping, where
+    /// [`crate::prefault`] makes a window ahead of the writer writable.
+    /// No disk writes: nothing for the kernel to write back twice, and
+    /// warming the next file does not compete with the current one's syncs.
     Read,
     /// Populate every page writable (`MADV_POPULATE_WRITE`, falling back to
     /// touching one byte per page), for appends copied into the mapping,

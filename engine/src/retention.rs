@@ -299,7 +299,10 @@ impl Retention {
         let s = shared.clone();
         let handle = std::thread::Builder::new()
             .name("retention".into())
-            .spawn(move || s.run())
+            .spawn(move || {
+                crate::background::lower_this_thread(crate::background::Priority::Idle);
+                s.run()
+            })
             .map_err(|e| StoreError::io("retention thread", e))?;
         Ok(Retention {
             shared,

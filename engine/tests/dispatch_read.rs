@@ -189,3 +189,53 @@ fn derived_files_rebuilt_after_crash_and_loss() {
         assert_eq!(body_of(&got[0]), i.to_be_bytes());
     }
 }
+
+/// Under a fast burst the reput thread takes dispatch over from the
+/// appenders, nothing is lost in the hand-overs, and once the burst ends a
+/// put is dispatched again before it returns.
+#[test]
+fn a_burst_is_dispatched_by_the_reput_thread_and_a_lone_put_inline() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = MessageStore::open(StoreConfig {
+        mapped_file_size_commit_log: 256 << 20,
+        mapped_file_size_consume_queue: 20 * 300_000,
+        ..config(dir.path())
+    })
+    .unwrap();
+    let body = vec![7u8; 4096];
+    let batch: Vec<_> = (0..16)
+        .map(|_| MessageToStore::new("Burst", 0, &body, ""))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut put = 0u64;
+    // Keep the log growing well past 100 MB/s until the thread follows it,
+    // then a little longer so records are dispatched in that mode.
+    let mut after = 0;
+    while after < 200 {
+        assert!(Instant::now() < deadline, "the reput thread never followed");
+        store.put_batch(&batch).unwrap();
+        put += batch.len() as u64;
+        if store.dispatch_is_following() {
+            after += 1;
+        }
+    }
+    wait_dispatched(&store);
+    assert_eq!(store.max_queue_offset("Burst", 0), put);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while store.dispatch_is_following() {
+        assert!(
+            Instant::now() < deadline,
+            "following did not end after the burst"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    store
+        .put_message(&MessageToStore::new("Lone", 1, b"x", ""))
+        .unwrap();
+    assert_eq!(
+        store.max_queue_offset("Lone", 1),
+        1,
+        "not dispatched inline"
+    );
+    store.shutdown().unwrap();
+}
