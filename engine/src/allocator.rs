@@ -91,10 +91,7 @@ impl FileAllocator {
         let s = shared.clone();
         let worker = std::thread::Builder::new()
             .name("commitlog-allocator".into())
-            .spawn(move || {
-                crate::background::lower_this_thread(crate::background::Priority::Idle);
-                run(s)
-            })
+            .spawn(move || run(s))
             .map_err(|e| StoreError::io("commitlog-allocator thread", e))?;
         Ok(FileAllocator {
             shared,

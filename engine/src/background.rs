@@ -15,8 +15,9 @@ pub enum Priority {
     /// Work that must keep pace with the appenders but is not waited for:
     /// ASYNC_FLUSH writeback, prefaulting ahead of the writer.
     Behind,
-    /// Work that only has to finish eventually: warming the next file,
-    /// consume-queue flushes, retention.
+    /// Work that only has to finish eventually: consume-queue flushes,
+    /// retention. (Not the file allocator: a writer at a roll may wait for
+    /// it, and a starved allocator would make that wait long.)
     Idle,
 }
 

@@ -226,14 +226,23 @@ impl MappedFile {
         if from >= to {
             return;
         }
-        // SAFETY: advisory call within our own mapping; it does not change contents.
-        unsafe {
-            libc::madvise(
-                self.map.as_mut_ptr().add(from as usize) as *mut libc::c_void,
-                (to - from) as usize,
-                libc::MADV_POPULATE_WRITE,
-            )
-        };
+        // In steps: each call holds the mmap lock for reading, and a long
+        // hold would stall any mmap/munmap (another file's roll or release)
+        // and, queued behind that, every page fault of the writer.
+        const STEP: u64 = 512 << 10;
+        let mut at = from;
+        while at < to {
+            let n = (to - at).min(STEP);
+            // SAFETY: advisory call within our own mapping; it does not change contents.
+            unsafe {
+                libc::madvise(
+                    self.map.as_mut_ptr().add(at as usize) as *mut libc::c_void,
+                    n as usize,
+                    libc::MADV_POPULATE_WRITE,
+                )
+            };
+            at += n;
+        }
     }
 
     pub fn path(&self) -> &Path {
