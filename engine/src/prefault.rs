@@ -2,10 +2,14 @@
 //!
 //! The first write into a fresh page of a mapped file costs a page fault and
 //! the kernel zeroing the page, 2.5–5 µs per 4 KiB here: more than the rest
-//! of an append. Warming a whole 1 GiB file up front costs a CPU for a second
-//! per file; instead, each time the writer crosses a 4 MiB boundary it asks
-//! this thread (one channel send) to populate the next 32 MiB with
-//! `MADV_POPULATE_WRITE`, so the faults happen here, not on the writer.
+//! of an append. Warming a whole 1 GiB file writable up front costs a CPU for
+//! a second per file and dirties it all (the kernel later writes those zeros
+//! out); instead, each time the writer crosses a 4 MiB boundary it asks this
+//! thread (one channel send) to populate the next 32 MiB with
+//! `MADV_POPULATE_WRITE`, so the faults happen here, not on the writer. Used
+//! whenever appends go through the mapping into files not warmed writable:
+//! `warmMapedFileEnable=false`, and ASYNC_FLUSH, whose files are warmed by
+//! reading (see [`crate::mapped_file::WarmPages::Read`]).
 
 use std::sync::mpsc::{channel, Sender};
 use std::sync::Arc;
