@@ -25,6 +25,11 @@ pub struct FileSpec {
     pub preallocate: bool,
     /// Populate every page, mlock, madvise (`warmMapedFileEnable`), and how.
     pub warm: Option<WarmPages>,
+    /// Bytes at the start of each file populated writable after warming:
+    /// appends through the mapping into a read-warmed file then start
+    /// without faults, instead of racing the prefaulter for the first pages
+    /// (each such fault waited 0.1 ms on a page lock there).
+    pub writable_head: u64,
 }
 
 impl FileSpec {
@@ -37,16 +42,31 @@ impl FileSpec {
     /// is set (the file is then usable, only partly warmed).
     fn prepare_abortable(&self, offset: u64, abort: &AtomicBool) -> Result<MappedFile> {
         let f = MappedFile::create(&self.dir, offset, self.size, self.preallocate)?;
+        self.warm(&f, abort)?;
+        Ok(f)
+    }
+
+    fn warm(&self, f: &MappedFile, abort: &AtomicBool) -> Result<()> {
         let warmed = match self.warm {
             Some(how) => f.warm(how, abort)?,
             None => true,
         };
+        if warmed && self.writable_head > 0 {
+            f.populate(0, self.writable_head);
+        }
         if !warmed {
             tracing::info!(
-                "commit log file {offset} needed before its warming finished; handed over part-warmed"
+                "commit log file {} needed before its warming finished; handed over part-warmed",
+                f.start_offset()
             );
         }
-        Ok(f)
+        Ok(())
+    }
+
+    /// Whether a writer may append to a file while it is still being warmed:
+    /// true unless warming writes zeros into it.
+    fn writable_while_warming(&self) -> bool {
+        !matches!(self.warm, Some(WarmPages::Write { .. }))
     }
 }
 
@@ -58,6 +78,14 @@ struct State {
     /// The file the worker is preparing now, and the flag that cuts its
     /// warming short when a writer is already waiting for it.
     preparing: Option<(u64, Arc<AtomicBool>)>,
+    /// The file being warmed, when a writer may take it before warming ends
+    /// ([`FileSpec::writable_while_warming`]): a roll then never waits for a
+    /// warm-up that the CPU-starved allocator is slow to cut short.
+    warming: Option<Arc<MappedFile>>,
+    /// Offsets handed over while warming; not to be put into `ready`.
+    taken_early: BTreeSet<u64>,
+    /// Files the writer has left, to unlock at the given time.
+    unlock_at: Vec<(Instant, Arc<MappedFile>)>,
     stop: bool,
 }
 
@@ -83,6 +111,9 @@ impl FileAllocator {
                 pending: BTreeSet::new(),
                 ready: HashMap::new(),
                 preparing: None,
+                warming: None,
+                taken_early: BTreeSet::new(),
+                unlock_at: Vec::new(),
                 stop: false,
             }),
             wake_worker: Condvar::new(),
@@ -91,7 +122,10 @@ impl FileAllocator {
         let s = shared.clone();
         let worker = std::thread::Builder::new()
             .name("commitlog-allocator".into())
-            .spawn(move || run(s))
+            .spawn(move || {
+                crate::background::lower_this_thread(crate::background::Priority::Behind);
+                run(s)
+            })
             .map_err(|e| StoreError::io("commitlog-allocator thread", e))?;
         Ok(FileAllocator {
             shared,
@@ -131,6 +165,12 @@ impl FileAllocator {
                     abort.store(true, Ordering::Release);
                 }
             }
+            if let Some(f) = st.warming.clone() {
+                if f.start_offset() == offset {
+                    st.taken_early.insert(offset);
+                    return Ok(f);
+                }
+            }
             if self
                 .shared
                 .wake_waiter
@@ -143,6 +183,16 @@ impl FileAllocator {
                 return Ok(Arc::new(self.shared.spec.prepare(offset)?));
             }
         }
+    }
+
+    /// Unlocks `file`'s pages (`munlock`) after `delay`, on the allocator's
+    /// thread. A writer leaving a file at a roll calls this instead of
+    /// unlocking or spawning a thread itself: both take the process's mmap
+    /// lock for writing, which waits for every populate in progress.
+    pub fn unlock_later(&self, file: Arc<MappedFile>, delay: Duration) {
+        let mut st = self.shared.state.lock();
+        st.unlock_at.push((Instant::now() + delay, file));
+        self.shared.wake_worker.notify_one();
     }
 
     /// Stops the worker and deletes prepared files nobody took (they would
@@ -185,25 +235,52 @@ fn run(shared: Arc<Shared>) {
                 if st.stop {
                     return;
                 }
+                let now = Instant::now();
+                let (due, later): (Vec<_>, Vec<_>) =
+                    st.unlock_at.drain(..).partition(|(at, _)| *at <= now);
+                st.unlock_at = later;
+                if !due.is_empty() {
+                    drop(st);
+                    for (_, f) in due {
+                        f.munlock();
+                    }
+                    st = shared.state.lock();
+                    continue;
+                }
                 if let Some(o) = st.pending.pop_first() {
                     let abort = Arc::new(AtomicBool::new(false));
                     st.preparing = Some((o, abort.clone()));
                     break (o, abort);
                 }
-                shared.wake_worker.wait(&mut st);
+                match st.unlock_at.iter().map(|(at, _)| *at).min() {
+                    Some(at) => {
+                        shared.wake_worker.wait_until(&mut st, at);
+                    }
+                    None => shared.wake_worker.wait(&mut st),
+                }
             }
         };
-        let result = shared
-            .spec
-            .prepare_abortable(offset, &abort)
+        let spec = &shared.spec;
+        let result = MappedFile::create(&spec.dir, offset, spec.size, spec.preallocate)
             .map(Arc::new)
+            .and_then(|f| {
+                if spec.writable_while_warming() {
+                    shared.state.lock().warming = Some(f.clone());
+                    // A writer waiting already can take it now.
+                    shared.wake_waiter.notify_all();
+                }
+                spec.warm(&f, &abort).map(|()| f)
+            })
             .map_err(|e| e.to_string());
         if let Err(e) = &result {
             tracing::error!("preparing commit log file {offset} failed: {e}");
         }
         let mut st = shared.state.lock();
         st.preparing = None;
-        st.ready.insert(offset, result);
+        st.warming = None;
+        if !st.taken_early.remove(&offset) {
+            st.ready.insert(offset, result);
+        }
         shared.wake_waiter.notify_all();
     }
 }
@@ -218,7 +295,56 @@ mod tests {
             size,
             preallocate: true,
             warm: Some(WarmPages::Write { flush_pages: 0 }),
+            writable_head: 0,
         }
+    }
+
+    #[test]
+    fn a_read_warmed_file_taken_while_warming_is_kept_at_shutdown() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let alloc = FileAllocator::start(FileSpec {
+            warm: Some(WarmPages::Read),
+            writable_head: 1 << 20,
+            ..spec(dir.path(), 256 << 20)
+        })
+        .expect("allocator");
+        alloc.prefetch(0);
+        let f = alloc.take(0).expect("take");
+        f.write_mapped(0, b"first record");
+        f.publish(12);
+        // The allocator goes on with the next file.
+        let next = alloc.take(256 << 20).expect("take next");
+        assert_eq!(next.start_offset(), 256 << 20);
+        alloc.shutdown();
+        // Shutdown deletes prepared files nobody took, never taken ones.
+        assert!(f.path().exists());
+        assert_eq!(f.read(0, 12).expect("read"), b"first record");
+    }
+
+    #[test]
+    fn a_file_left_at_a_roll_is_unlocked_by_the_allocator_after_the_delay() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let alloc = FileAllocator::start(FileSpec {
+            warm: Some(WarmPages::Read),
+            ..spec(dir.path(), 1 << 20)
+        })
+        .expect("allocator");
+        let f = alloc.take(0).expect("take");
+        if !f.is_locked() {
+            // RLIMIT_MEMLOCK refused the mlock here: nothing to unlock.
+            return;
+        }
+        let left = Instant::now();
+        alloc.unlock_later(f.clone(), Duration::from_millis(50));
+        let deadline = left + Duration::from_secs(10);
+        while f.is_locked() {
+            assert!(Instant::now() < deadline, "never unlocked");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(
+            left.elapsed() >= Duration::from_millis(50),
+            "unlocked early"
+        );
     }
 
     #[test]

@@ -551,12 +551,18 @@ impl CommitLog {
         };
         self.files.write().push(f.clone());
         if let Some(prev) = st.current.take() {
-            // Keep the old file's pages for readers but let the kernel evict them.
-            let prev = prev.clone();
-            std::thread::spawn(move || {
-                std::thread::sleep(std::time::Duration::from_secs(6));
-                prev.munlock();
-            });
+            // Keep the old file's pages for readers (consumers just behind
+            // the writer) a little longer, then let the kernel evict them.
+            const UNLOCK_AFTER: std::time::Duration = std::time::Duration::from_secs(6);
+            match &self.allocator {
+                Some(a) => a.unlock_later(prev, UNLOCK_AFTER),
+                None => {
+                    std::thread::spawn(move || {
+                        std::thread::sleep(UNLOCK_AFTER);
+                        prev.munlock();
+                    });
+                }
+            }
         }
         st.current = Some(f.clone());
         Ok(f)
@@ -689,6 +695,7 @@ mod tests {
             size,
             preallocate: true,
             warm: Some(crate::mapped_file::WarmPages::Write { flush_pages: 256 }),
+            writable_head: 0,
         };
         let log = CommitLog::open(spec, FlushMechanism::Msync, true).expect("open");
         log.recover(0, true).expect("recover");

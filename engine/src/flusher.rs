@@ -98,13 +98,28 @@ impl FlushDevice {
     }
 }
 
-/// Flushes the commit log up to its current end, file by file.
-/// Returns the new durable offset.
+/// How far a flush goes in the file being written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushEnd {
+    /// To the write position (SYNC_FLUSH, thorough and final flushes).
+    Exact,
+    /// To the last whole page before the write position when there is
+    /// one: the page being written stays dirty until a later flush.
+    /// Writeback locks and write-protects the pages it writes, so the
+    /// appender's next write into that page would fault and wait (up to
+    /// milliseconds) for the write-out; under ASYNC_FLUSH nobody waits for
+    /// that page, so it is left for the next round.
+    WholePages,
+}
+
+/// Flushes the commit log up to its current end (see [`FlushEnd`]), file by
+/// file. Returns the new durable offset.
 pub fn flush_commit_log(
     log: &CommitLog,
     device: &mut FlushDevice,
     durable: u64,
     least_pages: u64,
+    upto: FlushEnd,
 ) -> Result<u64> {
     let mut reached = durable;
     for file in log.files_from(durable) {
@@ -121,10 +136,21 @@ pub fn flush_commit_log(
         if least_pages > 0 && wrote < file.size() && dirty_pages < least_pages {
             break;
         }
-        device.flush(&file, flushed, wrote)?;
-        file.set_flushed(wrote);
-        reached = file.start_offset() + wrote;
-        if wrote < file.size() {
+        let end = match upto {
+            FlushEnd::WholePages if wrote < file.size() => {
+                let whole = wrote / OS_PAGE_SIZE * OS_PAGE_SIZE;
+                if whole > flushed {
+                    whole
+                } else {
+                    wrote
+                }
+            }
+            _ => wrote,
+        };
+        device.flush(&file, flushed, end)?;
+        file.set_flushed(end);
+        reached = file.start_offset() + end;
+        if end < file.size() {
             break;
         }
     }
@@ -255,7 +281,14 @@ impl Flusher {
                     let stamp = last_store_timestamp();
                     let before = g.durable();
                     let started = Instant::now();
-                    match flush_commit_log(&log, &mut device, before, least) {
+                    // Whole pages only on a routine ASYNC_FLUSH round; the
+                    // thorough round (least == 0) and the last one go exact.
+                    let upto = if policy.disk_type == FlushDiskType::AsyncFlush && least > 0 {
+                        FlushEnd::WholePages
+                    } else {
+                        FlushEnd::Exact
+                    };
+                    match flush_commit_log(&log, &mut device, before, least, upto) {
                         Ok(reached) => {
                             if reached > before {
                                 let took = started.elapsed();

@@ -394,6 +394,11 @@ impl MappedFile {
         self.file.as_raw_fd()
     }
 
+    /// Whether the pages are locked in memory (a warm-up's `mlock` took).
+    pub fn is_locked(&self) -> bool {
+        self.locked.load(Ordering::Relaxed)
+    }
+
     /// Unlocks the pages; the mapping itself goes with the last `Arc`.
     pub fn munlock(&self) {
         if self.locked.swap(false, Ordering::Relaxed) {

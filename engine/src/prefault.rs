@@ -40,6 +40,7 @@ impl Prefaulter {
         let handle = std::thread::Builder::new()
             .name("commitlog-prefault".into())
             .spawn(move || {
+                crate::background::lower_this_thread(crate::background::Priority::Behind);
                 let mut done_to: Option<(u64, u64)> = None; // (file start, populated end)
                 while let Ok(mut req) = rx.recv() {
                     // Only the newest request per file matters.

@@ -6,8 +6,11 @@
 //!   return [`PutStatus::PutOk`] only once the record is durable on disk;
 //!   past `syncFlushTimeout` they return [`PutStatus::FlushDiskTimeout`] (the
 //!   record is stored, but durability was not confirmed). Under `ASYNC_FLUSH`
-//!   they return at once; the record becomes durable within
-//!   `flushIntervalCommitLog` ms (or on clean shutdown).
+//!   they return at once; every `flushIntervalCommitLog` ms the flusher
+//!   writes out the whole pages written since its last round once there are
+//!   `flushCommitLogLeastPages` of them, and everything (the page being
+//!   written too) every `flushCommitLogThoroughInterval` ms and on clean
+//!   shutdown.
 //! * A stored record reaches its consume queue and the index (becomes
 //!   pullable) when `put_*` returns at low rates; when the log grows faster
 //!   than about 100 MB/s, within a fraction of a millisecond, dispatched by
@@ -132,6 +135,14 @@ impl MessageStore {
             size: config.mapped_file_size_commit_log,
             preallocate: true,
             warm: warm_pages(&config),
+            // Read-warmed files appended to through the mapping: the
+            // prefaulter's window, ready before the roll.
+            writable_head: match (warm_pages(&config), config.effective_flush_mechanism()) {
+                (Some(WarmPages::Read), m) if m != FlushMechanism::WriteFdatasync => {
+                    crate::prefault::WINDOW
+                }
+                _ => 0,
+            },
         };
         let commit_log = Arc::new(CommitLog::open(
             spec,
