@@ -7,7 +7,9 @@
 //! fair share, and an append can wait tens of milliseconds behind a warm-up.
 //! Background threads therefore lower their own priority (a higher nice
 //! value), which needs no privileges. Work that a caller waits for (the
-//! SYNC_FLUSH flusher, dispatch) keeps the default.
+//! SYNC_FLUSH flusher, dispatch) keeps the default; the reput thread, which
+//! wakes every 200 µs while following a fast log, is `SCHED_BATCH` so its
+//! wake-ups do not preempt the appender.
 
 /// How much a background thread yields to the appenders.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +48,22 @@ pub fn lower_this_thread(priority: Priority) {
     }
 }
 
+/// Marks the calling thread as batch work (`SCHED_BATCH`): its wake-ups
+/// never preempt a running thread, they wait for a free CPU or the running
+/// thread's slice to end. For threads that wake often to do work nobody is
+/// waiting on at that instant. Best effort, like [`lower_this_thread`].
+pub fn batch_this_thread() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: changes only the calling thread's policy (pid 0 = this thread).
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
+    if rc != 0 {
+        tracing::debug!(
+            "cannot set SCHED_BATCH: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,5 +83,17 @@ mod tests {
         let after = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
         assert_eq!(lowered, Priority::Idle.nice().max(before));
         assert_eq!(after, before);
+    }
+
+    #[test]
+    fn a_batch_thread_has_the_batch_policy() {
+        let policy = std::thread::spawn(|| {
+            batch_this_thread();
+            // SAFETY: reads the calling thread's policy.
+            unsafe { libc::sched_getscheduler(0) }
+        })
+        .join()
+        .expect("thread");
+        assert_eq!(policy, libc::SCHED_BATCH);
     }
 }

@@ -298,6 +298,9 @@ impl Dispatcher {
         let handle = std::thread::Builder::new()
             .name("reput".into())
             .spawn(move || {
+                // Its 200 µs naps while following must not preempt the
+                // appender they serve.
+                crate::background::batch_this_thread();
                 // Log end at the last idle poll, to measure growth.
                 let mut seen = r.log.max_offset();
                 loop {
