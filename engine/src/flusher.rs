@@ -228,6 +228,7 @@ impl Flusher {
         group: Arc<GroupCommit>,
         policy: FlushPolicy,
         last_store_timestamp: impl Fn() -> i64 + Send + 'static,
+        after_flush: impl Fn() + Send + 'static,
     ) -> Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let last_flush_timestamp = Arc::new(AtomicI64::new(0));
@@ -281,6 +282,11 @@ impl Flusher {
                     let stamp = last_store_timestamp();
                     let before = g.durable();
                     let started = Instant::now();
+                    if let Err(e) = log.commit_staged() {
+                        tracing::error!("commit log write failed, store is now read-only: {e}");
+                        g.fail(e.to_string());
+                        return;
+                    }
                     // Whole pages only on a routine ASYNC_FLUSH round; the
                     // thorough round (least == 0) and the last one go exact.
                     let upto = if policy.disk_type == FlushDiskType::AsyncFlush && least > 0 {
@@ -299,6 +305,8 @@ impl Flusher {
                                 ts.store(stamp, Ordering::Release);
                             }
                             g.publish(reached);
+                            after_flush();
+                            log.zero_ahead_of_commits();
                         }
                         Err(e) => {
                             tracing::error!("commit log flush failed, store is now read-only: {e}");

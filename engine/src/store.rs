@@ -1,7 +1,7 @@
 //! [`MessageStore`]: the engine's public API.
 //!
 //! # Contract
-//! * `put_*` return once the record is in the commit log and readable. Under
+//! * `put_*` return once the record is in the commit log (readable: see below). Under
 //!   `SYNC_FLUSH` (and the message's `WAIT` property absent or `true`) they
 //!   return [`PutStatus::PutOk`] only once the record is durable on disk;
 //!   past `syncFlushTimeout` they return [`PutStatus::FlushDiskTimeout`] (the
@@ -11,7 +11,13 @@
 //!   `flushCommitLogLeastPages` of them, and everything (the page being
 //!   written too) every `flushCommitLogThoroughInterval` ms and on clean
 //!   shutdown.
-//! * A stored record reaches its consume queue and the index (becomes
+//! * Under `SYNC_FLUSH` with `WRITE_FDATASYNC` (the default mechanism there)
+//!   appends are staged in memory and written at the next flush
+//!   ([`CommitLog::stage_appends`]): a record becomes readable and pullable
+//!   when it becomes durable, so consumers never see a message a crash
+//!   could still take back. Otherwise a record is readable when `put_*`
+//!   returns.
+//! * A readable record reaches its consume queue and the index (becomes
 //!   pullable) when `put_*` returns at low rates; when the log grows faster
 //!   than about 100 MB/s, within a fraction of a millisecond, dispatched by
 //!   the background reput thread (see [`crate::dispatch`]).
@@ -207,15 +213,29 @@ impl MessageStore {
         commit_log.set_queue_offsets(queue_offset_table(&queues));
 
         let group = Arc::new(GroupCommit::new(end));
+        let dispatcher = Dispatcher::start(commit_log.clone(), derived.clone(), end)?;
+        let reput = dispatcher.reput();
+        let staged = config.flush_disk_type == FlushDiskType::SyncFlush
+            && config.effective_flush_mechanism() == FlushMechanism::WriteFdatasync
+            && config.broker_role != BrokerRole::Slave;
+        if staged {
+            commit_log.stage_appends();
+        }
         let log = commit_log.clone();
+        let committed = reput.clone();
         let flusher = Flusher::start(
             commit_log.clone(),
             group.clone(),
             FlushPolicy::from_config(&config),
             move || log.last_store_timestamp(),
+            // Staged records become readable at the flush: dispatch them
+            // (after their writers were released).
+            move || {
+                if staged {
+                    committed.after_append();
+                }
+            },
         )?;
-        let dispatcher = Dispatcher::start(commit_log.clone(), derived.clone(), end)?;
-        let reput = dispatcher.reput();
         let checkpointer = Checkpointer::start(
             config.checkpoint_path(),
             std::time::Duration::from_millis(config.flush_interval_consume_queue.max(10)),
