@@ -203,7 +203,7 @@ impl Reput {
 
     /// Called by an appender after publishing its records: dispatches them
     /// now, unless the background thread is following the log (it then
-    /// dispatches them within [`FOLLOW_NAP`]).
+    /// dispatches them within its 200 µs nap).
     pub fn after_append(&self) {
         // Pairs with the fence in `stop_following`: either this appender
         // sees `following` cleared, or the thread sees the new bytes.
