@@ -459,6 +459,11 @@ impl CommitLog {
     /// the new readable end. A no-op unless [`CommitLog::stage_appends`]
     /// was called. Durable only after a flush.
     pub fn commit_staged(&self) -> Result<u64> {
+        // The flusher calls this every round: without staging it must not
+        // take the append lock from the appenders.
+        if !self.is_staged() {
+            return Ok(self.max_offset());
+        }
         let _one = self.commit_lock.lock();
         let runs = {
             let mut st = self.append.lock();
@@ -579,9 +584,9 @@ impl CommitLog {
             });
             at += size;
         }
+        st.write_offset = base + total;
         if self.is_staged() {
             Self::stage(st, base, encoded, false);
-            st.write_offset = base + total;
         } else {
             self.write(&file, pos, encoded)?;
             file.publish(pos + total);
@@ -592,7 +597,6 @@ impl CommitLog {
                     p.ahead_of(&file, pos + total);
                 }
             }
-            st.write_offset = base + total;
             self.max_offset.store(st.write_offset, Ordering::Release);
         }
         Ok(Appended {
