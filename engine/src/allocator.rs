@@ -35,17 +35,13 @@ pub struct FileSpec {
 impl FileSpec {
     /// Creates and prepares one file synchronously.
     pub fn prepare(&self, offset: u64) -> Result<MappedFile> {
-        self.prepare_abortable(offset, &AtomicBool::new(false))
-    }
-
-    /// As [`prepare`](Self::prepare), but warming stops early once `abort`
-    /// is set (the file is then usable, only partly warmed).
-    fn prepare_abortable(&self, offset: u64, abort: &AtomicBool) -> Result<MappedFile> {
         let f = MappedFile::create(&self.dir, offset, self.size, self.preallocate)?;
-        self.warm(&f, abort)?;
+        self.warm(&f, &AtomicBool::new(false))?;
         Ok(f)
     }
 
+    /// Warms `f` as this spec says; stops early once `abort` is set (the
+    /// file is then usable, only partly warmed).
     fn warm(&self, f: &MappedFile, abort: &AtomicBool) -> Result<()> {
         let warmed = match self.warm {
             Some(how) => f.warm(how, abort)?,

@@ -169,10 +169,7 @@ impl MappedFile {
                 (page * OS_PAGE_SIZE) as usize,
                 ((end - page) * OS_PAGE_SIZE) as usize,
             );
-            // SAFETY: advisory call on a range of our own mapping; nobody
-            // writes to a file being warmed.
-            let populated =
-                unsafe { libc::madvise(ptr.add(from) as *mut libc::c_void, n, advice) } == 0;
+            let populated = self.advise(from as u64, n as u64, advice);
             match how {
                 WarmPages::Read if !populated => {
                     for p in page..end {
@@ -213,8 +210,7 @@ impl MappedFile {
                 std::io::Error::last_os_error()
             );
         }
-        // SAFETY: advisory call on our own mapping.
-        unsafe { libc::madvise(ptr as *mut libc::c_void, len, libc::MADV_WILLNEED) };
+        self.advise(0, self.size, libc::MADV_WILLNEED);
         Ok(true)
     }
 
@@ -233,15 +229,23 @@ impl MappedFile {
         let mut at = from;
         while at < to {
             let n = (to - at).min(STEP);
-            // SAFETY: advisory call within our own mapping; it does not change contents.
-            unsafe {
-                libc::madvise(
-                    self.map.as_mut_ptr().add(at as usize) as *mut libc::c_void,
-                    n as usize,
-                    libc::MADV_POPULATE_WRITE,
-                )
-            };
+            self.advise(at, n, libc::MADV_POPULATE_WRITE);
             at += n;
+        }
+    }
+
+    /// `madvise(advice)` on `[from, from + len)` of the mapping (a populate
+    /// or a hint: it never changes contents); whether the kernel took it.
+    fn advise(&self, from: u64, len: u64, advice: libc::c_int) -> bool {
+        debug_assert!(from + len <= self.size);
+        // SAFETY: the range lies within our own mapping, and populating or
+        // hinting pages leaves their contents as they are.
+        unsafe {
+            libc::madvise(
+                self.map.as_mut_ptr().add(from as usize) as *mut libc::c_void,
+                len as usize,
+                advice,
+            ) == 0
         }
     }
 

@@ -136,14 +136,15 @@ impl MessageStore {
         let was_clean = !abort.exists();
         let checkpoint = Checkpoint::load(&config.checkpoint_path())?;
 
+        let warm = warm_pages(&config);
         let spec = FileSpec {
             dir: config.commit_log_dir(),
             size: config.mapped_file_size_commit_log,
             preallocate: true,
-            warm: warm_pages(&config),
+            warm,
             // Read-warmed files appended to through the mapping: the
             // prefaulter's window, ready before the roll.
-            writable_head: match (warm_pages(&config), config.effective_flush_mechanism()) {
+            writable_head: match (warm, config.effective_flush_mechanism()) {
                 (Some(WarmPages::Read), m) if m != FlushMechanism::WriteFdatasync => {
                     crate::prefault::WINDOW
                 }
