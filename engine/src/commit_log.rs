@@ -137,8 +137,11 @@ pub struct CommitLog {
     allocator: Option<FileAllocator>,
     /// Populates pages ahead of the writer (files that were not warmed).
     prefaulter: Option<crate::prefault::Prefaulter>,
-    /// Readable end (absolute), published after the bytes are copied.
+    /// Readable end (absolute), published after the bytes are copied; with
+    /// staged appends, once they are durable ([`CommitLog::expose_durable`]).
     max_offset: AtomicU64,
+    /// With staged appends: the end of the bytes written to the files.
+    committed: AtomicU64,
     /// When the append lock was taken (ms), 0 when free: page-cache-busy check.
     lock_since_ms: AtomicI64,
     /// Store timestamp of the last appended record.
@@ -225,6 +228,7 @@ impl CommitLog {
                 Some(crate::prefault::Prefaulter::start()?)
             },
             max_offset: AtomicU64::new(0),
+            committed: AtomicU64::new(0),
             lock_since_ms: AtomicI64::new(0),
             last_store_timestamp: AtomicI64::new(0),
             staged: std::sync::atomic::AtomicBool::new(false),
@@ -340,6 +344,7 @@ impl CommitLog {
         self.last_store_timestamp
             .store(report.last_store_timestamp, Ordering::Release);
         self.max_offset.store(end, Ordering::Release);
+        self.committed.store(end, Ordering::Release);
         // Have the file the writer needs next prepared (and warmed) now, not
         // when the first append after start-up or the first roll asks for it.
         if let Some(a) = &self.allocator {
@@ -429,7 +434,9 @@ impl CommitLog {
     /// before its fdatasync ([`CommitLog::commit_staged`]). Appends then
     /// cost a memcpy instead of a system call, so the writers a flush
     /// releases are back in the next group sooner. Records become readable
-    /// ([`CommitLog::max_offset`]) when committed. Call before the first
+    /// ([`CommitLog::max_offset`], and so dispatched and pullable) when the
+    /// flusher reports them durable ([`CommitLog::expose_durable`]), so no
+    /// reader sees a record a crash could take back. Call before the first
     /// append; not for a slave (its bytes arrive through
     /// [`CommitLog::append_replicated`]).
     pub fn stage_appends(&self) {
@@ -455,9 +462,10 @@ impl CommitLog {
         st.staged_bytes += data.len();
     }
 
-    /// Writes staged bytes to their files and makes them readable; returns
-    /// the new readable end. A no-op unless [`CommitLog::stage_appends`]
-    /// was called. Durable only after a flush.
+    /// Writes staged bytes to their files; returns the end of what is
+    /// written (without staging: the readable end). A no-op unless
+    /// [`CommitLog::stage_appends`] was called. Durable only after a
+    /// flush; readable once the flusher reports that.
     pub fn commit_staged(&self) -> Result<u64> {
         // The flusher calls this every round: without staging it must not
         // take the append lock from the appenders.
@@ -471,9 +479,9 @@ impl CommitLog {
             std::mem::take(&mut st.staging)
         };
         if runs.is_empty() {
-            return Ok(self.max_offset());
+            return Ok(self.committed.load(Ordering::Acquire));
         }
-        let mut end = self.max_offset();
+        let mut end = self.committed.load(Ordering::Acquire);
         for run in &runs {
             let file = self.file_at(run.at).ok_or_else(|| {
                 StoreError::corruption(
@@ -498,8 +506,19 @@ impl CommitLog {
                 end = run.at + run.bytes.len() as u64;
             }
         }
-        self.max_offset.store(end, Ordering::Release);
+        self.committed.store(end, Ordering::Release);
         Ok(end)
+    }
+
+    /// The flusher reports everything below `durable` durable: with staged
+    /// appends that much becomes readable. Without staging records are
+    /// readable from their append on, and this does nothing.
+    pub fn expose_durable(&self, durable: u64) {
+        if self.is_staged() {
+            let committed = self.committed.load(Ordering::Acquire);
+            self.max_offset
+                .fetch_max(durable.min(committed), Ordering::AcqRel);
+        }
     }
 
     /// With staged appends: writes zeros ahead of the committed end (see
@@ -512,7 +531,7 @@ impl CommitLog {
             return;
         }
         let _one = self.commit_lock.lock();
-        let end = self.max_offset();
+        let end = self.committed.load(Ordering::Acquire);
         if let Some(file) = self.file_at(end) {
             crate::zero_ahead::keep_ahead(&file, end - file.start_offset());
         }
@@ -739,8 +758,12 @@ impl CommitLog {
         since != 0 && now_ms() - since > busy_ms as i64
     }
 
-    /// `len` readable bytes at `offset`, within one file.
+    /// `len` readable bytes at `offset`, within one file (below
+    /// [`CommitLog::max_offset`]).
     pub fn slice(&self, offset: u64, len: u64) -> Option<MappedSlice> {
+        if offset.checked_add(len)? > self.max_offset() {
+            return None;
+        }
         let file = self.file_at(offset)?;
         let pos = offset - file.start_offset();
         file.read(pos, len)?;
@@ -844,5 +867,32 @@ mod tests {
         let files = log.files_from(0);
         assert_eq!(files.len(), 1);
         assert_eq!(files[0].zeroed_to(), size, "file 0 fully warmed before use");
+    }
+
+    /// A staged record is readable only once the flusher reports it durable:
+    /// not at the append, not at the commit (written, not yet synced).
+    #[test]
+    fn staged_records_become_readable_when_durable() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let spec = FileSpec {
+            dir: dir.path().join("commitlog"),
+            size: 1 << 20,
+            preallocate: true,
+            warm: None,
+            writable_head: 0,
+        };
+        let log = CommitLog::open(spec, FlushMechanism::WriteFdatasync, false).expect("open");
+        log.recover(0, true).expect("recover");
+        log.stage_appends();
+        let mut rec = Vec::new();
+        crate::record::MessageToStore::new("T", 0, b"body", "").encode_into(&mut rec);
+        let end = log.append("T", 0, &mut rec).expect("append").end_offset;
+        assert_eq!((log.max_offset(), log.read_record(0).is_some()), (0, false));
+        assert_eq!(log.commit_staged().expect("commit"), end);
+        assert_eq!(log.max_offset(), 0, "committed is not durable");
+        assert!(log.read_record(0).is_none());
+        log.expose_durable(end);
+        assert_eq!(log.max_offset(), end);
+        assert!(log.read_record(0).is_some());
     }
 }

@@ -723,7 +723,8 @@ impl ConsumeQueue {
     }
 
     /// Deletes files (never the last) whose last entry points below the commit
-    /// log's min offset, then recomputes the min offset (store.md §11.8).
+    /// log's min offset, then recomputes the min offset and the max physical
+    /// end from the files kept, as reopening would (store.md §11.8).
     /// Padding entries are ignored when finding a file's last entry.
     /// Returns the number of files deleted.
     pub fn delete_expired(&self, commit_log_min_offset: u64) -> Result<usize> {
@@ -754,6 +755,15 @@ impl ConsumeQueue {
             );
             remove_file(victim.map.path())?;
             deleted += 1;
+        }
+        if deleted > 0 {
+            // The kept files decide, as on reopen: if only padding is left,
+            // the queue no longer knows a record end (the scan is short
+            // unless the tail is all padding).
+            let write = self.write_pos.load(Ordering::Relaxed);
+            let first = self.first_file_start().unwrap_or(write);
+            self.max_phys_end
+                .store(self.last_message_end(first, write), Ordering::Release);
         }
         self.correct_min_offset_locked(commit_log_min_offset);
         Ok(deleted)

@@ -304,6 +304,8 @@ impl Flusher {
                             if reached > before || least == 0 {
                                 ts.store(stamp, Ordering::Release);
                             }
+                            // Staged records become readable as they become durable.
+                            log.expose_durable(reached);
                             g.publish(reached);
                             after_flush();
                             log.zero_ahead_of_commits();

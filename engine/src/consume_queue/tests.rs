@@ -367,6 +367,27 @@ fn delete_expired_and_min_offset() {
     assert_eq!(q.min_offset(), 17);
 }
 
+/// Found by `consume_queue_concurrency::behaves_like_a_model`: when expiry
+/// leaves only gap padding, the max physical end is what a reopen computes
+/// from the files kept (nothing), not the end of a deleted file's record.
+#[test]
+fn delete_expired_down_to_padding_forgets_the_max_phys_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(&dir);
+    fill(&q, 0..5);
+    // Offsets 5..7 are gap padding in file 5; offset 7 is a message.
+    q.append_entry(7, 500, 100, 7).unwrap();
+    q.truncate_dirty(500).unwrap();
+    assert_eq!(q.file_start_offsets(), vec![0, 5]);
+    assert_eq!(q.max_phys_end(), 500);
+    assert_eq!(q.delete_expired(500).unwrap(), 1);
+    assert_eq!(q.file_start_offsets(), vec![5]);
+    let live = q.max_phys_end();
+    drop(q);
+    let q = open(&dir);
+    assert_eq!((live, q.max_phys_end()), (0, 0));
+}
+
 #[test]
 fn correct_min_offset_after_reload() {
     let dir = tempfile::tempdir().unwrap();
