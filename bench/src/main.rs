@@ -137,6 +137,12 @@ struct FlushArgs {
     /// Seconds per roll-stall run (default: --seconds).
     #[arg(long)]
     roll_seconds: Option<f64>,
+    /// Paces the roll-stall writer to this many MB/s of message bodies
+    /// (default: as fast as it can). At a rate the disk absorbs, the
+    /// longest roll append shows the roll's own cost; flat out, any append
+    /// may wait milliseconds for dirty-page write-back throttling.
+    #[arg(long)]
+    roll_rate: Option<f64>,
     /// Flush type for the roll-stall runs (1 writer, 1 KiB, MSYNC).
     #[arg(long, value_parser = parse_mode, default_value = "ASYNC_FLUSH")]
     roll_mode: FlushDiskType,
@@ -438,10 +444,14 @@ fn execute(
                         report::us(r.latency.p99_us),
                         report::us(r.latency.max_us),
                         if r.rolls > 0 {
+                            let mut each = r.roll_latencies_us.clone();
+                            each.sort_by(|a, b| b.total_cmp(a));
+                            let each: Vec<String> = each.iter().map(|&u| report::us(u)).collect();
                             format!(
-                                ", {} rolls, longest roll append {} µs",
+                                ", {} rolls, longest roll append {} µs (each, longest first: {})",
                                 r.rolls,
-                                report::us(r.roll_max_us)
+                                report::us(r.roll_max_us),
+                                each.join(" ")
                             )
                         } else {
                             String::new()
@@ -475,6 +485,7 @@ fn cmd_flush(a: FlushArgs) -> i32 {
         }),
         messages: a.messages,
         settle: Duration::from_secs_f64(a.settle.max(0.0)),
+        pace_bytes_per_sec: None,
     };
     let mut runs = Vec::new();
     if !a.roll_only {
@@ -484,6 +495,7 @@ fn cmd_flush(a: FlushArgs) -> i32 {
     if !a.no_roll {
         let rl = Limits {
             seconds: a.roll_seconds.or(limits.seconds),
+            pace_bytes_per_sec: a.roll_rate.map(|mb| mb * 1e6),
             ..limits
         };
         execute(&roll_specs(&a), "roll", &dir, rl, a.quiet, &mut rolls);

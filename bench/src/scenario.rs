@@ -68,6 +68,9 @@ pub struct Limits {
     /// Pause after opening the store (and the first, unmeasured put) before
     /// the clock starts, so the background allocator can prepare the next file.
     pub settle: Duration,
+    /// Paces each thread writer to this many body bytes per second (the
+    /// time spent paused is not part of any put's latency).
+    pub pace_bytes_per_sec: Option<f64>,
 }
 
 /// The measured outcome of one run.
@@ -310,6 +313,16 @@ pub fn run(
                         let start = Instant::now();
                         let deadline = start + Duration::from_secs_f64(seconds);
                         while out.count < quota && !stop.load(Ordering::Relaxed) {
+                            if let Some(rate) = limits.pace_bytes_per_sec {
+                                let due = start
+                                    + Duration::from_secs_f64(
+                                        out.count as f64 * spec.size as f64 / rate,
+                                    );
+                                let now = Instant::now();
+                                if due > now + Duration::from_millis(1) {
+                                    std::thread::sleep(due - now);
+                                }
+                            }
                             let t0 = Instant::now();
                             let r = store.put_message(&msg);
                             let c = &counters[w].0;

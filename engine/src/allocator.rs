@@ -139,8 +139,20 @@ impl FileAllocator {
     }
 
     /// Returns the file at `offset`, waiting for the background preparation
-    /// (up to 5 s, then preparing it here), and queues the one after it.
+    /// (up to 5 s, then preparing it here). If it was not ready, the one
+    /// after it is queued too; otherwise the caller queues it with
+    /// [`FileAllocator::prefetch`] once its roll is done.
     pub fn take(&self, offset: u64) -> Result<Arc<MappedFile>> {
+        // The common case in one short critical section: the file is ready.
+        // The caller queues the next file when its roll is done
+        // ([`FileAllocator::prefetch`]): the worker that wakes for it would
+        // otherwise contend for this lock with the writer mid-roll.
+        let ready = self.shared.state.lock().ready.remove(&offset);
+        if let Some(r) = ready {
+            return r.map_err(|e| {
+                StoreError::io(self.shared.spec.dir.clone(), std::io::Error::other(e))
+            });
+        }
         self.prefetch(offset);
         self.prefetch(offset + self.shared.spec.size);
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -186,9 +198,13 @@ impl FileAllocator {
     /// unlocking or spawning a thread itself: both take the process's mmap
     /// lock for writing, which waits for every populate in progress.
     pub fn unlock_later(&self, file: Arc<MappedFile>, delay: Duration) {
-        let mut st = self.shared.state.lock();
-        st.unlock_at.push((Instant::now() + delay, file));
-        self.shared.wake_worker.notify_one();
+        // No wake-up: the worker looks at least every second
+        // ([`MAX_IDLE`]), and a roll wakes it for the next file anyway.
+        self.shared
+            .state
+            .lock()
+            .unlock_at
+            .push((Instant::now() + delay, file));
     }
 
     /// Stops the worker and deletes prepared files nobody took (they would
@@ -223,6 +239,9 @@ impl Drop for FileAllocator {
     }
 }
 
+/// Longest the worker sleeps without looking for delayed unlocks.
+const MAX_IDLE: Duration = Duration::from_secs(1);
+
 fn run(shared: Arc<Shared>) {
     loop {
         let (offset, abort) = {
@@ -248,12 +267,14 @@ fn run(shared: Arc<Shared>) {
                     st.preparing = Some((o, abort.clone()));
                     break (o, abort);
                 }
-                match st.unlock_at.iter().map(|(at, _)| *at).min() {
-                    Some(at) => {
-                        shared.wake_worker.wait_until(&mut st, at);
-                    }
-                    None => shared.wake_worker.wait(&mut st),
-                }
+                let idle_until = now + MAX_IDLE;
+                let at = st
+                    .unlock_at
+                    .iter()
+                    .map(|(at, _)| *at)
+                    .min()
+                    .map_or(idle_until, |at| at.min(idle_until));
+                shared.wake_worker.wait_until(&mut st, at);
             }
         };
         let spec = &shared.spec;

@@ -6,10 +6,10 @@
 //! retention. With equal priority the scheduler gives an appender only its
 //! fair share, and an append can wait tens of milliseconds behind a warm-up.
 //! Background threads therefore lower their own priority (a higher nice
-//! value), which needs no privileges. Work that a caller waits for (the
+//! value) and become `SCHED_BATCH`, so their wake-ups never preempt an
+//! appender; neither needs privileges. Work that a caller waits for (the
 //! SYNC_FLUSH flusher, dispatch) keeps the default; the reput thread, which
-//! wakes every 200 µs while following a fast log, is `SCHED_BATCH` so its
-//! wake-ups do not preempt the appender.
+//! wakes every 200 µs while following a fast log, is `SCHED_BATCH` too.
 
 /// How much a background thread yields to the appenders.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,9 +33,13 @@ impl Priority {
     }
 }
 
-/// Lowers the calling thread's CPU priority. Best effort: a refusal is
-/// logged at debug level and changes nothing else.
+/// Lowers the calling thread's CPU priority and makes it batch work (see
+/// [`batch_this_thread`]): a background thread woken by a writer (the
+/// allocator at a roll, the prefaulter) would otherwise preempt that writer
+/// on its own CPU and hold it off for a scheduler slice. Best effort: a
+/// refusal is logged at debug level and changes nothing else.
 pub fn lower_this_thread(priority: Priority) {
+    batch_this_thread();
     // SAFETY: gettid has no preconditions.
     let tid = unsafe { libc::gettid() };
     // SAFETY: setpriority on our own thread id only changes its nice value.
@@ -75,13 +79,18 @@ mod tests {
         let lowered = std::thread::spawn(|| {
             lower_this_thread(Priority::Idle);
             // SAFETY: as above; 0 is the calling thread.
-            unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
+            let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+            // SAFETY: reads the calling thread's policy.
+            (nice, unsafe { libc::sched_getscheduler(0) })
         })
         .join()
         .expect("thread");
         // SAFETY: as above.
         let after = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
-        assert_eq!(lowered, Priority::Idle.nice().max(before));
+        assert_eq!(
+            lowered,
+            (Priority::Idle.nice().max(before), libc::SCHED_BATCH)
+        );
         assert_eq!(after, before);
     }
 

@@ -345,14 +345,21 @@ impl CommitLog {
             .store(report.last_store_timestamp, Ordering::Release);
         self.max_offset.store(end, Ordering::Release);
         self.committed.store(end, Ordering::Release);
-        // Have the file the writer needs next prepared (and warmed) now, not
-        // when the first append after start-up or the first roll asks for it.
+        // Have the files the writer needs next prepared (and warmed) now,
+        // while the store is idle, not when the first append after start-up
+        // or the first roll asks for them: the file after the current one,
+        // or with no current file the first one and the one after it (a
+        // roll queues the one after the file it takes). Warming 1 GiB costs
+        // about a second of CPU that a writer on a small box would share.
         if let Some(a) = &self.allocator {
-            let next = match &st.current {
-                Some(f) => f.start_offset() + f.size(),
-                None => end - end % self.file_size,
-            };
-            a.prefetch(next);
+            match &st.current {
+                Some(f) => a.prefetch(f.start_offset() + f.size()),
+                None => {
+                    let first = end - end % self.file_size;
+                    a.prefetch(first);
+                    a.prefetch(first + self.file_size);
+                }
+            }
         }
         Ok(report)
     }
@@ -720,6 +727,11 @@ impl CommitLog {
             }
         }
         st.current = Some(f.clone());
+        // Last: the allocator's worker wakes for this and takes its lock,
+        // which the roll above needed.
+        if let Some(a) = &self.allocator {
+            a.prefetch(offset + self.file_size);
+        }
         Ok(f)
     }
 
@@ -867,6 +879,55 @@ mod tests {
         let files = log.files_from(0);
         assert_eq!(files.len(), 1);
         assert_eq!(files[0].zeroed_to(), size, "file 0 fully warmed before use");
+    }
+
+    /// A fresh log has its first file and the one after it prepared while it
+    /// is idle, and each roll queues the file after the one it takes: the
+    /// writer always has a spare file, prepared off its path.
+    #[test]
+    fn the_allocator_keeps_a_spare_file_ahead_of_the_writer() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let size = 1u64 << 20;
+        let spec = FileSpec {
+            dir: dir.path().join("commitlog"),
+            size,
+            preallocate: true,
+            warm: Some(crate::mapped_file::WarmPages::Read),
+            writable_head: 0,
+        };
+        let log = CommitLog::open(spec, FlushMechanism::Msync, true).expect("open");
+        log.recover(0, true).expect("recover");
+        let files = || -> Vec<String> {
+            let mut v: Vec<String> = std::fs::read_dir(dir.path().join("commitlog"))
+                .expect("dir")
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        let wait_for = |want: Vec<String>| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while files() != want {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{:?} != {want:?}",
+                    files()
+                );
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        };
+        let name = |i: u64| crate::mapped_file::file_name(i * size);
+        wait_for(vec![name(0), name(1)]);
+        // Fill file 0 and roll into file 1: file 2 gets prepared.
+        let mut rec = Vec::new();
+        crate::record::MessageToStore::new("T", 0, &[7u8; 4000], "").encode_into(&mut rec);
+        while log.max_offset() < size {
+            let mut r = rec.clone();
+            log.append("T", 0, &mut r).expect("append");
+        }
+        wait_for(vec![name(0), name(1), name(2)]);
+        log.shutdown();
     }
 
     /// A staged record is readable only once the flusher reports it durable:
