@@ -856,20 +856,34 @@ impl CommitLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mapped_file::WarmPages;
+
+    /// Opens and recovers a log of `size`-byte files in `dir/commitlog`.
+    fn open_log(
+        dir: &std::path::Path,
+        size: u64,
+        warm: Option<WarmPages>,
+        mechanism: FlushMechanism,
+        allocator: bool,
+    ) -> CommitLog {
+        let spec = FileSpec {
+            dir: dir.join("commitlog"),
+            size,
+            preallocate: true,
+            warm,
+            writable_head: 0,
+        };
+        let log = CommitLog::open(spec, mechanism, allocator).expect("open");
+        log.recover(0, true).expect("recover");
+        log
+    }
 
     #[test]
     fn the_first_file_is_prepared_and_warmed_when_the_log_opens() {
         let dir = tempfile::tempdir().expect("temp dir");
         let size = 16u64 << 20;
-        let spec = FileSpec {
-            dir: dir.path().join("commitlog"),
-            size,
-            preallocate: true,
-            warm: Some(crate::mapped_file::WarmPages::Write { flush_pages: 256 }),
-            writable_head: 0,
-        };
-        let log = CommitLog::open(spec, FlushMechanism::Msync, true).expect("open");
-        log.recover(0, true).expect("recover");
+        let warm = Some(WarmPages::Write { flush_pages: 256 });
+        let log = open_log(dir.path(), size, warm, FlushMechanism::Msync, true);
         // Warming 16 MiB takes well under a second here; the first append
         // then finds the file ready instead of cutting its warm-up short.
         std::thread::sleep(std::time::Duration::from_secs(2));
@@ -888,15 +902,13 @@ mod tests {
     fn the_allocator_keeps_a_spare_file_ahead_of_the_writer() {
         let dir = tempfile::tempdir().expect("temp dir");
         let size = 1u64 << 20;
-        let spec = FileSpec {
-            dir: dir.path().join("commitlog"),
+        let log = open_log(
+            dir.path(),
             size,
-            preallocate: true,
-            warm: Some(crate::mapped_file::WarmPages::Read),
-            writable_head: 0,
-        };
-        let log = CommitLog::open(spec, FlushMechanism::Msync, true).expect("open");
-        log.recover(0, true).expect("recover");
+            Some(WarmPages::Read),
+            FlushMechanism::Msync,
+            true,
+        );
         let files = || -> Vec<String> {
             let mut v: Vec<String> = std::fs::read_dir(dir.path().join("commitlog"))
                 .expect("dir")
@@ -935,15 +947,13 @@ mod tests {
     #[test]
     fn staged_records_become_readable_when_durable() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let spec = FileSpec {
-            dir: dir.path().join("commitlog"),
-            size: 1 << 20,
-            preallocate: true,
-            warm: None,
-            writable_head: 0,
-        };
-        let log = CommitLog::open(spec, FlushMechanism::WriteFdatasync, false).expect("open");
-        log.recover(0, true).expect("recover");
+        let log = open_log(
+            dir.path(),
+            1 << 20,
+            None,
+            FlushMechanism::WriteFdatasync,
+            false,
+        );
         log.stage_appends();
         let mut rec = Vec::new();
         crate::record::MessageToStore::new("T", 0, b"body", "").encode_into(&mut rec);
