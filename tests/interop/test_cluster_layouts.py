@@ -41,29 +41,30 @@ def _create_topic(broker_addr, topic):
     assert r.code == 0, r
 
 
-def _send_first(p, msg):
-    """The first send of a new C++ producer, retried (bounded): the client's
-    start-up heartbeat holds its connection lock while it connects to every
-    broker of the route, and a send that cannot take that lock within a few
-    ms gives up on every retry at once ("GetTransport ... get timed_mutex
-    timeout" in its log, raised as "No route info"). That is a client-side
-    race; once connected, every later send is checked strictly."""
+def _send_retrying_route_race(p, msg):
+    """One send of a C++ producer, retried (bounded) while the client fails
+    it with "No route info of this topic". The client's heartbeat and route
+    updates hold its connection lock while they connect to every broker of
+    the route, and a send that cannot take that lock within a few ms gives
+    up on every retry at once ("GetTransport ... get timed_mutex timeout" in
+    its log, raised as "No route info"). Such a send never left the client,
+    so retrying it cannot duplicate a message. Seen on the first send of a
+    new producer, and (once, in a CI run on 2 CPUs) on its first send to
+    the second master. Any other failure is raised at once."""
     from rocketmq.exceptions import ProducerSendSyncFailed
     for attempt in range(20):
         try:
             return p.send_sync(msg)
-        except ProducerSendSyncFailed:
-            if attempt == 19:
+        except ProducerSendSyncFailed as e:
+            if attempt == 19 or "No route info of this topic" not in str(e):
                 raise
             time.sleep(0.25)
 
 
 def _send_all(p, topic, bodies):
-    """A new producer's sends of `bodies`, each acknowledged OK (the first
-    through _send_first)."""
-    assert _send_first(p, make_message(topic, bodies[0])).status == SendStatus.OK
-    for b in bodies[1:]:
-        res = p.send_sync(make_message(topic, b))
+    """A new producer's sends of `bodies`, each acknowledged OK."""
+    for b in bodies:
+        res = _send_retrying_route_race(p, make_message(topic, b))
         assert res.status == SendStatus.OK, res
 
 

@@ -13,7 +13,7 @@ from rocketmq.exceptions import ProducerSendSyncFailed
 import remoting
 from helpers import Collector, make_message, unique, wait_bodies, wait_until
 from conftest import running_layout
-from test_cluster_layouts import (_create_topic, _route_brokers, _send_first,
+from test_cluster_layouts import (_create_topic, _route_brokers, _send_retrying_route_race,
                                   _wait_route_only_slave)
 
 
@@ -41,7 +41,7 @@ def test_2m_2s_sync_acknowledged_messages_survive_the_master(sync_pair, clients)
 
     def acknowledged():
         try:
-            return _send_first(p, make_message(topic, "probe")).status == SendStatus.OK
+            return _send_retrying_route_race(p, make_message(topic, "probe")).status == SendStatus.OK
         except ProducerSendSyncFailed:
             return False
     wait_until(acknowledged, 30, "a send acknowledged once the slave connected", interval=0.5)
