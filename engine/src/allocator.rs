@@ -3,7 +3,8 @@
 //! Creating, preallocating and warming a 1 GiB file takes seconds; doing it
 //! when the current file fills would stall every writer. When the writer asks
 //! for the file at offset X, the allocator hands over X (normally ready long
-//! ago) and starts preparing X + fileSize, so the next roll is free too.
+//! ago); once its roll is done the commit log queues X + fileSize, so the
+//! next roll is free too. A fresh log queues its first two files at open.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
