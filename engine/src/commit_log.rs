@@ -150,6 +150,10 @@ pub struct CommitLog {
     staged: std::sync::atomic::AtomicBool,
     /// One commit at a time, so staged bytes reach the files in order.
     commit_lock: Mutex<()>,
+    /// The first failed commit. Its staged bytes are gone from staging but
+    /// not (all) in the files, so no later commit may go on past that hole:
+    /// every one fails, and the flusher fails the store.
+    commit_failure: std::sync::OnceLock<String>,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -233,6 +237,7 @@ impl CommitLog {
             last_store_timestamp: AtomicI64::new(0),
             staged: std::sync::atomic::AtomicBool::new(false),
             commit_lock: Mutex::new(()),
+            commit_failure: std::sync::OnceLock::new(),
         })
     }
 
@@ -472,7 +477,8 @@ impl CommitLog {
     /// Writes staged bytes to their files; returns the end of what is
     /// written (without staging: the readable end). A no-op unless
     /// [`CommitLog::stage_appends`] was called. Durable only after a
-    /// flush; readable once the flusher reports that.
+    /// flush; readable once the flusher reports that. Once a commit has
+    /// failed, every later one fails ([`StoreError::ReadOnly`]).
     pub fn commit_staged(&self) -> Result<u64> {
         // The flusher calls this every round: without staging it must not
         // take the append lock from the appenders.
@@ -480,16 +486,28 @@ impl CommitLog {
             return Ok(self.max_offset());
         }
         let _one = self.commit_lock.lock();
+        if let Some(why) = self.commit_failure.get() {
+            return Err(StoreError::ReadOnly(why.clone()));
+        }
         let runs = {
             let mut st = self.append.lock();
             st.staged_bytes = 0;
             std::mem::take(&mut st.staging)
         };
-        if runs.is_empty() {
-            return Ok(self.committed.load(Ordering::Acquire));
-        }
+        let end = self.write_runs(&runs).inspect_err(|e| {
+            let _ = self
+                .commit_failure
+                .set(format!("writing staged appends failed: {e}"));
+        })?;
+        self.committed.store(end, Ordering::Release);
+        Ok(end)
+    }
+
+    /// Writes `runs` to their files and publishes them there; returns the
+    /// committed end after them. Under the commit lock.
+    fn write_runs(&self, runs: &[StagedRun]) -> Result<u64> {
         let mut end = self.committed.load(Ordering::Acquire);
-        for run in &runs {
+        for run in runs {
             let file = self.file_at(run.at).ok_or_else(|| {
                 StoreError::corruption(
                     &self.dir,
@@ -513,7 +531,6 @@ impl CommitLog {
                 end = run.at + run.bytes.len() as u64;
             }
         }
-        self.committed.store(end, Ordering::Release);
         Ok(end)
     }
 
@@ -942,21 +959,22 @@ mod tests {
         log.shutdown();
     }
 
+    /// A log of 1 MiB files with staged appends (no allocator), and one
+    /// encoded record for it.
+    fn staged_log(dir: &std::path::Path) -> (CommitLog, Vec<u8>) {
+        let log = open_log(dir, 1 << 20, None, FlushMechanism::WriteFdatasync, false);
+        log.stage_appends();
+        let mut rec = Vec::new();
+        crate::record::MessageToStore::new("T", 0, b"body", "").encode_into(&mut rec);
+        (log, rec)
+    }
+
     /// A staged record is readable only once the flusher reports it durable:
     /// not at the append, not at the commit (written, not yet synced).
     #[test]
     fn staged_records_become_readable_when_durable() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let log = open_log(
-            dir.path(),
-            1 << 20,
-            None,
-            FlushMechanism::WriteFdatasync,
-            false,
-        );
-        log.stage_appends();
-        let mut rec = Vec::new();
-        crate::record::MessageToStore::new("T", 0, b"body", "").encode_into(&mut rec);
+        let (log, mut rec) = staged_log(dir.path());
         let end = log.append("T", 0, &mut rec).expect("append").end_offset;
         assert_eq!((log.max_offset(), log.read_record(0).is_some()), (0, false));
         assert_eq!(log.commit_staged().expect("commit"), end);
@@ -965,5 +983,22 @@ mod tests {
         log.expose_durable(end);
         assert_eq!(log.max_offset(), end);
         assert!(log.read_record(0).is_some());
+    }
+
+    /// A commit that fails leaves a hole where its staged bytes should be:
+    /// no later commit may write past it, or a flush would report the hole
+    /// durable.
+    #[test]
+    fn a_failed_commit_fails_every_later_one() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (log, mut rec) = staged_log(dir.path());
+        log.append("T", 0, &mut rec.clone()).expect("append");
+        // The staged bytes' file is out of reach: the commit fails.
+        let files = std::mem::take(&mut *log.files.write());
+        assert!(log.commit_staged().is_err());
+        *log.files.write() = files;
+        log.append("T", 0, &mut rec).expect("append");
+        assert!(matches!(log.commit_staged(), Err(StoreError::ReadOnly(_))));
+        assert_eq!(log.committed.load(Ordering::Acquire), 0);
     }
 }
