@@ -150,9 +150,7 @@ impl FileAllocator {
         // otherwise contend for this lock with the writer mid-roll.
         let ready = self.shared.state.lock().ready.remove(&offset);
         if let Some(r) = ready {
-            return r.map_err(|e| {
-                StoreError::io(self.shared.spec.dir.clone(), std::io::Error::other(e))
-            });
+            return self.handed_over(r);
         }
         self.prefetch(offset);
         self.prefetch(offset + self.shared.spec.size);
@@ -160,9 +158,7 @@ impl FileAllocator {
         let mut st = self.shared.state.lock();
         loop {
             if let Some(r) = st.ready.remove(&offset) {
-                return r.map_err(|e| {
-                    StoreError::io(self.shared.spec.dir.clone(), std::io::Error::other(e))
-                });
+                return self.handed_over(r);
             }
             if st.stop {
                 return Err(StoreError::ShutDown);
@@ -192,6 +188,15 @@ impl FileAllocator {
                 return Ok(Arc::new(self.shared.spec.prepare(offset)?));
             }
         }
+    }
+
+    /// A prepared file as `take` returns it (a preparation failure becomes
+    /// an I/O error on the directory).
+    fn handed_over(
+        &self,
+        prepared: std::result::Result<Arc<MappedFile>, String>,
+    ) -> Result<Arc<MappedFile>> {
+        prepared.map_err(|e| StoreError::io(self.shared.spec.dir.clone(), std::io::Error::other(e)))
     }
 
     /// Unlocks `file`'s pages (`munlock`) after `delay`, on the allocator's

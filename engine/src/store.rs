@@ -11,8 +11,8 @@
 //!   `flushCommitLogLeastPages` of them, and everything (the page being
 //!   written too) every `flushCommitLogThoroughInterval` ms and on clean
 //!   shutdown.
-//! * Under `SYNC_FLUSH` with `WRITE_FDATASYNC` (the default mechanism there)
-//!   appends are staged in memory and written at the next flush
+//! * Under `SYNC_FLUSH` with `WRITE_FDATASYNC` (the default mechanism there),
+//!   except on a slave, appends are staged in memory and written at the next flush
 //!   ([`CommitLog::stage_appends`]): a record becomes readable and pullable
 //!   when it becomes durable, so consumers never see a message a crash
 //!   could still take back. Otherwise a record is readable when `put_*`
@@ -223,7 +223,7 @@ impl MessageStore {
             commit_log.stage_appends();
         }
         let log = commit_log.clone();
-        let committed = reput.clone();
+        let dispatch = reput.clone();
         let flusher = Flusher::start(
             commit_log.clone(),
             group.clone(),
@@ -233,7 +233,7 @@ impl MessageStore {
             // (after their writers were released).
             move || {
                 if staged {
-                    committed.after_append();
+                    dispatch.after_append();
                 }
             },
         )?;
