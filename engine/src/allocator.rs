@@ -31,6 +31,11 @@ pub struct FileSpec {
     /// without faults, instead of racing the prefaulter for the first pages
     /// (each such fault waited 0.1 ms on a page lock there).
     pub writable_head: u64,
+    /// Background preparation writes zeros through the file descriptor over
+    /// the whole file first (appends written with write(2): see
+    /// [`crate::zero_ahead::fill_file`]). Not done by [`FileSpec::prepare`],
+    /// which a writer waits for.
+    pub zero_fill: bool,
 }
 
 impl FileSpec {
@@ -287,6 +292,23 @@ fn run(shared: Arc<Shared>) {
         let result = MappedFile::create(&spec.dir, offset, spec.size, spec.preallocate)
             .map(Arc::new)
             .and_then(|f| {
+                // Before any writer can take the file: zeros must never
+                // land on appended bytes. A writer waiting for it aborts
+                // the fill within one step.
+                // A failed fill only costs the optimisation: appends keep
+                // zeros ahead of themselves from where it stopped.
+                if spec.zero_fill {
+                    match crate::zero_ahead::fill_file(&f, &abort) {
+                        Ok(true) => {}
+                        Ok(false) => tracing::info!(
+                            "commit log file {offset} needed before its zero-fill finished; \
+                             handed over part-filled"
+                        ),
+                        Err(e) => {
+                            tracing::warn!("zero-filling commit log file {offset} stopped: {e}")
+                        }
+                    }
+                }
                 if spec.writable_while_warming() {
                     shared.state.lock().warming = Some(f.clone());
                     // A writer waiting already can take it now.
@@ -319,7 +341,40 @@ mod tests {
             preallocate: true,
             warm: Some(WarmPages::Write { flush_pages: 0 }),
             writable_head: 0,
+            zero_fill: false,
         }
+    }
+
+    /// Waits (bounded) until the worker has prepared `offset`.
+    fn wait_ready(alloc: &FileAllocator, offset: u64) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !alloc.shared.state.lock().ready.contains_key(&offset) {
+            assert!(Instant::now() < deadline, "file {offset} never prepared");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_zero_filled_file_is_handed_over_whole_and_one_taken_early_part_filled() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let size = 8 * crate::zero_ahead::FILL_STEP;
+        let alloc = FileAllocator::start(FileSpec {
+            warm: None,
+            zero_fill: true,
+            ..spec(dir.path(), size)
+        })
+        .expect("allocator");
+        alloc.prefetch(0);
+        wait_ready(&alloc, 0);
+        let f = alloc.take(0).expect("take");
+        assert_eq!(f.zeroed_to(), size);
+        let on_disk = std::fs::read(f.path()).expect("read");
+        assert!(on_disk.iter().all(|b| *b == 0));
+        // Taken at once: the fill stops within a step and says how far it got.
+        let g = alloc.take(size).expect("take");
+        assert_eq!(g.zeroed_to() % crate::zero_ahead::FILL_STEP, 0);
+        assert!(g.zeroed_to() <= size);
+        alloc.shutdown();
     }
 
     #[test]

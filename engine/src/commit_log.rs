@@ -142,6 +142,9 @@ pub struct CommitLog {
     max_offset: AtomicU64,
     /// With staged appends: the end of the bytes written to the files.
     committed: AtomicU64,
+    /// Bytes staged and not yet committed (a lock-free copy of
+    /// `AppendState::staged_bytes` for the flusher's polls).
+    staged_len: std::sync::atomic::AtomicUsize,
     /// When the append lock was taken (ms), 0 when free: page-cache-busy check.
     lock_since_ms: AtomicI64,
     /// Store timestamp of the last appended record.
@@ -233,6 +236,7 @@ impl CommitLog {
             },
             max_offset: AtomicU64::new(0),
             committed: AtomicU64::new(0),
+            staged_len: std::sync::atomic::AtomicUsize::new(0),
             lock_since_ms: AtomicI64::new(0),
             last_store_timestamp: AtomicI64::new(0),
             staged: std::sync::atomic::AtomicBool::new(false),
@@ -459,7 +463,7 @@ impl CommitLog {
         self.staged.load(Ordering::Acquire)
     }
 
-    fn stage(st: &mut AppendState, at: u64, data: &[u8], ends_file: bool) {
+    fn stage(&self, st: &mut AppendState, at: u64, data: &[u8], ends_file: bool) {
         match st.staging.last_mut() {
             Some(run) if !run.ends_file && run.at + run.bytes.len() as u64 == at => {
                 run.bytes.extend_from_slice(data);
@@ -472,6 +476,7 @@ impl CommitLog {
             }),
         }
         st.staged_bytes += data.len();
+        self.staged_len.store(st.staged_bytes, Ordering::Relaxed);
     }
 
     /// Writes staged bytes to their files; returns the end of what is
@@ -492,6 +497,7 @@ impl CommitLog {
         let runs = {
             let mut st = self.append.lock();
             st.staged_bytes = 0;
+            self.staged_len.store(0, Ordering::Relaxed);
             std::mem::take(&mut st.staging)
         };
         let end = self.write_runs(&runs).inspect_err(|e| {
@@ -501,6 +507,32 @@ impl CommitLog {
         })?;
         self.committed.store(end, Ordering::Release);
         Ok(end)
+    }
+
+    /// With staged appends, while the flusher waits for a group to fill:
+    /// once at least `min_bytes` are staged, writes them to their files and
+    /// starts their write-back (`sync_file_range(SYNC_FILE_RANGE_WRITE)`,
+    /// which does not wait), so the fdatasync that ends the group finds most
+    /// of its pages already on their way to the disk (64 KiB pwrite +
+    /// fdatasync p50 119-136 µs; with 48 KiB of it started during a 60 µs
+    /// wait, 99-107 µs). Nothing becomes durable or readable here; a failed
+    /// write fails this and every later commit, as [`CommitLog::commit_staged`].
+    pub fn commit_early(&self, min_bytes: usize) -> Result<()> {
+        if !self.is_staged() || self.staged_len.load(Ordering::Relaxed) < min_bytes {
+            return Ok(());
+        }
+        let from = self.committed.load(Ordering::Acquire);
+        let to = self.commit_staged()?;
+        for file in self.files_from(from) {
+            let start = file.start_offset();
+            if start >= to {
+                break;
+            }
+            let a = from.max(start) - start;
+            let b = to.min(start + file.size()) - start;
+            file.start_writeback(a, b);
+        }
+        Ok(())
     }
 
     /// Writes `runs` to their files and publishes them there; returns the
@@ -579,7 +611,7 @@ impl CommitLog {
             let remaining = file.size() - pos;
             let blank = record::blank_record(remaining as u32);
             if self.is_staged() {
-                Self::stage(st, file.start_offset() + pos, &blank, true);
+                self.stage(st, file.start_offset() + pos, &blank, true);
             } else {
                 self.write(&file, pos, &blank)?;
                 file.publish(file.size());
@@ -629,7 +661,7 @@ impl CommitLog {
         }
         st.write_offset = base + total;
         if self.is_staged() {
-            Self::stage(st, base, encoded, false);
+            self.stage(st, base, encoded, false);
         } else {
             self.write(&file, pos, encoded)?;
             file.publish(pos + total);
@@ -889,6 +921,7 @@ mod tests {
             preallocate: true,
             warm,
             writable_head: 0,
+            zero_fill: mechanism == FlushMechanism::WriteFdatasync,
         };
         let log = CommitLog::open(spec, mechanism, allocator).expect("open");
         log.recover(0, true).expect("recover");
@@ -980,6 +1013,36 @@ mod tests {
         assert_eq!(log.commit_staged().expect("commit"), end);
         assert_eq!(log.max_offset(), 0, "committed is not durable");
         assert!(log.read_record(0).is_none());
+        log.expose_durable(end);
+        assert_eq!(log.max_offset(), end);
+        assert!(log.read_record(0).is_some());
+    }
+
+    /// An early commit writes what is staged once there is enough of it,
+    /// and makes nothing readable: that still waits for the flush.
+    #[test]
+    fn an_early_commit_writes_staged_bytes_and_exposes_nothing() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (log, rec) = staged_log(dir.path());
+        let mut end = 0;
+        while (end as usize) < 4 * rec.len() {
+            end = log
+                .append("T", 0, &mut rec.clone())
+                .expect("append")
+                .end_offset;
+        }
+        log.commit_early(end as usize + 1)
+            .expect("below the threshold");
+        assert_eq!(
+            log.committed.load(Ordering::Acquire),
+            0,
+            "too little staged"
+        );
+        log.commit_early(end as usize).expect("commit");
+        assert_eq!(log.committed.load(Ordering::Acquire), end);
+        assert_eq!(log.staged_len.load(Ordering::Relaxed), 0);
+        assert_eq!(log.max_offset(), 0, "written is not durable");
+        assert_eq!(log.commit_staged().expect("nothing left"), end);
         log.expose_durable(end);
         assert_eq!(log.max_offset(), end);
         assert!(log.read_record(0).is_some());

@@ -1,9 +1,11 @@
 //! The commit log flusher: one thread that makes appended bytes durable.
 //!
-//! SYNC_FLUSH: the thread sleeps until a writer requests an offset (or 10 ms
-//! pass), gives the group a moment to fill while that pays
-//! ([`GatherPolicy`]), then flushes everything written so far, so one flush
-//! serves every writer that arrived meanwhile (see [`crate::group_commit`]).
+//! SYNC_FLUSH: the thread waits until a writer requests an offset, gives the
+//! group a moment to fill while that pays ([`GatherPolicy`]), then flushes
+//! everything written so far, so one flush serves every writer that arrived
+//! meanwhile (see [`crate::group_commit`]). Right after a flush that served
+//! writers it polls for them (they come back within tens of microseconds);
+//! otherwise it parks for up to 10 ms.
 //! ASYNC_FLUSH: RocketMQ's FlushRealTimeService — every
 //! `flushIntervalCommitLog` ms flush if at least `flushCommitLogLeastPages`
 //! dirty pages accumulated, and unconditionally every
@@ -182,22 +184,29 @@ struct GatherPolicy {
 impl GatherPolicy {
     const GAP_FACTOR: u32 = 2;
     const MAX_WAIT: Duration = Duration::from_millis(2);
+    const MAX_POLL: Duration = Duration::from_micros(500);
 
-    /// Waits (parking the flusher thread; writers unpark it) until the group
-    /// is complete or waiting stops paying. `waiting` counts waiting writers.
-    fn gather(&self, waiting: impl Fn() -> usize) {
+    /// Waits until the group is complete or waiting stops paying. `waiting`
+    /// counts waiting writers. The flusher polls rather than parks: the
+    /// writers come back tens of microseconds after a flush, and waking a
+    /// parked thread on the other CPU costs about that much again on every
+    /// flush (see [`poll_until`]).
+    ///
+    /// `meanwhile` runs before each look: the flusher gets the group's
+    /// bytes moving while it waits ([`CommitLog::commit_early`]).
+    fn gather(&self, waiting: impl Fn() -> usize, mut meanwhile: impl FnMut()) {
         let start = Instant::now();
         let limit = start + self.flush.min(Self::MAX_WAIT);
         let mut n = waiting();
         let mut last_arrival = start;
         while n < self.active {
+            meanwhile();
             let per_writer = (last_arrival - start + self.flush) / n.max(1) as u32;
             let until = (last_arrival + per_writer * Self::GAP_FACTOR).min(limit);
-            let now = Instant::now();
-            if now >= until {
+            if Instant::now() >= until {
                 return;
             }
-            std::thread::park_timeout(until - now);
+            poll_until(until, || waiting() > n);
             let m = waiting();
             if m > n {
                 n = m;
@@ -206,10 +215,36 @@ impl GatherPolicy {
         }
     }
 
+    /// How long an idle flusher polls for the next request before it parks:
+    /// about one flush after a flush that served writers (they are coming
+    /// back), not at all when nobody was waiting.
+    fn poll_window(&self) -> Duration {
+        if self.active == 0 {
+            Duration::ZERO
+        } else {
+            self.flush.min(Self::MAX_POLL)
+        }
+    }
+
     /// Records a flush that took `took`, with `active` writers waiting at its end.
     fn flushed(&mut self, active: usize, took: Duration) {
         self.active = active;
         self.flush = took;
+    }
+}
+
+/// Staged bytes worth writing (and starting write-back of) while a SYNC
+/// group gathers; below this a separate write costs more than it saves.
+const EARLY_COMMIT_BYTES: usize = 32 << 10;
+
+/// Polls `done` until it holds or `until` passes, giving the CPU to any
+/// other runnable thread between looks (`sched_yield`): on this kind of
+/// machine a parked thread woken from the other CPU runs 30-60 µs later,
+/// which a SYNC_FLUSH flusher would pay twice per group commit; a yielding
+/// poll costs nobody a CPU they want.
+fn poll_until(until: Instant, done: impl Fn() -> bool) {
+    while !done() && Instant::now() < until {
+        std::thread::yield_now();
     }
 }
 
@@ -239,12 +274,6 @@ impl Flusher {
             .spawn(move || {
                 let mut last_thorough = Instant::now();
                 let mut gather = GatherPolicy::default();
-                // Gathering parks for tens of microseconds; the default 50 µs
-                // timer slack would double those waits.
-                // SAFETY: prctl(PR_SET_TIMERSLACK) only changes this thread's slack.
-                unsafe {
-                    libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
-                }
                 // Nobody waits for an ASYNC_FLUSH flush.
                 if policy.disk_type == FlushDiskType::AsyncFlush {
                     crate::background::lower_this_thread(crate::background::Priority::Behind);
@@ -254,10 +283,21 @@ impl Flusher {
                     let least = match policy.disk_type {
                         FlushDiskType::SyncFlush => {
                             if !stopping && g.requested() <= g.durable() {
+                                let until = Instant::now() + gather.poll_window();
+                                poll_until(until, || g.requested() > g.durable());
+                            }
+                            if !stopping && g.requested() <= g.durable() {
                                 std::thread::park_timeout(Duration::from_millis(10));
                             }
                             if !stopping {
-                                gather.gather(|| g.waiting());
+                                gather.gather(
+                                    || g.waiting(),
+                                    // A failed write is sticky: the commit
+                                    // below reports it and fails the store.
+                                    || {
+                                        let _ = log.commit_early(EARLY_COMMIT_BYTES);
+                                    },
+                                );
                             }
                             0
                         }
@@ -358,24 +398,30 @@ mod tests {
     #[test]
     fn complete_group_flushes_at_once() {
         let calls = Cell::new(0);
-        policy(4, Duration::from_millis(50)).gather(|| {
-            calls.set(calls.get() + 1);
-            4
-        });
+        policy(4, Duration::from_millis(50)).gather(
+            || {
+                calls.set(calls.get() + 1);
+                4
+            },
+            || panic!("nothing to do meanwhile when the group is complete"),
+        );
         assert_eq!(calls.get(), 1, "no parking when every active writer waits");
     }
 
     #[test]
     fn waits_while_writers_keep_arriving() {
-        // One more writer at every look, each unparking the flusher as a
-        // writer's request does: the group fills before any gap.
+        // One more writer at every look: the group fills before any gap.
         let n = Cell::new(1);
-        policy(8, Duration::from_millis(50)).gather(|| {
-            std::thread::current().unpark();
-            n.set(n.get() + 1);
-            n.get()
-        });
+        let meanwhile = Cell::new(0);
+        policy(8, Duration::from_millis(50)).gather(
+            || {
+                n.set(n.get() + 1);
+                n.get()
+            },
+            || meanwhile.set(meanwhile.get() + 1),
+        );
         assert_eq!(n.get(), 8);
+        assert!(meanwhile.get() >= 1, "the flusher works while it waits");
     }
 
     #[test]
@@ -383,16 +429,47 @@ mod tests {
         // 5 of 10 writers wait and no one else comes: the gap rule ends the
         // wait at about 2 x 1 ms / 5 = 400 µs, well before the 1 ms cap.
         let start = Instant::now();
-        policy(10, Duration::from_millis(1)).gather(|| 5);
+        policy(10, Duration::from_millis(1)).gather(|| 5, || ());
         let waited = start.elapsed();
         assert!(waited >= Duration::from_micros(400), "{waited:?}");
+    }
+
+    #[test]
+    fn an_idle_flusher_polls_about_a_flush_only_after_serving_writers() {
+        assert_eq!(
+            policy(0, Duration::from_micros(300)).poll_window(),
+            Duration::ZERO
+        );
+        assert_eq!(
+            policy(16, Duration::from_micros(300)).poll_window(),
+            Duration::from_micros(300)
+        );
+        assert_eq!(
+            policy(16, Duration::from_millis(40)).poll_window(),
+            GatherPolicy::MAX_POLL
+        );
+    }
+
+    #[test]
+    fn polling_ends_when_done_or_at_the_deadline() {
+        let looks = Cell::new(0);
+        poll_until(Instant::now() + Duration::from_secs(5), || {
+            looks.set(looks.get() + 1);
+            looks.get() == 3
+        });
+        assert_eq!(looks.get(), 3);
+        let start = Instant::now();
+        poll_until(start + Duration::from_millis(2), || false);
+        let waited = start.elapsed();
+        assert!(waited >= Duration::from_millis(2), "{waited:?}");
+        assert!(waited < Duration::from_secs(2), "{waited:?}");
     }
 
     #[test]
     fn never_waits_longer_than_a_flush_or_two_ms() {
         // Nobody waiting at all (a request without a waiter): bounded by the cap.
         let start = Instant::now();
-        policy(10, Duration::from_secs(5)).gather(|| 0);
+        policy(10, Duration::from_secs(5)).gather(|| 0, || ());
         let waited = start.elapsed();
         assert!(waited >= GatherPolicy::MAX_WAIT, "{waited:?}");
         assert!(waited < Duration::from_secs(5), "{waited:?}");

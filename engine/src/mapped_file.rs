@@ -321,6 +321,30 @@ impl MappedFile {
         };
     }
 
+    /// Writes `[from, to)` out and waits for it
+    /// (`sync_file_range(WAIT_BEFORE | WRITE | WAIT_AFTER)`). Not a durability
+    /// point: the file's metadata is not written (see [`MappedFile::fdatasync`]).
+    pub(crate) fn write_out(&self, from: u64, to: u64) -> Result<()> {
+        if to <= from {
+            return Ok(());
+        }
+        // SAFETY: plain syscall on our own fd; it does not change contents.
+        let rc = unsafe {
+            libc::sync_file_range(
+                self.file.as_raw_fd(),
+                from as libc::off64_t,
+                (to - from) as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                    | libc::SYNC_FILE_RANGE_WRITE
+                    | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+            )
+        };
+        if rc != 0 {
+            return Err(StoreError::io(&self.path, std::io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
     /// Makes bytes below `wrote` visible to readers.
     pub fn publish(&self, wrote: u64) {
         self.wrote.store(wrote, Ordering::Release);

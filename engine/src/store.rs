@@ -150,6 +150,9 @@ impl MessageStore {
                 }
                 _ => 0,
             },
+            // Appends written with write(2) then always overwrite written
+            // blocks, and no group commit waits for an extent conversion.
+            zero_fill: config.effective_flush_mechanism() == FlushMechanism::WriteFdatasync,
         };
         let commit_log = Arc::new(CommitLog::open(
             spec,
