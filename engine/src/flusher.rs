@@ -172,10 +172,15 @@ pub fn flush_commit_log(
 /// flusher then flushes what is there while the next group gathers (measured:
 /// waiting a fixed flush time cost a third of `rmq-bench produce` SYNC_FLUSH
 /// throughput).
+///
+/// Writers are counted by arrival ([`GroupCommit::arrivals`]), not by how
+/// many wait: a writer the last flush released still waits until its task
+/// runs, and counting it made a group that arrived during a flush look
+/// complete, so 64 writers settled into two alternating groups of 32.
 #[derive(Debug, Default)]
 struct GatherPolicy {
-    /// Writers waiting just before the last flush was published: the group
-    /// it released plus those that arrived during it.
+    /// Writers around the last flush: the group it released plus those
+    /// that arrived during it.
     active: usize,
     /// How long the last flush took.
     flush: Duration,
@@ -186,18 +191,18 @@ impl GatherPolicy {
     const MAX_WAIT: Duration = Duration::from_millis(2);
     const MAX_POLL: Duration = Duration::from_micros(500);
 
-    /// Waits until the group is complete or waiting stops paying. `waiting`
-    /// counts waiting writers. The flusher polls rather than parks: the
+    /// Waits until the group is complete or waiting stops paying. `arrived`
+    /// counts the writers that joined the group so far. The flusher polls rather than parks: the
     /// writers come back tens of microseconds after a flush, and waking a
     /// parked thread on the other CPU costs about that much again on every
     /// flush (see [`poll_until`]).
     ///
     /// `meanwhile` runs before each look: the flusher gets the group's
     /// bytes moving while it waits ([`CommitLog::commit_early`]).
-    fn gather(&self, waiting: impl Fn() -> usize, mut meanwhile: impl FnMut()) {
+    fn gather(&self, arrived: impl Fn() -> usize, mut meanwhile: impl FnMut()) {
         let start = Instant::now();
         let limit = start + self.flush.min(Self::MAX_WAIT);
-        let mut n = waiting();
+        let mut n = arrived();
         let mut last_arrival = start;
         while n < self.active {
             meanwhile();
@@ -206,8 +211,8 @@ impl GatherPolicy {
             if Instant::now() >= until {
                 return;
             }
-            poll_until(until, || waiting() > n);
-            let m = waiting();
+            poll_until(until, || arrived() > n);
+            let m = arrived();
             if m > n {
                 n = m;
                 last_arrival = Instant::now();
@@ -226,7 +231,8 @@ impl GatherPolicy {
         }
     }
 
-    /// Records a flush that took `took`, with `active` writers waiting at its end.
+    /// Records a flush that took `took`, around which `active` writers were
+    /// busy (those it released and those that arrived meanwhile).
     fn flushed(&mut self, active: usize, took: Duration) {
         self.active = active;
         self.flush = took;
@@ -274,6 +280,9 @@ impl Flusher {
             .spawn(move || {
                 let mut last_thorough = Instant::now();
                 let mut gather = GatherPolicy::default();
+                // Arrivals (GroupCommit::arrivals) up to the last flush's
+                // commit: the next group is everyone after it.
+                let mut group_from = g.arrivals();
                 // Nobody waits for an ASYNC_FLUSH flush.
                 if policy.disk_type == FlushDiskType::AsyncFlush {
                     crate::background::lower_this_thread(crate::background::Priority::Behind);
@@ -291,7 +300,7 @@ impl Flusher {
                             }
                             if !stopping {
                                 gather.gather(
-                                    || g.waiting(),
+                                    || g.arrivals().saturating_sub(group_from) as usize,
                                     // A failed write is sticky: the commit
                                     // below reports it and fails the store.
                                     || {
@@ -321,6 +330,7 @@ impl Flusher {
                     // Read the timestamp before the flush: everything up to it is covered.
                     let stamp = last_store_timestamp();
                     let before = g.durable();
+                    let group_to = g.arrivals();
                     let started = Instant::now();
                     if let Err(e) = log.commit_staged() {
                         tracing::error!("commit log write failed, store is now read-only: {e}");
@@ -339,7 +349,10 @@ impl Flusher {
                             if reached > before {
                                 let took = started.elapsed();
                                 g.record_flush(took);
-                                gather.flushed(g.waiting(), took);
+                                // Released by this flush, and arrived during it.
+                                let busy = g.arrivals().saturating_sub(group_from);
+                                gather.flushed(busy as usize, took);
+                                group_from = group_to;
                             }
                             if reached > before || least == 0 {
                                 ts.store(stamp, Ordering::Release);

@@ -38,8 +38,8 @@ pub struct GroupCommit {
     durable: AtomicU64,
     /// Highest offset any writer asked for.
     requested: AtomicU64,
-    /// Writers currently waiting (lets the flusher gather a full group).
-    waiting: std::sync::atomic::AtomicUsize,
+    /// Waits started so far (the flusher counts a group's writers by it).
+    arrivals: AtomicU64,
     failure: OnceLock<String>,
     lock: Mutex<()>,
     cond: Condvar,
@@ -54,7 +54,7 @@ impl GroupCommit {
         GroupCommit {
             durable: AtomicU64::new(durable),
             requested: AtomicU64::new(durable),
-            waiting: std::sync::atomic::AtomicUsize::new(0),
+            arrivals: AtomicU64::new(0),
             failure: OnceLock::new(),
             lock: Mutex::new(()),
             cond: Condvar::new(),
@@ -80,9 +80,11 @@ impl GroupCommit {
         self.requested.load(Ordering::Acquire)
     }
 
-    /// Number of writers waiting right now.
-    pub fn waiting(&self) -> usize {
-        self.waiting.load(Ordering::Acquire)
+    /// Number of waits started so far. Not the number waiting now: a
+    /// writer a flush released still waits until its task runs, and the
+    /// flusher must not count it in the next group.
+    pub fn arrivals(&self) -> u64 {
+        self.arrivals.load(Ordering::Acquire)
     }
 
     /// The failure that made the store read-only, if any.
@@ -142,7 +144,7 @@ impl GroupCommit {
     /// Blocks the calling thread until `offset` is durable, the timeout
     /// passes, or the store fails.
     pub fn wait(&self, offset: u64, timeout: Duration) -> Result<(), NotDurable> {
-        let _counted = Waiting::enter(&self.waiting);
+        self.arrivals.fetch_add(1, Ordering::AcqRel);
         self.request(offset);
         let deadline = Instant::now() + timeout;
         let mut guard = self.lock.lock();
@@ -159,7 +161,7 @@ impl GroupCommit {
     /// Waits in an async task until `offset` is durable, the timeout passes,
     /// or the store fails. Needs a tokio runtime with the time driver.
     pub async fn wait_async(&self, offset: u64, timeout: Duration) -> Result<(), NotDurable> {
-        let _counted = Waiting::enter(&self.waiting);
+        self.arrivals.fetch_add(1, Ordering::AcqRel);
         self.request(offset);
         let fut = async {
             loop {
@@ -179,18 +181,25 @@ impl GroupCommit {
     }
 }
 
-/// Counts a waiter for as long as it lives (also when a future is dropped).
-struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl<'a> Waiting<'a> {
-    fn enter(n: &'a std::sync::atomic::AtomicUsize) -> Self {
-        n.fetch_add(1, Ordering::AcqRel);
-        Waiting(n)
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+    /// Arrivals count every wait that starts, also one already satisfied
+    /// and one still waiting: the flusher tells groups apart by them.
+    #[test]
+    fn arrivals_count_every_wait_started() {
+        let g = GroupCommit::new(100);
+        assert_eq!(g.arrivals(), 0);
+        assert_eq!(g.wait(50, Duration::from_millis(1)), Ok(()));
+        assert_eq!(
+            g.wait(200, Duration::from_millis(1)),
+            Err(NotDurable::Timeout)
+        );
+        assert_eq!(g.arrivals(), 2);
+        assert_eq!(g.requested(), 200);
+        g.publish(200);
+        assert_eq!(g.wait(200, Duration::from_millis(1)), Ok(()));
+        assert_eq!(g.arrivals(), 3);
     }
 }
