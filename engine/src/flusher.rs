@@ -192,10 +192,10 @@ impl GatherPolicy {
     const MAX_POLL: Duration = Duration::from_micros(500);
 
     /// Waits until the group is complete or waiting stops paying. `arrived`
-    /// counts the writers that joined the group so far. The flusher polls rather than parks: the
-    /// writers come back tens of microseconds after a flush, and waking a
-    /// parked thread on the other CPU costs about that much again on every
-    /// flush (see [`poll_until`]).
+    /// counts the writers that joined the group so far. The flusher polls
+    /// rather than parks: the writers come back tens of microseconds after
+    /// a flush, and waking a parked thread on the other CPU costs about that
+    /// much again on every flush (see [`poll_until`]).
     ///
     /// `meanwhile` runs before each look: the flusher gets the group's
     /// bytes moving while it waits ([`CommitLog::commit_early`]).
