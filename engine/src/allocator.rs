@@ -294,9 +294,9 @@ fn run(shared: Arc<Shared>) {
             .and_then(|f| {
                 // Before any writer can take the file: zeros must never
                 // land on appended bytes. A writer waiting for it aborts
-                // the fill within one step.
-                // A failed fill only costs the optimisation: appends keep
-                // zeros ahead of themselves from where it stopped.
+                // the fill within one step. A failed fill only costs the
+                // optimisation: appends keep zeros ahead of themselves
+                // from where it stopped.
                 if spec.zero_fill {
                     match crate::zero_ahead::fill_file(&f, &abort) {
                         Ok(true) => {}

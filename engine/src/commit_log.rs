@@ -99,8 +99,6 @@ struct AppendState {
     /// it ends in an end-of-file blank (whose header is all that is written
     /// of it; the log goes on in the next file, in a new run).
     staging: Vec<StagedRun>,
-    /// Bytes in `staging`.
-    staged_bytes: usize,
 }
 
 struct StagedRun {
@@ -142,8 +140,8 @@ pub struct CommitLog {
     max_offset: AtomicU64,
     /// With staged appends: the end of the bytes written to the files.
     committed: AtomicU64,
-    /// Bytes staged and not yet committed (a lock-free copy of
-    /// `AppendState::staged_bytes` for the flusher's polls).
+    /// Bytes in `AppendState::staging`: changed under the append lock,
+    /// read without it by the flusher's polls.
     staged_len: std::sync::atomic::AtomicUsize,
     /// When the append lock was taken (ms), 0 when free: page-cache-busy check.
     lock_since_ms: AtomicI64,
@@ -223,7 +221,6 @@ impl CommitLog {
                 last_store_timestamp: 0,
                 queue_offsets: FxHashMap::default(),
                 staging: Vec::new(),
-                staged_bytes: 0,
             }),
             allocator,
             // Appends written with write(2) never fault on the mapping, and
@@ -436,7 +433,7 @@ impl CommitLog {
         self.lock_since_ms.store(now, Ordering::Relaxed);
         let result = self.append_locked(&mut st, topic, queue_id, encoded, now);
         self.lock_since_ms.store(0, Ordering::Relaxed);
-        let backlog = st.staged_bytes;
+        let backlog = self.staged_len.load(Ordering::Relaxed);
         drop(st);
         if backlog > STAGE_LIMIT {
             self.commit_staged()?;
@@ -475,8 +472,7 @@ impl CommitLog {
                 ends_file,
             }),
         }
-        st.staged_bytes += data.len();
-        self.staged_len.store(st.staged_bytes, Ordering::Relaxed);
+        self.staged_len.fetch_add(data.len(), Ordering::Relaxed);
     }
 
     /// Writes staged bytes to their files; returns the end of what is
@@ -496,7 +492,6 @@ impl CommitLog {
         }
         let runs = {
             let mut st = self.append.lock();
-            st.staged_bytes = 0;
             self.staged_len.store(0, Ordering::Relaxed);
             std::mem::take(&mut st.staging)
         };

@@ -304,27 +304,28 @@ impl MappedFile {
     }
 
     /// Starts writeback of `[from, to)` without waiting for it
-    /// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`); advisory.
+    /// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`); advisory, so a failure
+    /// is ignored.
     pub(crate) fn start_writeback(&self, from: u64, to: u64) {
-        // A zero length would mean "to the end of the file" to the kernel.
-        if to <= from {
-            return;
-        }
-        // SAFETY: plain syscall on our own fd; it does not change contents.
-        unsafe {
-            libc::sync_file_range(
-                self.file.as_raw_fd(),
-                from as libc::off64_t,
-                (to - from) as libc::off64_t,
-                libc::SYNC_FILE_RANGE_WRITE,
-            )
-        };
+        let _ = self.sync_range(from, to, libc::SYNC_FILE_RANGE_WRITE);
     }
 
     /// Writes `[from, to)` out and waits for it
     /// (`sync_file_range(WAIT_BEFORE | WRITE | WAIT_AFTER)`). Not a durability
     /// point: the file's metadata is not written (see [`MappedFile::fdatasync`]).
     pub(crate) fn write_out(&self, from: u64, to: u64) -> Result<()> {
+        self.sync_range(
+            from,
+            to,
+            libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                | libc::SYNC_FILE_RANGE_WRITE
+                | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+        )
+    }
+
+    /// `sync_file_range(flags)` over `[from, to)`; nothing for an empty range.
+    fn sync_range(&self, from: u64, to: u64, flags: libc::c_uint) -> Result<()> {
+        // A zero length would mean "to the end of the file" to the kernel.
         if to <= from {
             return Ok(());
         }
@@ -334,9 +335,7 @@ impl MappedFile {
                 self.file.as_raw_fd(),
                 from as libc::off64_t,
                 (to - from) as libc::off64_t,
-                libc::SYNC_FILE_RANGE_WAIT_BEFORE
-                    | libc::SYNC_FILE_RANGE_WRITE
-                    | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+                flags,
             )
         };
         if rc != 0 {

@@ -53,18 +53,25 @@ pub fn keep_ahead(file: &MappedFile, end: u64) {
     let to = (end + LEAD + CHUNK)
         .next_multiple_of(OS_PAGE_SIZE)
         .min(file.size());
-    let mut at = from;
-    while at < to {
-        let n = (to - at).min(CHUNK);
-        if let Err(e) = file.write_through_fd(at, &ZEROS[..n as usize]) {
-            tracing::warn!("zero-fill ahead of the commit log writer stopped for this file: {e}");
-            file.set_zeroed_to(file.size());
-            return;
-        }
-        at += n;
+    if let Err(e) = write_zeros(file, from, to) {
+        tracing::warn!("zero-fill ahead of the commit log writer stopped for this file: {e}");
+        file.set_zeroed_to(file.size());
+        return;
     }
     file.start_writeback(from, to);
     file.set_zeroed_to(to);
+}
+
+/// Writes zeros over `[from, to)` of `file` through its descriptor, at most
+/// [`CHUNK`] bytes per call.
+fn write_zeros(file: &MappedFile, from: u64, to: u64) -> Result<()> {
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(CHUNK);
+        file.write_through_fd(at, &ZEROS[..n as usize])?;
+        at += n;
+    }
+    Ok(())
 }
 
 /// Bytes [`fill_file`] writes and waits for at a time: the disk sees a
@@ -84,12 +91,7 @@ pub fn fill_file(file: &MappedFile, abort: &AtomicBool) -> Result<bool> {
             return Ok(false);
         }
         let end = (at + FILL_STEP).min(file.size());
-        let mut pos = at;
-        while pos < end {
-            let n = (end - pos).min(CHUNK);
-            file.write_through_fd(pos, &ZEROS[..n as usize])?;
-            pos += n;
-        }
+        write_zeros(file, at, end)?;
         file.write_out(at, end)?;
         file.set_zeroed_to(end);
         at = end;
