@@ -99,7 +99,17 @@ struct AppendState {
     /// it ends in an end-of-file blank (whose header is all that is written
     /// of it; the log goes on in the next file, in a new run).
     staging: Vec<StagedRun>,
+    /// Emptied run buffers the last commit handed back, reused by the next
+    /// runs: a fresh buffer would grow by doubling under the append lock,
+    /// copying a group's bytes about once more and returning the memory
+    /// to the system (munmap) after every commit.
+    spare: Vec<Vec<u8>>,
 }
+
+/// Spare staging buffers kept between commits, and the largest capacity
+/// kept (a burst's huge buffer is let go).
+const SPARE_BUFFERS: usize = 4;
+const SPARE_CAPACITY: usize = 4 << 20;
 
 struct StagedRun {
     at: u64,
@@ -221,6 +231,7 @@ impl CommitLog {
                 last_store_timestamp: 0,
                 queue_offsets: FxHashMap::default(),
                 staging: Vec::new(),
+                spare: Vec::new(),
             }),
             allocator,
             // Appends written with write(2) never fault on the mapping, and
@@ -466,11 +477,15 @@ impl CommitLog {
                 run.bytes.extend_from_slice(data);
                 run.ends_file = ends_file;
             }
-            _ => st.staging.push(StagedRun {
-                at,
-                bytes: data.to_vec(),
-                ends_file,
-            }),
+            _ => {
+                let mut bytes = st.spare.pop().unwrap_or_default();
+                bytes.extend_from_slice(data);
+                st.staging.push(StagedRun {
+                    at,
+                    bytes,
+                    ends_file,
+                })
+            }
         }
         self.staged_len.fetch_add(data.len(), Ordering::Relaxed);
     }
@@ -501,6 +516,7 @@ impl CommitLog {
                 .set(format!("writing staged appends failed: {e}"));
         })?;
         self.committed.store(end, Ordering::Release);
+        self.keep_spares(runs);
         Ok(end)
     }
 
@@ -528,6 +544,25 @@ impl CommitLog {
             file.start_writeback(a, b);
         }
         Ok(())
+    }
+
+    /// Hands the written runs' buffers back for reuse (see `AppendState::spare`).
+    fn keep_spares(&self, runs: Vec<StagedRun>) {
+        let mut keep: Vec<Vec<u8>> = runs
+            .into_iter()
+            .map(|r| r.bytes)
+            .filter(|b| b.capacity() <= SPARE_CAPACITY)
+            .take(SPARE_BUFFERS)
+            .collect();
+        if keep.is_empty() {
+            return;
+        }
+        for b in &mut keep {
+            b.clear();
+        }
+        let mut st = self.append.lock();
+        let room = SPARE_BUFFERS.saturating_sub(st.spare.len());
+        st.spare.extend(keep.into_iter().take(room));
     }
 
     /// Writes `runs` to their files and publishes them there; returns the
@@ -1011,6 +1046,40 @@ mod tests {
         log.expose_durable(end);
         assert_eq!(log.max_offset(), end);
         assert!(log.read_record(0).is_some());
+    }
+
+    /// A commit hands its buffers back and the next appends reuse them
+    /// (no regrowing per group); what they stage still reaches the file.
+    #[test]
+    fn staging_buffers_are_reused_after_a_commit() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (log, rec) = staged_log(dir.path());
+        for _ in 0..8 {
+            log.append("T", 0, &mut rec.clone()).expect("append");
+        }
+        log.commit_staged().expect("commit");
+        let kept = {
+            let st = log.append.lock();
+            assert_eq!(st.spare.len(), 1);
+            st.spare[0].capacity()
+        };
+        assert!(kept >= 8 * rec.len(), "capacity {kept}");
+        let end = log
+            .append("T", 0, &mut rec.clone())
+            .expect("append")
+            .end_offset;
+        {
+            let st = log.append.lock();
+            assert!(st.spare.is_empty());
+            assert_eq!(st.staging[0].bytes.capacity(), kept);
+            assert_eq!(st.staging[0].bytes.len(), rec.len());
+        }
+        assert_eq!(log.commit_staged().expect("commit"), end);
+        log.expose_durable(end);
+        let last = log
+            .read_record(end - rec.len() as u64)
+            .expect("ninth record");
+        assert_eq!(last.len(), rec.len() as u64);
     }
 
     /// An early commit writes what is staged once there is enough of it,

@@ -199,17 +199,27 @@ impl GatherPolicy {
     ///
     /// `meanwhile` runs before each look: the flusher gets the group's
     /// bytes moving while it waits ([`CommitLog::commit_early`]).
-    fn gather(&self, arrived: impl Fn() -> usize, mut meanwhile: impl FnMut()) {
+    ///
+    /// Returns how many writers it saw join.
+    fn gather(&self, arrived: impl Fn() -> usize, mut meanwhile: impl FnMut()) -> usize {
         let start = Instant::now();
         let limit = start + self.flush.min(Self::MAX_WAIT);
         let mut n = arrived();
         let mut last_arrival = start;
         while n < self.active {
             meanwhile();
+            // Writers that arrived while `meanwhile` ran (an early commit
+            // takes tens of microseconds) left no gap.
+            let m = arrived();
+            if m > n && Instant::now() < limit {
+                n = m;
+                last_arrival = Instant::now();
+                continue;
+            }
             let per_writer = (last_arrival - start + self.flush) / n.max(1) as u32;
             let until = (last_arrival + per_writer * Self::GAP_FACTOR).min(limit);
             if Instant::now() >= until {
-                return;
+                return n;
             }
             poll_until(until, || arrived() > n);
             let m = arrived();
@@ -218,6 +228,7 @@ impl GatherPolicy {
                 last_arrival = Instant::now();
             }
         }
+        n
     }
 
     /// How long an idle flusher polls for the next request before it parks:
@@ -299,7 +310,7 @@ impl Flusher {
                                 std::thread::park_timeout(Duration::from_millis(10));
                             }
                             if !stopping {
-                                gather.gather(
+                                let _ = gather.gather(
                                     || g.arrivals().saturating_sub(group_from) as usize,
                                     // A failed write is sticky: the commit
                                     // below reports it and fails the store.
@@ -445,6 +456,28 @@ mod tests {
         policy(10, Duration::from_millis(1)).gather(|| 5, || ());
         let waited = start.elapsed();
         assert!(waited >= Duration::from_micros(400), "{waited:?}");
+    }
+
+    #[test]
+    fn writers_arriving_during_slow_work_meanwhile_are_no_gap() {
+        // Half the group is there; the other half arrives while the
+        // flusher's early commit runs longer than the gap rule allows
+        // (2 x (0 + 2 ms) / 8 = 500 µs), but within the 2 ms cap. They
+        // still join the group.
+        let n = Cell::new(8);
+        let seen = policy(16, Duration::from_millis(2)).gather(
+            || n.get(),
+            || {
+                if n.get() < 16 {
+                    let busy = Instant::now() + Duration::from_micros(700);
+                    while Instant::now() < busy {
+                        std::hint::spin_loop();
+                    }
+                    n.set(16);
+                }
+            },
+        );
+        assert_eq!(seen, 16);
     }
 
     #[test]
