@@ -467,7 +467,8 @@ impl CommitLog {
         self.staged.store(true, Ordering::Release);
     }
 
-    fn is_staged(&self) -> bool {
+    /// Whether appends are staged ([`CommitLog::stage_appends`]).
+    pub fn is_staged(&self) -> bool {
         self.staged.load(Ordering::Acquire)
     }
 

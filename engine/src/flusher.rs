@@ -307,7 +307,7 @@ impl Flusher {
                                 poll_until(until, || g.requested() > g.durable());
                             }
                             if !stopping && g.requested() <= g.durable() {
-                                std::thread::park_timeout(Duration::from_millis(10));
+                                g.park_flusher(Duration::from_millis(10));
                             }
                             if !stopping {
                                 let _ = gather.gather(

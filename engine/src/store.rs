@@ -227,16 +227,19 @@ impl MessageStore {
         }
         let log = commit_log.clone();
         let dispatch = reput.clone();
+        let replication = Arc::new(Replication::new());
+        let readable = replication.clone();
         let flusher = Flusher::start(
             commit_log.clone(),
             group.clone(),
             FlushPolicy::from_config(&config),
             move || log.last_store_timestamp(),
-            // Staged records become readable at the flush: dispatch them
-            // (after their writers were released).
+            // Staged records become readable at the flush: dispatch them and
+            // tell slave senders (after their writers were released).
             move || {
                 if staged {
                     dispatch.after_append();
+                    readable.on_append();
                 }
             },
         )?;
@@ -258,7 +261,7 @@ impl MessageStore {
             derived,
             dispatcher: Mutex::new(Some(dispatcher)),
             reput,
-            replication: Arc::new(Replication::new()),
+            replication,
             checkpointer: Mutex::new(Some(checkpointer)),
             retention,
             read_limits,
@@ -341,8 +344,13 @@ impl MessageStore {
             r
         })?;
         let first = &msgs[0];
-        self.reput.after_append();
-        self.replication.on_append();
+        // A staged record becomes readable at its flush, and the flusher
+        // dispatches it then: here there would be nothing new to dispatch
+        // but the group before, on the path of this writer's whole group.
+        if !self.commit_log.is_staged() {
+            self.reput.after_append();
+            self.replication.on_append();
+        }
         let store_host = first.store_host;
         let messages = appended
             .records
