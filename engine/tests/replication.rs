@@ -354,3 +354,38 @@ async fn sync_master_async_puts_wake_on_ack() {
         assert_eq!(t.await.unwrap().status, PutStatus::PutOk);
     }
 }
+
+/// A SYNC_FLUSH master stages appends (written at the flush): its records
+/// become readable at the flush, and that is when a slave sender waiting
+/// for new bytes must wake — not at its own timeout, and not only at some
+/// later append.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_sender_wakes_when_a_staged_put_becomes_readable() {
+    let md = tempfile::tempdir().unwrap();
+    let master = MessageStore::open(StoreConfig {
+        flush_disk_type: FlushDiskType::SyncFlush,
+        flush_mechanism: engine::config::FlushMechanism::WriteFdatasync,
+        ..config(md.path(), BrokerRole::AsyncMaster)
+    })
+    .unwrap();
+    let before = master.max_offset();
+    let waiter = {
+        let m = master.clone();
+        tokio::spawn(async move {
+            let start = Instant::now();
+            let r = m.replication().clone();
+            r.wait_for_append(|| m.max_offset(), before, Duration::from_secs(60))
+                .await;
+            start.elapsed()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let put = master.put_message_async(&message(1)).await.unwrap();
+    assert_eq!(put.status, PutStatus::PutOk);
+    let waited = tokio::time::timeout(Duration::from_secs(20), waiter)
+        .await
+        .expect("the sender woke")
+        .unwrap();
+    assert!(master.max_offset() > before);
+    assert!(waited < Duration::from_secs(20), "{waited:?}");
+}
