@@ -450,6 +450,21 @@ impl MessageStore {
     /// [`MessageStore::put_batch`] for async callers.
     pub async fn put_batch_async(&self, msgs: &[MessageToStore]) -> Result<PutResult> {
         let (result, waits) = self.append(msgs)?;
+        // The common cases wait for one thing or nothing: no join for them.
+        match waits {
+            Waits {
+                flush: None,
+                replica: None,
+            } => return Self::settle(result, None, None),
+            Waits {
+                flush: Some(offset),
+                replica: None,
+            } => {
+                let flushed = self.group.wait_async(offset, self.flush_timeout()).await;
+                return Self::settle(result, Some(flushed), None);
+            }
+            _ => {}
+        }
         let flush = async {
             match waits.flush {
                 Some(offset) => Some(self.group.wait_async(offset, self.flush_timeout()).await),
