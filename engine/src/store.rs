@@ -450,38 +450,22 @@ impl MessageStore {
     /// [`MessageStore::put_batch`] for async callers.
     pub async fn put_batch_async(&self, msgs: &[MessageToStore]) -> Result<PutResult> {
         let (result, waits) = self.append(msgs)?;
-        // The common cases wait for one thing or nothing: no join for them.
-        match waits {
-            Waits {
-                flush: None,
-                replica: None,
-            } => return Self::settle(result, None, None),
-            Waits {
-                flush: Some(offset),
-                replica: None,
-            } => {
-                let flushed = self.group.wait_async(offset, self.flush_timeout()).await;
-                return Self::settle(result, Some(flushed), None);
-            }
-            _ => {}
-        }
         let flush = async {
             match waits.flush {
                 Some(offset) => Some(self.group.wait_async(offset, self.flush_timeout()).await),
                 None => None,
             }
         };
-        let replica = async {
-            match waits.replica {
-                Some(offset) => Some(
-                    self.replication
-                        .wait_for_ack(offset, self.slave_timeout())
-                        .await,
-                ),
-                None => None,
+        // Join only when there is a replica to wait for as well: the common
+        // case awaits its flush (or nothing) directly.
+        let (flushed, replicated) = match waits.replica {
+            None => (flush.await, None),
+            Some(offset) => {
+                let replica = self.replication.wait_for_ack(offset, self.slave_timeout());
+                let (flushed, replicated) = tokio::join!(flush, replica);
+                (flushed, Some(replicated))
             }
         };
-        let (flushed, replicated) = tokio::join!(flush, replica);
         Self::settle(result, flushed, replicated)
     }
 
