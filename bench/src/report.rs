@@ -245,6 +245,7 @@ pub fn runs_table(runs: &[RunResult], disk: Option<&DiskCeilings>) -> String {
         "flushes",
         "msgs/flush",
         "flush µs",
+        "cpu/put µs",
         "rolls",
         "roll max µs",
         "target msg/s",
@@ -305,6 +306,8 @@ pub fn runs_table(runs: &[RunResult], disk: Option<&DiskCeilings>) -> String {
             r.flushes.to_string(),
             format!("{:.1}", r.msgs_per_flush),
             us(r.flush_mean_us),
+            r.writer_cpu_us_per_put
+                .map_or_else(|| "-".into(), |c| format!("{c:.2}")),
             r.rolls.to_string(),
             if r.rolls > 0 {
                 us(r.roll_max_us)

@@ -116,6 +116,10 @@ pub struct RunResult {
     pub msgs_per_flush: f64,
     /// Mean duration of one flush, µs.
     pub flush_mean_us: f64,
+    /// CPU time of the writers' runtime thread per put, µs (`tasks` only):
+    /// steadier than throughput on a noisy machine, so A/B comparisons of
+    /// the writer path read it first.
+    pub writer_cpu_us_per_put: Option<f64>,
 }
 
 #[repr(align(128))]
@@ -272,6 +276,7 @@ pub fn run(
     });
     let counters: Vec<Slot> = (0..writers).map(|_| Slot::default()).collect();
     let done = AtomicUsize::new(0);
+    let writer_cpu_ns = AtomicU64::new(0);
     // Every writer thread and the timing thread meet here (tasks: one runtime thread).
     let barrier = Barrier::new(if spec.tasks { 2 } else { writers + 1 });
     let (mut outs, elapsed, timeline, flush_before) = std::thread::scope(|s| {
@@ -279,6 +284,7 @@ pub fn run(
             // One runtime thread drives every writer task: the shape of the
             // broker, where connection tasks await the group commit.
             let (body, counters, barrier, done) = (&body, &counters, &barrier, &done);
+            let writer_cpu_ns = &writer_cpu_ns;
             // Under SYNC_FLUSH every put awaits its flush, which lets the
             // other writers run; a yield on top would only add a round
             // through the runtime's driver before each writer's next put.
@@ -299,7 +305,8 @@ pub fn run(
                     }
                 };
                 barrier.wait();
-                rt.block_on(futures_util::future::join_all((0..writers).map(
+                let cpu_before = thread_cpu_ns();
+                let outs = rt.block_on(futures_util::future::join_all((0..writers).map(
                     |w| async move {
                         let msg = MessageToStore::new(topic, (w % 8) as i32, body, "");
                         let mut out = WriterOut::new();
@@ -322,7 +329,9 @@ pub fn run(
                         done.fetch_add(1, Ordering::Release);
                         (out, start.elapsed())
                     },
-                )))
+                )));
+                writer_cpu_ns.store(thread_cpu_ns() - cpu_before, Ordering::Relaxed);
+                outs
             })]
         } else {
             (0..writers)
@@ -429,6 +438,7 @@ pub fn run(
         flushes,
         msgs_per_flush: 0.0,
         flush_mean_us: flush_nanos as f64 / 1000.0 / flushes.max(1) as f64,
+        writer_cpu_us_per_put: None,
     };
     // Throughput over the longest writer's own measured span.
     let span = outs.iter().map(|(_, d)| *d).max().unwrap_or(elapsed);
@@ -454,6 +464,10 @@ pub fn run(
     r.msgs_per_sec = r.messages as f64 / r.elapsed_s.max(1e-9);
     r.msgs_per_flush = r.messages as f64 / r.flushes.max(1) as f64;
     r.mb_per_sec = r.msgs_per_sec * record_bytes as f64 / 1e6;
+    if spec.tasks && r.messages > 0 {
+        r.writer_cpu_us_per_put =
+            Some(writer_cpu_ns.load(Ordering::Relaxed) as f64 / 1000.0 / r.messages as f64);
+    }
     r.latency = Latency::from_hist(&hist);
     r.curve = stats::curve(&hist);
     drop(owned);
@@ -462,4 +476,17 @@ pub fn run(
     // SAFETY: sync(2) has no preconditions.
     unsafe { libc::sync() };
     Ok(r)
+}
+
+/// CPU time consumed by the calling thread so far, ns.
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for the call to fill.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
