@@ -176,14 +176,14 @@ impl WriterOut {
         last_file: &mut u64,
         counter: &AtomicU64,
         deadline: Instant,
-    ) -> bool {
+    ) -> Option<Instant> {
         let t1 = Instant::now();
         let ns = (t1 - t0).as_nanos() as u64;
         if !self.record(r, ns, file_size, last_file) {
-            return false;
+            return None;
         }
         counter.store(self.count, Ordering::Relaxed);
-        t1 < deadline
+        (t1 < deadline).then_some(t1)
     }
 
     /// Accounts one put that took `ns`; false once the writer must stop.
@@ -313,18 +313,26 @@ pub fn run(
                         let mut last_file = prime_file;
                         let start = Instant::now();
                         let deadline = start + Duration::from_secs_f64(seconds);
+                        let mut t0 = start;
                         while out.count < quota && !stop.load(Ordering::Relaxed) {
-                            let t0 = Instant::now();
                             let r = store.put_message_async(&msg).await;
                             let c = &counters[w].0;
-                            if !out.put_done(r, t0, spec.file_size, &mut last_file, c, deadline) {
+                            let Some(t1) =
+                                out.put_done(r, t0, spec.file_size, &mut last_file, c, deadline)
+                            else {
                                 break;
-                            }
+                            };
                             // Under ASYNC_FLUSH nothing awaits: let the other
                             // writers run, as a real producer's send would.
-                            if yield_each {
+                            // Otherwise the next put starts right away: the
+                            // end of this one is its start (one clock read
+                            // per put, not two).
+                            t0 = if yield_each {
                                 tokio::task::yield_now().await;
-                            }
+                                Instant::now()
+                            } else {
+                                t1
+                            };
                         }
                         done.fetch_add(1, Ordering::Release);
                         (out, start.elapsed())
@@ -358,7 +366,10 @@ pub fn run(
                             let t0 = Instant::now();
                             let r = store.put_message(&msg);
                             let c = &counters[w].0;
-                            if !out.put_done(r, t0, spec.file_size, &mut last_file, c, deadline) {
+                            if out
+                                .put_done(r, t0, spec.file_size, &mut last_file, c, deadline)
+                                .is_none()
+                            {
                                 break;
                             }
                         }

@@ -10,10 +10,11 @@ use std::collections::HashMap;
 
 use rustc_hash::FxHashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crossbeam_utils::CachePadded;
 use parking_lot::{Mutex, RwLock};
 
 use crate::allocator::{FileAllocator, FileSpec};
@@ -104,6 +105,10 @@ struct AppendState {
     /// copying a group's bytes about once more and returning the memory
     /// to the system (munmap) after every commit.
     spare: Vec<Vec<u8>>,
+    /// Bytes in `staging`.
+    staged_bytes: usize,
+    /// Staged bytes at which an early commit is due (0: never).
+    early_commit_bytes: usize,
 }
 
 /// Spare staging buffers kept between commits, and the largest capacity
@@ -150,21 +155,32 @@ pub struct CommitLog {
     max_offset: AtomicU64,
     /// With staged appends: the end of the bytes written to the files.
     committed: AtomicU64,
-    /// Bytes in `AppendState::staging`: changed under the append lock,
-    /// read without it by the flusher's polls.
-    staged_len: std::sync::atomic::AtomicUsize,
-    /// When the append lock was taken (ms), 0 when free: page-cache-busy check.
-    lock_since_ms: AtomicI64,
-    /// Store timestamp of the last appended record.
-    last_store_timestamp: AtomicI64,
+    /// With staged appends: an append set this when the staged bytes
+    /// reached the early-commit size, the next commit clears it. The
+    /// flusher polls it while a group gathers; a byte count that every
+    /// append changed made each append wait for that cache line to come
+    /// back from the flusher's CPU.
+    early_commit_due: CachePadded<AtomicBool>,
+    /// Written by every append and rarely read by other threads, so kept
+    /// off the cache lines the flusher polls (see `early_commit_due`).
+    append_marks: CachePadded<AppendMarks>,
     /// Appends are staged in memory and written by [`CommitLog::commit_staged`].
-    staged: std::sync::atomic::AtomicBool,
+    staged: AtomicBool,
     /// One commit at a time, so staged bytes reach the files in order.
     commit_lock: Mutex<()>,
     /// The first failed commit. Its staged bytes are gone from staging but
     /// not (all) in the files, so no later commit may go on past that hole:
     /// every one fails, and the flusher fails the store.
     commit_failure: std::sync::OnceLock<String>,
+}
+
+/// What each append records outside the append lock's data.
+#[derive(Default)]
+struct AppendMarks {
+    /// When the append lock was taken (ms), 0 when free: page-cache-busy check.
+    lock_since_ms: AtomicI64,
+    /// Store timestamp of the last appended record.
+    last_store_timestamp: AtomicI64,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -232,6 +248,8 @@ impl CommitLog {
                 queue_offsets: FxHashMap::default(),
                 staging: Vec::new(),
                 spare: Vec::new(),
+                staged_bytes: 0,
+                early_commit_bytes: 0,
             }),
             allocator,
             // Appends written with write(2) never fault on the mapping, and
@@ -244,10 +262,9 @@ impl CommitLog {
             },
             max_offset: AtomicU64::new(0),
             committed: AtomicU64::new(0),
-            staged_len: std::sync::atomic::AtomicUsize::new(0),
-            lock_since_ms: AtomicI64::new(0),
-            last_store_timestamp: AtomicI64::new(0),
-            staged: std::sync::atomic::AtomicBool::new(false),
+            early_commit_due: CachePadded::new(AtomicBool::new(false)),
+            append_marks: CachePadded::new(AppendMarks::default()),
+            staged: AtomicBool::new(false),
             commit_lock: Mutex::new(()),
             commit_failure: std::sync::OnceLock::new(),
         })
@@ -358,7 +375,8 @@ impl CommitLog {
             .filter(|f| f.start_offset() <= end && end < f.start_offset() + f.size())
             .cloned();
         st.last_store_timestamp = report.last_store_timestamp;
-        self.last_store_timestamp
+        self.append_marks
+            .last_store_timestamp
             .store(report.last_store_timestamp, Ordering::Release);
         self.max_offset.store(end, Ordering::Release);
         self.committed.store(end, Ordering::Release);
@@ -441,10 +459,10 @@ impl CommitLog {
         }
         let mut st = self.append.lock();
         let now = now_ms();
-        self.lock_since_ms.store(now, Ordering::Relaxed);
+        self.append_marks.lock_since_ms.store(now, Ordering::Relaxed);
         let result = self.append_locked(&mut st, topic, queue_id, encoded, now);
-        self.lock_since_ms.store(0, Ordering::Relaxed);
-        let backlog = self.staged_len.load(Ordering::Relaxed);
+        self.append_marks.lock_since_ms.store(0, Ordering::Relaxed);
+        let backlog = st.staged_bytes;
         drop(st);
         if backlog > STAGE_LIMIT {
             self.commit_staged()?;
@@ -462,8 +480,10 @@ impl CommitLog {
     /// flusher reports them durable ([`CommitLog::expose_durable`]), so no
     /// reader sees a record a crash could take back. Call before the first
     /// append; not for a slave (its bytes arrive through
-    /// [`CommitLog::append_replicated`]).
-    pub fn stage_appends(&self) {
+    /// [`CommitLog::append_replicated`]). [`CommitLog::commit_early`]
+    /// commits once `early_commit_bytes` are staged (0: never).
+    pub fn stage_appends(&self, early_commit_bytes: usize) {
+        self.append.lock().early_commit_bytes = early_commit_bytes;
         self.staged.store(true, Ordering::Release);
     }
 
@@ -488,7 +508,12 @@ impl CommitLog {
                 })
             }
         }
-        self.staged_len.fetch_add(data.len(), Ordering::Relaxed);
+        let before = st.staged_bytes;
+        st.staged_bytes += data.len();
+        let due = st.early_commit_bytes;
+        if due > 0 && before < due && st.staged_bytes >= due {
+            self.early_commit_due.store(true, Ordering::Release);
+        }
     }
 
     /// Writes staged bytes to their files; returns the end of what is
@@ -508,7 +533,8 @@ impl CommitLog {
         }
         let runs = {
             let mut st = self.append.lock();
-            self.staged_len.store(0, Ordering::Relaxed);
+            st.staged_bytes = 0;
+            self.early_commit_due.store(false, Ordering::Release);
             std::mem::take(&mut st.staging)
         };
         let end = self.write_runs(&runs).inspect_err(|e| {
@@ -522,15 +548,16 @@ impl CommitLog {
     }
 
     /// With staged appends, while the flusher waits for a group to fill:
-    /// once at least `min_bytes` are staged, writes them to their files and
+    /// once the early-commit size is staged ([`CommitLog::stage_appends`]),
+    /// writes them to their files and
     /// starts their write-back (`sync_file_range(SYNC_FILE_RANGE_WRITE)`,
     /// which does not wait), so the fdatasync that ends the group finds most
     /// of its pages already on their way to the disk (64 KiB pwrite +
     /// fdatasync p50 119-136 µs; with 48 KiB of it started during a 60 µs
     /// wait, 99-107 µs). Nothing becomes durable or readable here; a failed
     /// write fails this and every later commit, as [`CommitLog::commit_staged`].
-    pub fn commit_early(&self, min_bytes: usize) -> Result<()> {
-        if !self.is_staged() || self.staged_len.load(Ordering::Relaxed) < min_bytes {
+    pub fn commit_early(&self) -> Result<()> {
+        if !self.early_commit_due.load(Ordering::Acquire) {
             return Ok(());
         }
         let from = self.committed.load(Ordering::Acquire);
@@ -654,7 +681,7 @@ impl CommitLog {
         }
         let now = now.max(st.last_store_timestamp);
         st.last_store_timestamp = now;
-        self.last_store_timestamp.store(now, Ordering::Release);
+        self.append_marks.last_store_timestamp.store(now, Ordering::Release);
         let base = file.start_offset() + pos;
         let queues = match st.queue_offsets.get_mut(topic) {
             Some(q) => q,
@@ -765,7 +792,7 @@ impl CommitLog {
     /// Raises the last store timestamp (a slave learns it from the records
     /// its dispatcher saw).
     pub(crate) fn note_store_timestamp(&self, ts: i64) {
-        self.last_store_timestamp.fetch_max(ts, Ordering::AcqRel);
+        self.append_marks.last_store_timestamp.fetch_max(ts, Ordering::AcqRel);
     }
 
     fn write(&self, file: &MappedFile, pos: u64, data: &[u8]) -> Result<()> {
@@ -827,7 +854,7 @@ impl CommitLog {
 
     /// Store timestamp of the last appended (or recovered) record.
     pub fn last_store_timestamp(&self) -> i64 {
-        self.last_store_timestamp.load(Ordering::Acquire)
+        self.append_marks.last_store_timestamp.load(Ordering::Acquire)
     }
 
     /// Readable end of the commit log.
@@ -846,7 +873,7 @@ impl CommitLog {
 
     /// Whether the append lock has been held longer than `busy_ms`.
     pub fn is_busy(&self, busy_ms: u64) -> bool {
-        let since = self.lock_since_ms.load(Ordering::Relaxed);
+        let since = self.append_marks.lock_since_ms.load(Ordering::Relaxed);
         since != 0 && now_ms() - since > busy_ms as i64
     }
 
@@ -1023,13 +1050,13 @@ mod tests {
         log.shutdown();
     }
 
-    /// A log of 1 MiB files with staged appends (no allocator), and one
-    /// encoded record for it.
+    /// A log of 1 MiB files with staged appends (no allocator) whose early
+    /// commit is due at five records, and one encoded record for it.
     fn staged_log(dir: &std::path::Path) -> (CommitLog, Vec<u8>) {
         let log = open_log(dir, 1 << 20, None, FlushMechanism::WriteFdatasync, false);
-        log.stage_appends();
         let mut rec = Vec::new();
         crate::record::MessageToStore::new("T", 0, b"body", "").encode_into(&mut rec);
+        log.stage_appends(5 * rec.len());
         (log, rec)
     }
 
@@ -1096,16 +1123,18 @@ mod tests {
                 .expect("append")
                 .end_offset;
         }
-        log.commit_early(end as usize + 1)
-            .expect("below the threshold");
+        log.commit_early().expect("below the threshold");
         assert_eq!(
             log.committed.load(Ordering::Acquire),
             0,
             "too little staged"
         );
-        log.commit_early(end as usize).expect("commit");
+        log.append("T", 0, &mut rec.clone()).expect("append");
+        let end = end + rec.len() as u64;
+        log.commit_early().expect("commit");
         assert_eq!(log.committed.load(Ordering::Acquire), end);
-        assert_eq!(log.staged_len.load(Ordering::Relaxed), 0);
+        assert_eq!(log.append.lock().staged_bytes, 0);
+        assert!(!log.early_commit_due.load(Ordering::Acquire));
         assert_eq!(log.max_offset(), 0, "written is not durable");
         assert_eq!(log.commit_staged().expect("nothing left"), end);
         log.expose_durable(end);

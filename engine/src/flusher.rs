@@ -34,6 +34,8 @@ pub struct FlushPolicy {
     pub timed: bool,
     pub least_pages: u64,
     pub thorough_interval: Duration,
+    /// `syncFlushTimeout`: how long a SYNC_FLUSH writer waits for its flush.
+    pub sync_timeout: Duration,
 }
 
 impl FlushPolicy {
@@ -44,7 +46,14 @@ impl FlushPolicy {
             timed: c.flush_commit_log_timed,
             least_pages: c.flush_commit_log_least_pages,
             thorough_interval: Duration::from_millis(c.flush_commit_log_thorough_interval),
+            sync_timeout: Duration::from_millis(c.sync_flush_timeout),
         }
+    }
+
+    /// How often the SYNC_FLUSH watchdog wakes waiters to check their
+    /// deadlines: a tenth of the timeout, within 1..=100 ms.
+    pub fn watchdog_tick(&self) -> Duration {
+        (self.sync_timeout / 10).clamp(Duration::from_millis(1), Duration::from_millis(100))
     }
 }
 
@@ -252,7 +261,7 @@ impl GatherPolicy {
 
 /// Staged bytes worth writing (and starting write-back of) while a SYNC
 /// group gathers; below this a separate write costs more than it saves.
-const EARLY_COMMIT_BYTES: usize = 32 << 10;
+pub(crate) const EARLY_COMMIT_BYTES: usize = 32 << 10;
 
 /// Polls `done` until it holds or `until` passes, giving the CPU to any
 /// other runnable thread between looks (`sched_yield`): on this kind of
@@ -269,6 +278,10 @@ fn poll_until(until: Instant, done: impl Fn() -> bool) {
 pub struct Flusher {
     stop: Arc<AtomicBool>,
     handle: Option<JoinHandle<()>>,
+    /// SYNC_FLUSH: ends waits past their timeout even while a flush hangs
+    /// (see [`GroupCommit::watchdog_tick`]).
+    watchdog: Option<JoinHandle<()>>,
+    group: Arc<GroupCommit>,
     /// Store timestamp of the last record known flushed by a full flush
     /// (checkpoint `physicMsgTimestamp`).
     pub last_flush_timestamp: Arc<AtomicI64>,
@@ -315,7 +328,7 @@ impl Flusher {
                                     // A failed write is sticky: the commit
                                     // below reports it and fails the store.
                                     || {
-                                        let _ = log.commit_early(EARLY_COMMIT_BYTES);
+                                        let _ = log.commit_early();
                                     },
                                 );
                             }
@@ -387,20 +400,58 @@ impl Flusher {
             })
             .map_err(|e| StoreError::io("commitlog-flusher thread", e))?;
         group.set_flusher(handle.thread().clone());
+        let watchdog = if policy.disk_type == FlushDiskType::SyncFlush {
+            let (s, g, tick) = (stop.clone(), group.clone(), policy.watchdog_tick());
+            group.set_watchdog(tick);
+            let spawned = std::thread::Builder::new()
+                .name("flush-watchdog".into())
+                .spawn(move || {
+                    // Ticks never come early (a park can end early): waits
+                    // count on each tick meaning a whole `tick` went by.
+                    let mut next = Instant::now() + tick;
+                    while !s.load(Ordering::Acquire) {
+                        std::thread::park_timeout(next.saturating_duration_since(Instant::now()));
+                        if Instant::now() >= next {
+                            g.watchdog_tick();
+                            next += tick;
+                        }
+                    }
+                });
+            match spawned {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    // Without it a hung flush would hold its writers forever.
+                    stop.store(true, Ordering::Release);
+                    handle.thread().unpark();
+                    let _ = handle.join();
+                    return Err(StoreError::io("flush-watchdog thread", e));
+                }
+            }
+        } else {
+            None
+        };
         Ok(Flusher {
             stop,
             handle: Some(handle),
+            watchdog,
+            group,
             last_flush_timestamp,
         })
     }
 
-    /// Stops after one final unconditional flush.
+    /// Stops after one final unconditional flush; a wait that flush did
+    /// not satisfy then ends with a timeout.
     pub fn shutdown(&mut self) {
         self.stop.store(true, Ordering::Release);
         if let Some(h) = self.handle.take() {
             h.thread().unpark();
             let _ = h.join();
         }
+        if let Some(h) = self.watchdog.take() {
+            h.thread().unpark();
+            let _ = h.join();
+        }
+        self.group.close();
     }
 }
 
@@ -417,6 +468,20 @@ mod tests {
 
     fn policy(active: usize, flush: Duration) -> GatherPolicy {
         GatherPolicy { active, flush }
+    }
+
+    #[test]
+    fn the_watchdog_ticks_at_a_tenth_of_the_timeout_within_bounds() {
+        let tick = |ms| {
+            FlushPolicy::from_config(&StoreConfig {
+                sync_flush_timeout: ms,
+                ..StoreConfig::default()
+            })
+            .watchdog_tick()
+        };
+        assert_eq!(tick(5000), Duration::from_millis(100));
+        assert_eq!(tick(200), Duration::from_millis(20));
+        assert_eq!(tick(0), Duration::from_millis(1));
     }
 
     #[test]

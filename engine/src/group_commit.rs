@@ -41,6 +41,13 @@ pub struct GroupCommit {
     /// Waits started so far (the flusher counts a group's writers by it).
     arrivals: AtomicU64,
     failure: OnceLock<String>,
+    /// No flush will come any more (the flusher stopped).
+    closed: AtomicBool,
+    /// Ticks of the flusher's watchdog so far, and how long one lasts (set
+    /// when the watchdog starts): async waits measure their timeout in
+    /// ticks, which costs no clock read and no timer per wait.
+    ticks: AtomicU64,
+    tick: OnceLock<Duration>,
     lock: Mutex<()>,
     cond: Condvar,
     notify: Notify,
@@ -61,6 +68,9 @@ impl GroupCommit {
             requested: AtomicU64::new(durable),
             arrivals: AtomicU64::new(0),
             failure: OnceLock::new(),
+            closed: AtomicBool::new(false),
+            ticks: AtomicU64::new(0),
+            tick: OnceLock::new(),
             lock: Mutex::new(()),
             cond: Condvar::new(),
             notify: Notify::new(),
@@ -148,6 +158,44 @@ impl GroupCommit {
         self.wake_all();
     }
 
+    /// Announces the watchdog that will call [`GroupCommit::watchdog_tick`]
+    /// every `tick`. Until then async waits have no timeout of their own.
+    pub(crate) fn set_watchdog(&self, tick: Duration) {
+        let _ = self.tick.set(tick.max(Duration::from_micros(1)));
+    }
+
+    /// One watchdog tick: counts it, and while a flush is pending wakes
+    /// every waiter so that each checks its deadline. Async waits keep no
+    /// timer of their own: registering one per append cost a timer-wheel
+    /// insertion, a removal and clock reads on every put.
+    pub(crate) fn watchdog_tick(&self) {
+        self.ticks.fetch_add(1, Ordering::AcqRel);
+        if self.requested() > self.durable() {
+            self.wake_all();
+        }
+    }
+
+    /// The tick count at which a wait starting now has waited `timeout`:
+    /// the current tick may be nearly over, so one more than the ticks in
+    /// `timeout`. `None` without a watchdog.
+    fn deadline_tick(&self, timeout: Duration) -> Option<u64> {
+        let tick = self.tick.get()?.as_nanos();
+        let n = timeout.as_nanos().div_ceil(tick);
+        Some(
+            self.ticks
+                .load(Ordering::Acquire)
+                .saturating_add(u64::try_from(n).unwrap_or(u64::MAX))
+                .saturating_add(1),
+        )
+    }
+
+    /// No flush will come any more: every wait not yet satisfied ends now
+    /// with [`NotDurable::Timeout`] (stored, not known durable).
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.wake_all();
+    }
+
     fn wake_all(&self) {
         drop(self.lock.lock());
         self.cond.notify_all();
@@ -172,6 +220,9 @@ impl GroupCommit {
             if let Some(r) = self.check(offset) {
                 return r;
             }
+            if self.closed.load(Ordering::Acquire) {
+                return Err(NotDurable::Timeout);
+            }
             if self.cond.wait_until(&mut guard, deadline).timed_out() {
                 return self.check(offset).unwrap_or(Err(NotDurable::Timeout));
             }
@@ -179,24 +230,26 @@ impl GroupCommit {
     }
 
     /// Waits in an async task until `offset` is durable, the timeout passes,
-    /// or the store fails. Needs a tokio runtime with the time driver.
+    /// or the store fails. The timeout is counted in ticks of the flusher's
+    /// watchdog ([`GroupCommit::watchdog_tick`], a tenth of the store's
+    /// `syncFlushTimeout`), so it ends up to one tick late; needs no
+    /// runtime timer.
     pub async fn wait_async(&self, offset: u64, timeout: Duration) -> Result<(), NotDurable> {
         self.arrivals.fetch_add(1, Ordering::AcqRel);
         self.request(offset);
-        let fut = async {
-            loop {
-                let notified = self.notify.notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                if let Some(r) = self.check(offset) {
-                    return r;
-                }
-                notified.await;
+        let deadline = self.deadline_tick(timeout);
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(r) = self.check(offset) {
+                return r;
             }
-        };
-        match tokio::time::timeout(timeout, fut).await {
-            Ok(r) => r,
-            Err(_) => self.check(offset).unwrap_or(Err(NotDurable::Timeout)),
+            let expired = deadline.is_some_and(|d| self.ticks.load(Ordering::Acquire) >= d);
+            if expired || self.closed.load(Ordering::Acquire) {
+                return Err(NotDurable::Timeout);
+            }
+            notified.await;
         }
     }
 }
@@ -233,6 +286,53 @@ mod tests {
         let (woke, second) = flusher.join().expect("flusher thread");
         assert!(woke < Duration::from_secs(10), "{woke:?}");
         assert!(second < Duration::from_secs(10), "{second:?}");
+    }
+
+    /// An async wait keeps no timer: it ends at the first watchdog tick
+    /// past its deadline, with a timeout.
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_async_wait_times_out_at_a_watchdog_tick() {
+        let g = std::sync::Arc::new(GroupCommit::new(0));
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        g.set_watchdog(Duration::from_millis(5));
+        let ticker = {
+            let (g, stop) = (g.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Acquire) {
+                    std::thread::sleep(Duration::from_millis(5));
+                    g.watchdog_tick();
+                }
+            })
+        };
+        let start = Instant::now();
+        let r = g.wait_async(100, Duration::from_millis(50)).await;
+        let waited = start.elapsed();
+        stop.store(true, Ordering::Release);
+        ticker.join().expect("ticker");
+        assert_eq!(r, Err(NotDurable::Timeout));
+        assert!(waited >= Duration::from_millis(50), "{waited:?}");
+        assert!(waited < Duration::from_secs(10), "{waited:?}");
+    }
+
+    /// Once the flusher has stopped, waits end: those satisfied by its
+    /// last flush succeed, the others time out at once.
+    #[tokio::test(flavor = "current_thread")]
+    async fn closing_ends_every_unsatisfied_wait_with_a_timeout() {
+        let g = std::sync::Arc::new(GroupCommit::new(0));
+        let waiter = {
+            let g = g.clone();
+            tokio::spawn(async move { g.wait_async(100, Duration::from_secs(600)).await })
+        };
+        tokio::task::yield_now().await;
+        g.publish(50);
+        g.close();
+        let r = tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("the wait ended")
+            .expect("task");
+        assert_eq!(r, Err(NotDurable::Timeout));
+        assert_eq!(g.wait_async(50, Duration::from_secs(600)).await, Ok(()));
+        assert_eq!(g.wait(100, Duration::from_secs(600)), Err(NotDurable::Timeout));
     }
 
     /// Arrivals count every wait that starts, also one already satisfied

@@ -223,7 +223,7 @@ impl MessageStore {
             && config.effective_flush_mechanism() == FlushMechanism::WriteFdatasync
             && config.broker_role != BrokerRole::Slave;
         if staged {
-            commit_log.stage_appends();
+            commit_log.stage_appends(crate::flusher::EARLY_COMMIT_BYTES);
         }
         let log = commit_log.clone();
         let dispatch = reput.clone();
