@@ -113,6 +113,11 @@ struct FlushArgs {
     /// as the broker's connections do).
     #[arg(long, value_delimiter = ',', value_parser = parse_writer_kind, default_value = "threads")]
     writer_kind: Vec<bool>,
+    /// With `tasks`: the runtime thread spins through each group commit
+    /// instead of sleeping (`MessageStore::park_hook`, as the broker does):
+    /// on, off.
+    #[arg(long, value_delimiter = ',', value_parser = parse_on_off, default_value = "on")]
+    park_spin: Vec<bool>,
     /// warmMapedFileEnable: on, off.
     #[arg(long, value_delimiter = ',', value_parser = parse_on_off, default_value = "off,on")]
     warm: Vec<bool>,
@@ -374,16 +379,21 @@ fn matrix(a: &FlushArgs) -> Vec<RunSpec> {
                 for &size in &a.size {
                     for &writers in &a.writers {
                         for &tasks in &a.writer_kind {
-                            out.push(RunSpec {
-                                mode,
-                                mechanism,
-                                warm,
-                                allocator,
-                                size: size as usize,
-                                writers,
-                                tasks,
-                                file_size: a.file_size,
-                            });
+                            // Spinning is a property of task writers only.
+                            let spins: &[bool] = if tasks { &a.park_spin } else { &[false] };
+                            for &park_spin in spins {
+                                out.push(RunSpec {
+                                    mode,
+                                    mechanism,
+                                    warm,
+                                    allocator,
+                                    size: size as usize,
+                                    writers,
+                                    tasks,
+                                    park_spin,
+                                    file_size: a.file_size,
+                                });
+                            }
                         }
                     }
                 }
@@ -414,6 +424,7 @@ fn roll_specs(a: &FlushArgs) -> Vec<RunSpec> {
                 size: 1024,
                 writers: 1,
                 tasks: false,
+                park_spin: false,
                 file_size: a.roll_file_size,
             });
         }

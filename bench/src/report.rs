@@ -290,7 +290,9 @@ pub fn runs_table(runs: &[RunResult], disk: Option<&DiskCeilings>) -> String {
             on_off(r.warm).into(),
             on_off(r.allocator).into(),
             size_label(r.size),
-            if r.tasks {
+            if r.tasks && !r.park_spin {
+                format!("{}t(park)", r.writers)
+            } else if r.tasks {
                 format!("{}t", r.writers)
             } else {
                 r.writers.to_string()

@@ -33,6 +33,10 @@ pub struct RunSpec {
     /// thread (as the broker's connection tasks are) instead of OS threads
     /// blocking in `put_message`.
     pub tasks: bool,
+    /// With `tasks`: the runtime thread spins through group commits
+    /// instead of sleeping ([`engine::MessageStore::park_hook`]), as the
+    /// broker's runtime does.
+    pub park_spin: bool,
     pub file_size: u64,
 }
 
@@ -46,7 +50,11 @@ impl RunSpec {
             on_off(self.allocator),
             self.size,
             self.writers,
-            if self.tasks { " tasks" } else { "" }
+            match (self.tasks, self.park_spin) {
+                (true, true) => " tasks",
+                (true, false) => " tasks (parking)",
+                (false, _) => "",
+            }
         )
     }
 }
@@ -84,6 +92,8 @@ pub struct RunResult {
     pub writers: usize,
     /// Writers were tokio tasks (see [`RunSpec::tasks`]).
     pub tasks: bool,
+    /// See [`RunSpec::park_spin`].
+    pub park_spin: bool,
     pub file_size: u64,
     /// Encoded commit log record length of one message.
     pub record_bytes: usize,
@@ -290,9 +300,12 @@ pub fn run(
             // through the runtime's driver before each writer's next put.
             let yield_each = spec.mode == FlushDiskType::AsyncFlush;
             vec![s.spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
+                let mut builder = tokio::runtime::Builder::new_current_thread();
+                builder.enable_all();
+                if spec.park_spin {
+                    builder.on_thread_park(store.park_hook());
+                }
+                let rt = match builder.build()
                 {
                     Ok(rt) => rt,
                     Err(e) => {
@@ -430,6 +443,7 @@ pub fn run(
         size: spec.size,
         writers,
         tasks: spec.tasks,
+        park_spin: spec.tasks && spec.park_spin,
         file_size: spec.file_size,
         record_bytes,
         messages: 0,

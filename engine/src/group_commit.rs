@@ -48,6 +48,8 @@ pub struct GroupCommit {
     /// ticks, which costs no clock read and no timer per wait.
     ticks: AtomicU64,
     tick: OnceLock<Duration>,
+    /// Rounds of wake-ups sent so far (see [`GroupCommit::spin_while_flushing`]).
+    wake_rounds: AtomicU64,
     lock: Mutex<()>,
     cond: Condvar,
     notify: Notify,
@@ -70,6 +72,7 @@ impl GroupCommit {
             failure: OnceLock::new(),
             closed: AtomicBool::new(false),
             ticks: AtomicU64::new(0),
+            wake_rounds: AtomicU64::new(0),
             tick: OnceLock::new(),
             lock: Mutex::new(()),
             cond: Condvar::new(),
@@ -200,6 +203,30 @@ impl GroupCommit {
         drop(self.lock.lock());
         self.cond.notify_all();
         self.notify.notify_waiters();
+        self.wake_rounds.fetch_add(1, Ordering::Release);
+    }
+
+    /// For an async runtime thread about to sleep (tokio's
+    /// `on_thread_park`): while writers wait for a flush, spins until the
+    /// flusher has sent the next round of wake-ups, or `max` passes, and
+    /// returns; the runtime then finds its tasks woken instead of sleeping.
+    /// A sleeping vCPU takes about 20 µs to wake here (measured: the first
+    /// writer came back 19-23 µs after the flusher woke it, 8-13 µs when
+    /// its thread spun), a tenth of a SYNC_FLUSH group commit at 64 writers;
+    /// the thread spins only while the flusher's thread is mostly blocked
+    /// in the disk, so it takes little CPU anyone else wants.
+    pub fn spin_while_flushing(&self, max: Duration) {
+        let round = self.wake_rounds.load(Ordering::Acquire);
+        if self.requested() <= self.durable() {
+            return;
+        }
+        let start = Instant::now();
+        while self.wake_rounds.load(Ordering::Acquire) == round && start.elapsed() < max {
+            // A few hundred nanoseconds between clock reads.
+            for _ in 0..64 {
+                std::hint::spin_loop();
+            }
+        }
     }
 
     fn check(&self, offset: u64) -> Option<Result<(), NotDurable>> {
@@ -257,6 +284,38 @@ impl GroupCommit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A runtime thread about to park spins only while writers wait for a
+    /// flush, until the flusher's wake-ups for it went out, and never past
+    /// its limit.
+    #[test]
+    fn a_parking_thread_spins_until_the_flushed_group_is_woken() {
+        let g = std::sync::Arc::new(GroupCommit::new(0));
+        let start = Instant::now();
+        g.spin_while_flushing(Duration::from_secs(600));
+        assert!(start.elapsed() < Duration::from_secs(10), "nothing pending");
+
+        g.request(100);
+        let start = Instant::now();
+        g.spin_while_flushing(Duration::from_millis(30));
+        let spun = start.elapsed();
+        assert!(spun >= Duration::from_millis(30), "{spun:?}");
+        assert!(spun < Duration::from_secs(10), "{spun:?}");
+
+        let flusher = {
+            let g = g.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                g.publish(100);
+            })
+        };
+        let start = Instant::now();
+        g.spin_while_flushing(Duration::from_secs(600));
+        let (spun, durable) = (start.elapsed(), g.durable());
+        flusher.join().expect("flusher");
+        assert_eq!(durable, 100, "returned only after the publish");
+        assert!(spun < Duration::from_secs(10), "{spun:?}");
+    }
 
     /// A parked flusher wakes at a request, long before its timeout; one
     /// with a request pending does not park at all.

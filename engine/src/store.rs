@@ -42,6 +42,11 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
+/// Longest spin of [`MessageStore::park_hook`] per park: above this
+/// machine's fdatasync p99 (about 420 µs), so a slow flush still finds the
+/// thread awake, but a stalled disk does not keep it spinning.
+pub const PARK_SPIN_MAX: Duration = Duration::from_micros(500);
+
 use crate::allocator::FileSpec;
 use crate::checkpoint::{AbortFile, Checkpoint, StoreLock};
 use crate::commit_log::{AppendedRecord, CommitLog, MappedSlice, Recovered};
@@ -544,6 +549,16 @@ impl MessageStore {
     /// Offset below which everything is durable.
     pub fn durable_offset(&self) -> u64 {
         self.group.durable()
+    }
+
+    /// A hook for a tokio runtime's `on_thread_park` whose tasks await
+    /// SYNC_FLUSH puts: the thread spins through a group commit instead of
+    /// sleeping, so it is awake when the flusher wakes its writers (see
+    /// [`GroupCommit::spin_while_flushing`]; at most [`PARK_SPIN_MAX`] per
+    /// park). Does nothing under ASYNC_FLUSH.
+    pub fn park_hook(&self) -> impl Fn() + Send + Sync + 'static {
+        let group = self.group.clone();
+        move || group.spin_while_flushing(PARK_SPIN_MAX)
     }
 
     /// Commit log flush counters (benchmarks compare two snapshots).
