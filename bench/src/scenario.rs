@@ -305,8 +305,7 @@ pub fn run(
                 if spec.park_spin {
                     builder.on_thread_park(store.park_hook());
                 }
-                let rt = match builder.build()
-                {
+                let rt = match builder.build() {
                     Ok(rt) => rt,
                     Err(e) => {
                         barrier.wait();

@@ -459,7 +459,9 @@ impl CommitLog {
         }
         let mut st = self.append.lock();
         let now = now_ms();
-        self.append_marks.lock_since_ms.store(now, Ordering::Relaxed);
+        self.append_marks
+            .lock_since_ms
+            .store(now, Ordering::Relaxed);
         let result = self.append_locked(&mut st, topic, queue_id, encoded, now);
         self.append_marks.lock_since_ms.store(0, Ordering::Relaxed);
         let backlog = st.staged_bytes;
@@ -681,7 +683,9 @@ impl CommitLog {
         }
         let now = now.max(st.last_store_timestamp);
         st.last_store_timestamp = now;
-        self.append_marks.last_store_timestamp.store(now, Ordering::Release);
+        self.append_marks
+            .last_store_timestamp
+            .store(now, Ordering::Release);
         let base = file.start_offset() + pos;
         let queues = match st.queue_offsets.get_mut(topic) {
             Some(q) => q,
@@ -792,7 +796,9 @@ impl CommitLog {
     /// Raises the last store timestamp (a slave learns it from the records
     /// its dispatcher saw).
     pub(crate) fn note_store_timestamp(&self, ts: i64) {
-        self.append_marks.last_store_timestamp.fetch_max(ts, Ordering::AcqRel);
+        self.append_marks
+            .last_store_timestamp
+            .fetch_max(ts, Ordering::AcqRel);
     }
 
     fn write(&self, file: &MappedFile, pos: u64, data: &[u8]) -> Result<()> {
@@ -854,7 +860,9 @@ impl CommitLog {
 
     /// Store timestamp of the last appended (or recovered) record.
     pub fn last_store_timestamp(&self) -> i64 {
-        self.append_marks.last_store_timestamp.load(Ordering::Acquire)
+        self.append_marks
+            .last_store_timestamp
+            .load(Ordering::Acquire)
     }
 
     /// Readable end of the commit log.

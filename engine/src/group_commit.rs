@@ -391,7 +391,10 @@ mod tests {
             .expect("task");
         assert_eq!(r, Err(NotDurable::Timeout));
         assert_eq!(g.wait_async(50, Duration::from_secs(600)).await, Ok(()));
-        assert_eq!(g.wait(100, Duration::from_secs(600)), Err(NotDurable::Timeout));
+        assert_eq!(
+            g.wait(100, Duration::from_secs(600)),
+            Err(NotDurable::Timeout)
+        );
     }
 
     /// Arrivals count every wait that starts, also one already satisfied
