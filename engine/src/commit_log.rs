@@ -549,6 +549,13 @@ impl CommitLog {
         Ok(end)
     }
 
+    /// Holds off every commit (and so every staged flush) while the guard
+    /// lives: a stalled disk, for tests.
+    #[cfg(test)]
+    pub(crate) fn hold_commits(&self) -> parking_lot::MutexGuard<'_, ()> {
+        self.commit_lock.lock()
+    }
+
     /// With staged appends, while the flusher waits for a group to fill:
     /// once the early-commit size is staged ([`CommitLog::stage_appends`]),
     /// writes them to their files and

@@ -989,3 +989,59 @@ mod warm_tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod sync_timeout_tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// A SYNC_FLUSH put whose flush does not come within
+    /// `syncFlushTimeout` is stored but reported `FlushDiskTimeout`, never
+    /// `PutOk`, from async callers (counted in watchdog ticks) and blocking
+    /// ones alike; once the disk moves again, puts succeed.
+    #[test]
+    fn a_put_whose_flush_stalls_past_the_timeout_reports_flush_disk_timeout() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = MessageStore::open(StoreConfig {
+            store_path_root_dir: dir.path().to_path_buf(),
+            mapped_file_size_commit_log: 1 << 20,
+            flush_disk_type: FlushDiskType::SyncFlush,
+            flush_mechanism: FlushMechanism::WriteFdatasync,
+            sync_flush_timeout: 200,
+            ..StoreConfig::default()
+        })
+        .expect("open");
+        let msg = MessageToStore::new("T", 0, b"body", "");
+        // The runtime's timer only bounds the test's own wait.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let ok = rt.block_on(store.put_message_async(&msg)).expect("put");
+        assert_eq!(ok.status, PutStatus::PutOk);
+        {
+            let _stalled = store.commit_log.hold_commits();
+            let start = Instant::now();
+            let late = rt
+                .block_on(async {
+                    tokio::time::timeout(Duration::from_secs(10), store.put_message_async(&msg))
+                        .await
+                })
+                .expect("the put ends on its own")
+                .expect("stored");
+            let waited = start.elapsed();
+            assert_eq!(late.status, PutStatus::FlushDiskTimeout);
+            assert!(waited >= Duration::from_millis(200), "{waited:?}");
+            assert!(waited < Duration::from_secs(10), "{waited:?}");
+            let blocking = store.put_message(&msg).expect("stored");
+            assert_eq!(blocking.status, PutStatus::FlushDiskTimeout);
+        }
+        let after = rt.block_on(store.put_message_async(&msg)).expect("put");
+        assert_eq!(after.status, PutStatus::PutOk);
+        assert_eq!(
+            store.put_message(&msg).expect("put").status,
+            PutStatus::PutOk
+        );
+        store.shutdown().expect("shutdown");
+    }
+}
