@@ -114,8 +114,8 @@ struct FlushArgs {
     #[arg(long, value_delimiter = ',', value_parser = parse_writer_kind, default_value = "threads")]
     writer_kind: Vec<bool>,
     /// With `tasks`: the runtime thread spins through each group commit
-    /// instead of sleeping (`MessageStore::park_hook`, as the broker does):
-    /// on, off.
+    /// instead of sleeping (`MessageStore::park_hook`; the broker does not
+    /// install it, see the README): on, off.
     #[arg(long, value_delimiter = ',', value_parser = parse_on_off, default_value = "on")]
     park_spin: Vec<bool>,
     /// warmMapedFileEnable: on, off.

@@ -34,8 +34,8 @@ pub struct RunSpec {
     /// blocking in `put_message`.
     pub tasks: bool,
     /// With `tasks`: the runtime thread spins through group commits
-    /// instead of sleeping ([`engine::MessageStore::park_hook`]), as the
-    /// broker's runtime does.
+    /// instead of sleeping ([`engine::MessageStore::park_hook`]). The
+    /// broker's runtime does not: its producers share the CPUs.
     pub park_spin: bool,
     pub file_size: u64,
 }

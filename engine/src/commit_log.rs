@@ -558,9 +558,9 @@ impl CommitLog {
 
     /// With staged appends, while the flusher waits for a group to fill:
     /// once the early-commit size is staged ([`CommitLog::stage_appends`]),
-    /// writes them to their files and
-    /// starts their write-back (`sync_file_range(SYNC_FILE_RANGE_WRITE)`,
-    /// which does not wait), so the fdatasync that ends the group finds most
+    /// writes the staged bytes to their files and starts their write-back
+    /// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`, which does not wait), so
+    /// the fdatasync that ends the group finds most
     /// of its pages already on their way to the disk (64 KiB pwrite +
     /// fdatasync p50 119-136 µs; with 48 KiB of it started during a 60 µs
     /// wait, 99-107 µs). Nothing becomes durable or readable here; a failed

@@ -42,11 +42,6 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-/// Longest spin of [`MessageStore::park_hook`] per park: above this
-/// machine's fdatasync p99 (about 420 µs), so a slow flush still finds the
-/// thread awake, but a stalled disk does not keep it spinning.
-pub const PARK_SPIN_MAX: Duration = Duration::from_micros(500);
-
 use crate::allocator::FileSpec;
 use crate::checkpoint::{AbortFile, Checkpoint, StoreLock};
 use crate::commit_log::{AppendedRecord, CommitLog, MappedSlice, Recovered};
@@ -62,6 +57,11 @@ use crate::read::{self, GetMessageResult, MessageFilter, ReadLimits};
 use crate::record::{self, MessageToStore};
 use crate::replication::Replication;
 use crate::retention::{Retention, RetentionRound, StoreHooks};
+
+/// Longest spin of [`MessageStore::park_hook`] per park: above this
+/// machine's fdatasync p99 (about 420 µs), so a slow flush still finds the
+/// thread awake, but a stalled disk does not keep it spinning.
+pub const PARK_SPIN_MAX: Duration = Duration::from_micros(500);
 
 /// RocketMQ's PutMessageStatus values that a successful append can carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
