@@ -17,12 +17,16 @@ def test_kill9_under_load_sync_flush(cluster_factory, clients):
     c = cluster_factory(flushDiskType="SYNC_FLUSH")
     topic = unique("T_k9")
     p, _, _ = prepare_topic(clients, c, topic)
-    p2 = clients.producer(c.namesrv_addr, timeout_ms=3000)
-    # Warm p2's route cache first: the C++ 1.2.x producer races when several
-    # threads make a fresh producer's first sends at once (one loses the
-    # route-update lock and fails with "No route info of this topic").
-    assert p2.send_sync(make_message(topic, "warm-p2")).status == SendStatus.OK
-
+    # One producer per sender thread. The C++ 1.2.x client guards its
+    # broker connection table with a std::timed_mutex whose try_lock_for
+    # gives up at once instead of waiting its 3 s, so two threads sending
+    # through one producer at the same moment make one of them fail every
+    # retry ("GetTransport ... get timed_mutex timeout" in its log) and
+    # report "No route info of this topic" without reaching the broker.
+    # Separate producers have separate connection tables.
+    producers = [p] + [clients.producer(c.namesrv_addr, timeout_ms=3000) for _ in range(3)]
+    for i, prod in enumerate(producers[1:]):
+        assert prod.send_sync(make_message(topic, "warm-%d" % i)).status == SendStatus.OK
     lock = threading.Lock()
     acked, not_ok, errors_before, errors_after = {}, [], [], []
     killed = threading.Event()
@@ -48,7 +52,7 @@ def test_kill9_under_load_sync_flush(cluster_factory, clients):
                 else:
                     not_ok.append((body, res.status))
 
-    threads = [threading.Thread(target=sender, args=(t, p if t % 2 else p2), daemon=True) for t in range(4)]
+    threads = [threading.Thread(target=sender, args=(t, producers[t]), daemon=True) for t in range(4)]
     for t in threads:
         t.start()
     try:
@@ -62,20 +66,18 @@ def test_kill9_under_load_sync_flush(cluster_factory, clients):
         t.join(max(1, 60 - (time.monotonic() - t_kill)))
     stop.set()
     assert not any(t.is_alive() for t in threads), "sender threads still blocked 60s after kill -9"
-    # The C++ 1.2.x producer sometimes fails a burst of sends with "No route
-    # info of this topic" when concurrent sends on one producer contend for
-    # its route-update lock (a client-side race, seen in one full CI run of
-    # 2026-11-21; the name server's routes never lose the topic: route_table
-    # updates under one lock). Such sends were never acknowledged, so the
-    # durability claim below is unaffected; anything else before the kill,
-    # or more than a few of them, still fails the test.
+    # A producer's own heartbeat timer can still take its connection table
+    # at the moment a send does (see above); such a send fails unsent as
+    # "No route info of this topic". It was never acknowledged, so the
+    # durability claim below is unaffected; any other failure before the
+    # kill, or more than a few of these, fails the test.
     route_races = [e for e in errors_before if "No route info of this topic" in e]
     others = [e for e in errors_before if e not in route_races]
     assert not others, "sends failed before the kill: %d, e.g. %r" % (len(others), others[:3])
-    assert len(route_races) <= max(10, len(acked) // 100), \
-        "too many route-lock races before the kill: %d, e.g. %r" % (len(route_races), route_races[:3])
+    assert len(route_races) <= 5, \
+        "too many unsent 'No route info' failures before the kill: %d, e.g. %r" % (len(route_races), route_races[:3])
     if route_races:
-        print("C++ client route-lock race before the kill: %d unacknowledged sends failed" % len(route_races))
+        print("C++ client connection-table race before the kill: %d unacknowledged sends failed" % len(route_races))
     print("acked %d before kill -9 (plus %d non-OK statuses); %d sends failed after it"
           % (len(acked), len(not_ok), len(errors_after)))
 
