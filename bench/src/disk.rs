@@ -12,6 +12,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::stats::{self, Latency};
@@ -34,6 +35,12 @@ pub struct ProbeLimits {
 pub struct DiskCeilings {
     /// (a) 4 KiB append + fdatasync, growing file.
     pub append_fdatasync: Latency,
+    /// p50 of each later burst of probe (a), taken between runs (see
+    /// [`Yardstick`]); empty without bursts.
+    pub append_fdatasync_bursts_p50_us: Vec<f64>,
+    /// Probe (a) over all its samples: the first probe's and every burst's.
+    /// The SYNC_FLUSH targets are computed against this when present.
+    pub append_fdatasync_pooled: Option<Latency>,
     /// (b) 4 KiB overwrite + fdatasync, already-written blocks.
     pub overwrite_fdatasync: Latency,
     /// (c) sequential buffered write incl. final fsync, MB/s (10^6 bytes).
@@ -59,6 +66,16 @@ fn pattern(len: usize) -> Vec<u8> {
 fn timed_loop(
     limits: &ProbeLimits,
     stop: &AtomicBool,
+    op: impl FnMut(usize) -> std::io::Result<()>,
+) -> std::io::Result<Latency> {
+    timed_loop_into(limits, stop, &mut stats::new_hist(), op)
+}
+
+/// [`timed_loop`], also recording every sample into `pool`.
+fn timed_loop_into(
+    limits: &ProbeLimits,
+    stop: &AtomicBool,
+    pool: &mut Histogram<u64>,
     mut op: impl FnMut(usize) -> std::io::Result<()>,
 ) -> std::io::Result<Latency> {
     let mut h = stats::new_hist();
@@ -69,27 +86,97 @@ fn timed_loop(
         }
         let t = Instant::now();
         op(i)?;
-        stats::record(&mut h, t.elapsed().as_nanos() as u64);
+        let ns = t.elapsed().as_nanos() as u64;
+        stats::record(&mut h, ns);
+        stats::record(pool, ns);
     }
     Ok(Latency::from_hist(&h))
 }
 
-/// (a) append + fdatasync to a growing file.
+/// (a) append + fdatasync to a growing file; every sample is also
+/// recorded into `pool`.
 pub fn append_fdatasync(
     dir: &Path,
     limits: &ProbeLimits,
     stop: &AtomicBool,
+    pool: &mut Histogram<u64>,
 ) -> std::io::Result<Latency> {
     let path = dir.join("probe-append");
     let f = open_new(&path)?;
     let buf = pattern(PAGE);
-    let r = timed_loop(limits, stop, |i| {
+    let r = timed_loop_into(limits, stop, pool, |i| {
         f.write_all_at(&buf, (i * PAGE) as u64)?;
         f.sync_data()
     });
     drop(f);
     let _ = std::fs::remove_file(&path);
     r
+}
+
+/// The SYNC_FLUSH targets' yardstick, probe (a), measured at the start and
+/// again in short bursts between the runs, all samples pooled.
+///
+/// Why: on this shared virtual disk the p50 of one probe moves between
+/// about 135 and 260 µs from one minute to the next (24 bursts of 500
+/// samples two seconds apart: 139-221 µs), while a run's own flushes move
+/// far less, so a single probe at the start made the same build's W = 64
+/// ratio swing between 0.55 and 0.99. Pooling samples spread over the
+/// whole run measures the disk the runs actually had. The first probe's
+/// own figures are still reported.
+pub struct Yardstick {
+    dir: std::path::PathBuf,
+    burst: ProbeLimits,
+    pool: Histogram<u64>,
+    bursts_p50_us: Vec<f64>,
+}
+
+impl Yardstick {
+    /// `burst_samples` per burst (0: no bursts, the first probe alone).
+    pub fn new(dir: &Path, burst_samples: usize, pool: Histogram<u64>) -> Self {
+        Yardstick {
+            dir: dir.to_path_buf(),
+            burst: ProbeLimits {
+                samples: burst_samples,
+                max_time: Duration::from_secs(1),
+                seq_bytes: 0,
+            },
+            pool,
+            bursts_p50_us: Vec::new(),
+        }
+    }
+
+    /// One burst of probe (a), in a fresh subdirectory; a failure is
+    /// reported and leaves the pool as it was.
+    pub fn burst(&mut self, stop: &AtomicBool) {
+        if self.burst.samples == 0 || stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let r = tempfile::Builder::new()
+            .prefix("rmq-bench-disk-")
+            .tempdir_in(&self.dir)
+            .and_then(|tmp| append_fdatasync(tmp.path(), &self.burst, stop, &mut self.pool));
+        match r {
+            Ok(l) => self.bursts_p50_us.push(l.p50_us),
+            Err(e) => eprintln!("disk probe burst failed: {e}"),
+        }
+    }
+
+    /// Adds the bursts and the pooled latency to `c` (when there were bursts).
+    pub fn finish(self, c: &mut DiskCeilings) {
+        if !self.bursts_p50_us.is_empty() {
+            c.append_fdatasync_pooled = Some(Latency::from_hist(&self.pool));
+            c.append_fdatasync_bursts_p50_us = self.bursts_p50_us;
+        }
+    }
+}
+
+impl DiskCeilings {
+    /// Probe (a) as the targets use it: pooled when there were bursts.
+    pub fn yardstick(&self) -> &Latency {
+        self.append_fdatasync_pooled
+            .as_ref()
+            .unwrap_or(&self.append_fdatasync)
+    }
 }
 
 /// (b) overwrite + fdatasync of blocks written and synced beforehand.
@@ -182,18 +269,26 @@ pub fn msync_page(dir: &Path, limits: &ProbeLimits, stop: &AtomicBool) -> std::i
     r
 }
 
-/// Runs all probes in a fresh subdirectory of `dir`.
-pub fn probe(dir: &Path, limits: &ProbeLimits, stop: &AtomicBool) -> std::io::Result<DiskCeilings> {
+/// Runs all probes in a fresh subdirectory of `dir`; probe (a)'s samples
+/// also go into `pool`.
+pub fn probe(
+    dir: &Path,
+    limits: &ProbeLimits,
+    stop: &AtomicBool,
+    pool: &mut Histogram<u64>,
+) -> std::io::Result<DiskCeilings> {
     let tmp = tempfile::Builder::new()
         .prefix("rmq-bench-disk-")
         .tempdir_in(dir)?;
     let d = tmp.path();
-    let append = append_fdatasync(d, limits, stop)?;
+    let append = append_fdatasync(d, limits, stop, pool)?;
     let overwrite = overwrite_fdatasync(d, limits, stop)?;
     let msync = msync_page(d, limits, stop)?;
     let (mb_s, bytes) = sequential_write(d, limits.seq_bytes, stop)?;
     Ok(DiskCeilings {
         append_fdatasync: append,
+        append_fdatasync_bursts_p50_us: Vec::new(),
+        append_fdatasync_pooled: None,
         overwrite_fdatasync: overwrite,
         seq_write_mb_s: mb_s,
         seq_write_bytes: bytes,

@@ -26,8 +26,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use engine::config::ConfigValue;
 use engine::{FlushDiskType, FlushMechanism};
+use hdrhistogram::Histogram;
 
-use crate::disk::{DiskCeilings, ProbeLimits};
+use crate::disk::{DiskCeilings, ProbeLimits, Yardstick};
 
 /// The same allocator as the broker binaries, so engine runs here cost what
 /// they cost inside rmq-broker.
@@ -154,6 +155,11 @@ struct FlushArgs {
     /// Skip the disk ceiling probes (no SYNC_FLUSH targets then).
     #[arg(long)]
     no_disk: bool,
+    /// Samples of probe (a) (4 KiB append + fdatasync) taken again right
+    /// before each SYNC_FLUSH run and after the last; the SYNC_FLUSH
+    /// targets use all of probe (a)'s samples pooled. 0: the first probe only.
+    #[arg(long, default_value_t = 500)]
+    probe_burst: usize,
     /// SVG plot of latency by percentile, one series per run; throughput
     /// over time goes to the same name with `-throughput` added.
     #[arg(long)]
@@ -275,7 +281,8 @@ fn install_stop_handler() {
     }
 }
 
-fn probe_disk(d: &DiskArgs, dir: &Path, quiet: bool) -> Option<DiskCeilings> {
+/// The disk's ceilings, and probe (a)'s samples (to pool with later bursts).
+fn probe_disk(d: &DiskArgs, dir: &Path, quiet: bool) -> Option<(DiskCeilings, Histogram<u64>)> {
     if !quiet {
         eprintln!("# probing the disk (append/overwrite/msync + fdatasync, sequential write)...");
     }
@@ -284,8 +291,9 @@ fn probe_disk(d: &DiskArgs, dir: &Path, quiet: bool) -> Option<DiskCeilings> {
         max_time: Duration::from_secs_f64(d.disk_seconds),
         seq_bytes: d.seq_mib << 20,
     };
-    match disk::probe(dir, &limits, &STOP) {
-        Ok(c) => Some(c),
+    let mut pool = stats::new_hist();
+    match disk::probe(dir, &limits, &STOP, &mut pool) {
+        Ok(c) => Some((c, pool)),
         Err(e) => {
             eprintln!("disk probe failed: {e}");
             None
@@ -334,7 +342,7 @@ fn write_json(path: &Path, r: &output::Report) {
 fn cmd_disk(d: DiskArgs) -> i32 {
     install_stop_handler();
     let dir = resolve_dir(&d);
-    let disk = probe_disk(&d, &dir, false);
+    let disk = probe_disk(&d, &dir, false).map(|(c, _)| c);
     if let Some(c) = &disk {
         print!("{}", report::disk_table(c));
     }
@@ -439,11 +447,13 @@ fn execute(
     limits: Limits,
     quiet: bool,
     results: &mut Vec<RunResult>,
+    mut before: impl FnMut(&RunSpec),
 ) {
     for (i, spec) in specs.iter().enumerate() {
         if STOP.load(Ordering::SeqCst) {
             break;
         }
+        before(spec);
         let label = format!("[{what} {}/{}] {}", i + 1, specs.len(), spec.label());
         match scenario::run(spec, dir, limits, &STOP, (!quiet).then_some(label.as_str())) {
             Ok(r) => {
@@ -479,15 +489,13 @@ fn execute(
 fn cmd_flush(a: FlushArgs) -> i32 {
     install_stop_handler();
     let dir = resolve_dir(&a.disk);
-    let disk = if a.no_disk {
-        None
-    } else {
-        probe_disk(&a.disk, &dir, a.quiet)
+    let (mut disk, mut yardstick) = match a.no_disk {
+        true => (None, None),
+        false => match probe_disk(&a.disk, &dir, a.quiet) {
+            Some((c, pool)) => (Some(c), Some(Yardstick::new(&dir, a.probe_burst, pool))),
+            None => (None, None),
+        },
     };
-    if let Some(c) = &disk {
-        print!("{}", report::disk_table(c));
-        println!();
-    }
     let limits = Limits {
         seconds: a.seconds.or(if a.messages.is_some() {
             None
@@ -500,7 +508,29 @@ fn cmd_flush(a: FlushArgs) -> i32 {
     };
     let mut runs = Vec::new();
     if !a.roll_only {
-        execute(&matrix(&a), "flush", &dir, limits, a.quiet, &mut runs);
+        let specs = matrix(&a);
+        let mut burst = |spec: &RunSpec| {
+            if spec.mode == FlushDiskType::SyncFlush {
+                if let Some(y) = yardstick.as_mut() {
+                    y.burst(&STOP);
+                }
+            }
+        };
+        execute(
+            &specs, "flush", &dir, limits, a.quiet, &mut runs, &mut burst,
+        );
+        if specs.iter().any(|s| s.mode == FlushDiskType::SyncFlush) {
+            if let Some(y) = yardstick.as_mut() {
+                y.burst(&STOP);
+            }
+        }
+    }
+    if let (Some(c), Some(y)) = (disk.as_mut(), yardstick) {
+        y.finish(c);
+    }
+    if let Some(c) = &disk {
+        print!("{}", report::disk_table(c));
+        println!();
     }
     let mut rolls = Vec::new();
     if !a.no_roll {
@@ -509,7 +539,15 @@ fn cmd_flush(a: FlushArgs) -> i32 {
             pace_bytes_per_sec: a.roll_rate.map(|mb| mb * 1e6),
             ..limits
         };
-        execute(&roll_specs(&a), "roll", &dir, rl, a.quiet, &mut rolls);
+        execute(
+            &roll_specs(&a),
+            "roll",
+            &dir,
+            rl,
+            a.quiet,
+            &mut rolls,
+            |_| {},
+        );
     }
     if !runs.is_empty() {
         println!("flush strategies (writers are threads blocking in put_message, or with `tasks` tokio tasks awaiting put_message_async; latency = one put; MB/s = commit log record bytes):");

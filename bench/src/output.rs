@@ -70,8 +70,8 @@ pub fn svg(runs: &[&RunResult], disk: Option<&DiskCeilings>, title: &str) -> Str
         .collect();
     let mut lines = Vec::new();
     if let Some(d) = disk {
-        lines.push((d.append_fdatasync.p50_us, "disk p50 append+fdatasync"));
-        lines.push((d.append_fdatasync.p99_us, "disk p99 append+fdatasync"));
+        lines.push((d.yardstick().p50_us, "disk p50 append+fdatasync"));
+        lines.push((d.yardstick().p99_us, "disk p99 append+fdatasync"));
     }
     svg_series(&series, &lines, title, "latency of put_message")
 }

@@ -103,9 +103,10 @@ pub struct TargetCheck {
 pub const ASYNC_GOAL: f64 = 2_000_000.0;
 pub const ROLL_GOAL_US: f64 = 1000.0;
 
-/// SYNC_FLUSH throughput goal: 80% of W / p50(4 KiB append + fdatasync).
+/// SYNC_FLUSH throughput goal: 80% of W / p50(4 KiB append + fdatasync),
+/// probe (a) pooled over the run ([`DiskCeilings::yardstick`]).
 pub fn sync_goal(writers: usize, disk: &DiskCeilings) -> Option<f64> {
-    let p50 = disk.append_fdatasync.p50_us;
+    let p50 = disk.yardstick().p50_us;
     (p50 > 0.0).then(|| writers as f64 / (p50 / 1e6))
 }
 
@@ -154,7 +155,7 @@ pub fn checks(
                         met: r.msgs_per_sec >= 0.8 * ideal,
                     });
                 }
-                let limit = 3.0 * d.append_fdatasync.p99_us;
+                let limit = 3.0 * d.yardstick().p99_us;
                 if limit > 0.0 {
                     out.push(TargetCheck {
                         row: row_name(r),
@@ -219,12 +220,28 @@ pub fn disk_table(d: &DiskCeilings) -> String {
             thousands(if l.p50_us > 0.0 { 1e6 / l.p50_us } else { 0.0 }),
         ]);
     }
-    format!(
+    let mut out = format!(
         "{}(c) sequential buffered write + final fsync: {:.0} MB/s over {} MiB\n",
         t.render(),
         d.seq_write_mb_s,
         d.seq_write_bytes >> 20
-    )
+    );
+    if let Some(p) = &d.append_fdatasync_pooled {
+        let bursts: Vec<String> = d
+            .append_fdatasync_bursts_p50_us
+            .iter()
+            .map(|&u| us(u))
+            .collect();
+        out.push_str(&format!(
+            "(a) again in a burst before each SYNC_FLUSH run and after the last, p50 µs: {}\n\
+             (a) pooled, {} samples: p50 {} µs, p99 {} µs (the SYNC_FLUSH targets' yardstick)\n",
+            bursts.join(" "),
+            p.count,
+            us(p.p50_us),
+            us(p.p99_us)
+        ));
+    }
+    out
 }
 
 pub fn runs_table(runs: &[RunResult], disk: Option<&DiskCeilings>) -> String {
@@ -256,7 +273,7 @@ pub fn runs_table(runs: &[RunResult], disk: Option<&DiskCeilings>) -> String {
         let (goal, ratio, p99r) = match (r.mode.as_str(), disk) {
             ("SYNC_FLUSH", Some(d)) => {
                 let g = sync_goal(r.writers, d).unwrap_or(0.0);
-                let lim = 3.0 * d.append_fdatasync.p99_us;
+                let lim = 3.0 * d.yardstick().p99_us;
                 (
                     thousands(g),
                     if g > 0.0 {
