@@ -151,9 +151,7 @@ impl Yardstick {
         if self.burst.samples == 0 || stop.load(Ordering::Relaxed) {
             return;
         }
-        let r = tempfile::Builder::new()
-            .prefix("rmq-bench-disk-")
-            .tempdir_in(&self.dir)
+        let r = probe_dir(&self.dir)
             .and_then(|tmp| append_fdatasync(tmp.path(), &self.burst, stop, &mut self.pool));
         match r {
             Ok(l) => self.bursts_p50_us.push(l.p50_us),
@@ -269,6 +267,13 @@ pub fn msync_page(dir: &Path, limits: &ProbeLimits, stop: &AtomicBool) -> std::i
     r
 }
 
+/// A fresh subdirectory of `dir` for probe files, removed when dropped.
+fn probe_dir(dir: &Path) -> std::io::Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix("rmq-bench-disk-")
+        .tempdir_in(dir)
+}
+
 /// Runs all probes in a fresh subdirectory of `dir`; probe (a)'s samples
 /// also go into `pool`.
 pub fn probe(
@@ -277,9 +282,7 @@ pub fn probe(
     stop: &AtomicBool,
     pool: &mut Histogram<u64>,
 ) -> std::io::Result<DiskCeilings> {
-    let tmp = tempfile::Builder::new()
-        .prefix("rmq-bench-disk-")
-        .tempdir_in(dir)?;
+    let tmp = probe_dir(dir)?;
     let d = tmp.path();
     let append = append_fdatasync(d, limits, stop, pool)?;
     let overwrite = overwrite_fdatasync(d, limits, stop)?;
