@@ -489,12 +489,14 @@ fn execute(
 fn cmd_flush(a: FlushArgs) -> i32 {
     install_stop_handler();
     let dir = resolve_dir(&a.disk);
-    let (mut disk, mut yardstick) = match a.no_disk {
-        true => (None, None),
-        false => match probe_disk(&a.disk, &dir, a.quiet) {
-            Some((c, pool)) => (Some(c), Some(Yardstick::new(&dir, a.probe_burst, pool))),
-            None => (None, None),
-        },
+    let probed = if a.no_disk {
+        None
+    } else {
+        probe_disk(&a.disk, &dir, a.quiet)
+    };
+    let (mut disk, mut yardstick) = match probed {
+        Some((c, pool)) => (Some(c), Some(Yardstick::new(&dir, a.probe_burst, pool))),
+        None => (None, None),
     };
     let limits = Limits {
         seconds: a.seconds.or(if a.messages.is_some() {
