@@ -120,7 +120,7 @@ pub fn append_fdatasync(
 /// about 135 and 260 µs from one minute to the next (24 bursts of 500
 /// samples two seconds apart: 139-221 µs), while a run's own flushes move
 /// far less, so a single probe at the start made the same build's W = 64
-/// ratio swing between 0.55 and 0.99. Pooling samples spread over the
+/// ratio swing between 0.56 and 0.92. Pooling samples spread over the
 /// whole run measures the disk the runs actually had. The first probe's
 /// own figures are still reported.
 pub struct Yardstick {
