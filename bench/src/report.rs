@@ -110,6 +110,12 @@ pub fn sync_goal(writers: usize, disk: &DiskCeilings) -> Option<f64> {
     (p50 > 0.0).then(|| writers as f64 / (p50 / 1e6))
 }
 
+/// SYNC_FLUSH latency limit: p99 of a put at most 3 × p99(4 KiB append +
+/// fdatasync), probe (a) as in [`sync_goal`].
+pub fn sync_p99_limit(disk: &DiskCeilings) -> f64 {
+    3.0 * disk.yardstick().p99_us
+}
+
 pub fn row_name(r: &RunResult) -> String {
     format!(
         "{}/{} warm={} alloc={} {} W={}{}",
@@ -155,7 +161,7 @@ pub fn checks(
                         met: r.msgs_per_sec >= 0.8 * ideal,
                     });
                 }
-                let limit = 3.0 * d.yardstick().p99_us;
+                let limit = sync_p99_limit(d);
                 if limit > 0.0 {
                     out.push(TargetCheck {
                         row: row_name(r),
@@ -273,7 +279,7 @@ pub fn runs_table(runs: &[RunResult], disk: Option<&DiskCeilings>) -> String {
         let (goal, ratio, p99r) = match (r.mode.as_str(), disk) {
             ("SYNC_FLUSH", Some(d)) => {
                 let g = sync_goal(r.writers, d).unwrap_or(0.0);
-                let lim = 3.0 * d.yardstick().p99_us;
+                let lim = sync_p99_limit(d);
                 (
                     thousands(g),
                     if g > 0.0 {
