@@ -93,6 +93,8 @@ struct State {
 
 struct Shared {
     spec: FileSpec,
+    /// The zero-fill of the file being prepared, which staged commits share.
+    next_fill: crate::zero_ahead::NextFileFill,
     state: Mutex<State>,
     wake_worker: Condvar,
     wake_waiter: Condvar,
@@ -108,6 +110,7 @@ impl FileAllocator {
     pub fn start(spec: FileSpec) -> Result<Self> {
         let shared = Arc::new(Shared {
             spec,
+            next_fill: crate::zero_ahead::NextFileFill::default(),
             state: Mutex::new(State {
                 requested: BTreeSet::new(),
                 pending: BTreeSet::new(),
@@ -192,6 +195,18 @@ impl FileAllocator {
                 tracing::warn!("file allocator slow; creating file {offset} inline");
                 return Ok(Arc::new(self.shared.spec.prepare(offset)?));
             }
+        }
+    }
+
+    /// A staged commit wrote `bytes` ending at `committed_end`: it takes
+    /// a share of the next file's zero-fill (see
+    /// [`crate::zero_ahead::NextFileFill::after_commit`]). Call under the
+    /// commit lock, after the commit's records are written.
+    pub fn fill_after_commit(&self, committed_end: u64, bytes: u64) {
+        if self.shared.spec.zero_fill {
+            self.shared
+                .next_fill
+                .after_commit(committed_end, bytes, self.shared.spec.size);
         }
     }
 
@@ -298,7 +313,10 @@ fn run(shared: Arc<Shared>) {
                 // optimisation: appends keep zeros ahead of themselves
                 // from where it stopped.
                 if spec.zero_fill {
-                    match crate::zero_ahead::fill_file(&f, &abort) {
+                    shared.next_fill.begin(f.clone());
+                    let filled = crate::zero_ahead::fill_file(&f, &abort, &shared.next_fill);
+                    shared.next_fill.end();
+                    match filled {
                         Ok(true) => {}
                         Ok(false) => tracing::info!(
                             "commit log file {offset} needed before its zero-fill finished; \

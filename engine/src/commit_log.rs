@@ -539,6 +539,7 @@ impl CommitLog {
             self.early_commit_due.store(false, Ordering::Release);
             std::mem::take(&mut st.staging)
         };
+        let before = self.committed.load(Ordering::Acquire);
         let end = self.write_runs(&runs).inspect_err(|e| {
             let _ = self
                 .commit_failure
@@ -546,6 +547,11 @@ impl CommitLog {
         })?;
         self.committed.store(end, Ordering::Release);
         self.keep_spares(runs);
+        // Still under the commit lock: no later commit has written into the
+        // next file, which the share of zeros goes to.
+        if let Some(a) = &self.allocator {
+            a.fill_after_commit(end, end.saturating_sub(before));
+        }
         Ok(end)
     }
 
