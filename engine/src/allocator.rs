@@ -162,7 +162,7 @@ impl FileAllocator {
         }
         self.prefetch(offset);
         self.prefetch(offset + self.shared.spec.size);
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut deadline = Instant::now() + Duration::from_secs(5);
         let mut st = self.shared.state.lock();
         loop {
             if let Some(r) = st.ready.remove(&offset) {
@@ -190,6 +190,16 @@ impl FileAllocator {
                 .wait_until(&mut st, deadline)
                 .timed_out()
             {
+                // The worker picked it up while we waited: its preparation
+                // is told to stop (above) and hands the file over within a
+                // step. Creating it here as well would reopen that same
+                // file, and the worker's zero-fill could then land on
+                // appended records.
+                if st.preparing.as_ref().is_some_and(|(o, _)| *o == offset) {
+                    tracing::warn!("file allocator slow; still waiting for file {offset}");
+                    deadline = Instant::now() + Duration::from_secs(5);
+                    continue;
+                }
                 st.pending.remove(&offset);
                 drop(st);
                 tracing::warn!("file allocator slow; creating file {offset} inline");
