@@ -17,20 +17,38 @@ use std::time::Duration;
 use tokio::time::timeout;
 
 /// A port P with P, P−2 (fast port) and P+1 (HA port) free on 127.0.0.1.
+///
+/// Chosen below the kernel's ephemeral range (`ip_local_port_range`): a
+/// port from that range can be handed to any outgoing connection as its
+/// local port as soon as its listener is gone, and a broker restarted
+/// after a kill -9 then could not bind it again (seen once in CI).
 pub fn free_port_pair() -> u16 {
-    for _ in 0..500 {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = l.local_addr().unwrap().port();
-        if p < 1026 || p == u16::MAX {
-            continue;
-        }
-        if TcpListener::bind(("127.0.0.1", p - 2)).is_ok()
-            && TcpListener::bind(("127.0.0.1", p + 1)).is_ok()
-        {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static CALLS: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u32, ephemeral_low.saturating_sub(2).max(10_100));
+    // Spread concurrent test processes and the tests within one apart.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let mut x = nanos ^ std::process::id().wrapping_mul(2_654_435_761);
+    for _ in 0..2000 {
+        x = x
+            .wrapping_mul(1_103_515_245)
+            .wrapping_add(12_345 + CALLS.fetch_add(1, Ordering::Relaxed));
+        let p = (low + (x >> 8) % (high - low)) as u16;
+        let free = [p - 2, p, p + 1]
+            .iter()
+            .all(|port| TcpListener::bind(("127.0.0.1", *port)).is_ok());
+        if free {
             return p;
         }
     }
-    panic!("no free port pair found");
+    panic!("no free port pair found below {ephemeral_low}");
 }
 
 /// Broker settings for a test store, plus any `key=value` overrides.

@@ -30,8 +30,13 @@ impl BrokerProcess {
             .arg("mappedFileSizeCommitLog=16777216")
             .arg("mappedFileSizeConsumeQueue=60000")
             .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            .stdout(Stdio::piped());
+        // Its log, shown if it never gets ready.
+        let log = tempfile::NamedTempFile::new().expect("broker log file");
+        match log.reopen() {
+            Ok(f) => cmd.stderr(Stdio::from(f)),
+            Err(_) => cmd.stderr(Stdio::null()),
+        };
         let mut child = cmd.spawn().expect("spawn rmq-broker");
         let line = ready_line(&mut child, "rmq-broker ready", T);
         // Owned from here on, so a failed wait still kills the child.
@@ -39,7 +44,15 @@ impl BrokerProcess {
             child,
             addr: String::new(),
         };
-        let line = line.expect("rmq-broker ready banner");
+        let Some(line) = line else {
+            let said = std::fs::read_to_string(log.path()).unwrap_or_default();
+            let tail: Vec<&str> = said.lines().rev().take(20).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            panic!(
+                "no rmq-broker ready banner within {T:?}; its stderr ends:\n{}",
+                tail.join("\n")
+            );
+        };
         let addr = line
             .split("listening on ")
             .nth(1)
