@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -25,25 +24,6 @@ fn repo_root() -> PathBuf {
         .parent()
         .expect("workspace root")
         .to_path_buf()
-}
-
-/// A main port P with P−2, P and P+1 free (fast port, main port, HA port).
-fn broker_port() -> u16 {
-    for _ in 0..500 {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let p = l.local_addr().expect("addr").port();
-        drop(l);
-        if !(1026..65000).contains(&p) {
-            continue;
-        }
-        if [p - 2, p, p + 1]
-            .iter()
-            .all(|q| TcpListener::bind(("0.0.0.0", *q)).is_ok())
-        {
-            return p;
-        }
-    }
-    panic!("no free port triple");
 }
 
 /// A child process killed (SIGKILL) and reaped when dropped. Its stderr
@@ -188,7 +168,7 @@ impl BrokerSpec {
         BrokerSpec {
             layout,
             file,
-            port: broker_port(),
+            port: common::free_port_pair(),
             store: dir.join(file),
             namesrv: namesrv.to_string(),
             extra: Vec::new(),
@@ -418,8 +398,9 @@ async fn two_masters_two_namesrvs_survive_a_kill9() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_namesrv_is_refilled_by_periodic_registration() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut pns, ns) = start_namesrv(dir.path(), "namesrv");
-    let ns_port: u16 = ns.rsplit(':').next().unwrap().parse().unwrap();
+    // Restarted on the same port below: one outside the ephemeral range.
+    let ns_port = common::free_port();
+    let (mut pns, ns) = start_namesrv_on(dir.path(), "namesrv", ns_port);
     let mut a = BrokerSpec::new(dir.path(), "2m-noslave", "broker-a", &ns);
     a.extra.push("registerNameServerPeriod=10000".to_string());
     let _pa = a.start(dir.path());

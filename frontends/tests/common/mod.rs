@@ -16,39 +16,41 @@ use frontends::remoting::{RemotingClient, RemotingCommand};
 use std::time::Duration;
 use tokio::time::timeout;
 
-/// A port P with P, P−2 (fast port) and P+1 (HA port) free on 127.0.0.1.
+/// A port P with P, P−2 (fast port) and P+1 (HA port) free: a broker's.
+pub fn free_port_pair() -> u16 {
+    free_ports_around(&[-2, 0, 1])
+}
+
+/// One free port, for a server a test restarts on the same port.
+pub fn free_port() -> u16 {
+    free_ports_around(&[0])
+}
+
+/// A port P such that P + each of `offsets` is free (checked on 0.0.0.0,
+/// which also covers 127.0.0.1).
 ///
 /// Chosen below the kernel's ephemeral range (`ip_local_port_range`): a
 /// port from that range can be handed to any outgoing connection as its
-/// local port as soon as its listener is gone, and a broker restarted
+/// local port as soon as its listener is gone, and a server restarted
 /// after a kill -9 then could not bind it again (seen once in CI).
-pub fn free_port_pair() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static CALLS: AtomicU32 = AtomicU32::new(0);
+fn free_ports_around(offsets: &[i32]) -> u16 {
+    use rand::Rng;
     let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .and_then(|s| s.split_whitespace().next()?.parse::<i32>().ok())
         .unwrap_or(32768);
-    let (low, high) = (10_000u32, ephemeral_low.saturating_sub(2).max(10_100));
-    // Spread concurrent test processes and the tests within one apart.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let mut x = nanos ^ std::process::id().wrapping_mul(2_654_435_761);
+    let (low, high) = (10_000, ephemeral_low.max(10_100) - 2);
+    let mut rng = rand::thread_rng();
     for _ in 0..2000 {
-        x = x
-            .wrapping_mul(1_103_515_245)
-            .wrapping_add(12_345 + CALLS.fetch_add(1, Ordering::Relaxed));
-        let p = (low + (x >> 8) % (high - low)) as u16;
-        let free = [p - 2, p, p + 1]
+        let p: i32 = rng.gen_range(low..high);
+        let free = offsets
             .iter()
-            .all(|port| TcpListener::bind(("127.0.0.1", *port)).is_ok());
+            .all(|o| u16::try_from(p + o).is_ok_and(|q| TcpListener::bind(("0.0.0.0", q)).is_ok()));
         if free {
-            return p;
+            return p as u16;
         }
     }
-    panic!("no free port pair found below {ephemeral_low}");
+    panic!("no free ports found below {ephemeral_low}");
 }
 
 /// Broker settings for a test store, plus any `key=value` overrides.
