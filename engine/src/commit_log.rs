@@ -6,7 +6,7 @@
 //! the already-encoded bytes into the mapping. Durability is the flusher's job
 //! ([`crate::flusher`]); reading needs no lock at all.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 
 use rustc_hash::FxHashMap;
 use std::path::{Path, PathBuf};
@@ -104,9 +104,7 @@ struct AppendState {
     /// runs: a fresh buffer would grow by doubling under the append lock,
     /// copying a group's bytes about once more and returning the memory
     /// to the system (munmap) after every commit.
-    /// Taken oldest first: the newest was just read by the flusher's
-    /// `pwrite`, and writing lines another CPU holds stalls the append.
-    spare: VecDeque<Vec<u8>>,
+    spare: Vec<Vec<u8>>,
     /// Bytes in `staging`.
     staged_bytes: usize,
     /// Staged bytes at which an early commit is due (0: never).
@@ -148,10 +146,7 @@ pub struct CommitLog {
     spec: FileSpec,
     mechanism: FlushMechanism,
     files: RwLock<Vec<Arc<MappedFile>>>,
-    /// On cache lines of its own: the flusher and the dispatcher touch the
-    /// neighbouring fields (the file list's lock, the flags) all through a
-    /// group's appends.
-    append: CachePadded<Mutex<AppendState>>,
+    append: Mutex<AppendState>,
     allocator: Option<FileAllocator>,
     /// Populates pages ahead of the writer (files that were not warmed).
     prefaulter: Option<crate::prefault::Prefaulter>,
@@ -160,10 +155,6 @@ pub struct CommitLog {
     max_offset: AtomicU64,
     /// With staged appends: the end of the bytes written to the files.
     committed: AtomicU64,
-    /// Bytes the last commit wrote, and the committed end at the last
-    /// [`CommitLog::warm_staging`].
-    last_commit_bytes: AtomicU64,
-    warmed_at: AtomicU64,
     /// With staged appends: an append set this when the staged bytes
     /// reached the early-commit size, the next commit clears it. The
     /// flusher polls it while a group gathers; a byte count that every
@@ -250,16 +241,16 @@ impl CommitLog {
             spec,
             mechanism,
             files: RwLock::new(files),
-            append: CachePadded::new(Mutex::new(AppendState {
+            append: Mutex::new(AppendState {
                 write_offset: 0,
                 current: None,
                 last_store_timestamp: 0,
                 queue_offsets: FxHashMap::default(),
                 staging: Vec::new(),
-                spare: VecDeque::new(),
+                spare: Vec::new(),
                 staged_bytes: 0,
                 early_commit_bytes: 0,
-            })),
+            }),
             allocator,
             // Appends written with write(2) never fault on the mapping, and
             // pages populated writable through it would only make every
@@ -271,8 +262,6 @@ impl CommitLog {
             },
             max_offset: AtomicU64::new(0),
             committed: AtomicU64::new(0),
-            last_commit_bytes: AtomicU64::new(0),
-            warmed_at: AtomicU64::new(0),
             early_commit_due: CachePadded::new(AtomicBool::new(false)),
             append_marks: CachePadded::new(AppendMarks::default()),
             staged: AtomicBool::new(false),
@@ -512,7 +501,7 @@ impl CommitLog {
                 run.ends_file = ends_file;
             }
             _ => {
-                let mut bytes = st.spare.pop_front().unwrap_or_default();
+                let mut bytes = st.spare.pop().unwrap_or_default();
                 bytes.extend_from_slice(data);
                 st.staging.push(StagedRun {
                     at,
@@ -556,10 +545,8 @@ impl CommitLog {
                 .commit_failure
                 .set(format!("writing staged appends failed: {e}"));
         })?;
-        self.keep_spares(runs);
-        self.last_commit_bytes
-            .store(end.saturating_sub(before), Ordering::Relaxed);
         self.committed.store(end, Ordering::Release);
+        self.keep_spares(runs);
         // Still under the commit lock: no later commit has written into the
         // next file, which the share of zeros goes to.
         if let Some(a) = &self.allocator {
@@ -591,48 +578,6 @@ impl CommitLog {
             return Ok(());
         }
         self.commit_staged().map(|_| ())
-    }
-
-    /// With staged appends, for the thread that appends, while it has
-    /// nothing else to do during a group commit's flush (the runtime's
-    /// park hook, [`crate::MessageStore::park_hook`]): writes over the two
-    /// spare staging buffers the next appends take, as far as the last
-    /// commit reached, so their cache lines belong to this CPU when the
-    /// writers come back. The flusher's `pwrite` read them last, and
-    /// taking each line back from its CPU stalled the appends (the lock
-    /// release after the copy took three quarters of `append`'s time).
-    ///
-    /// Returns false if nothing was committed since the last call (call
-    /// again later), true once done or when there is nothing to do.
-    pub fn warm_staging(&self) -> bool {
-        if !self.is_staged() {
-            return true;
-        }
-        let committed = self.committed.load(Ordering::Acquire);
-        if committed == self.warmed_at.load(Ordering::Relaxed) {
-            return false;
-        }
-        self.warmed_at.store(committed, Ordering::Relaxed);
-        let want =
-            (self.last_commit_bytes.load(Ordering::Relaxed) as usize).clamp(4 << 10, 256 << 10);
-        // Out of the lock while writing, so appends never wait for this.
-        let mut taken: Vec<Vec<u8>> = {
-            let Some(mut st) = self.append.try_lock() else {
-                return true;
-            };
-            let n = st.spare.len().min(2);
-            st.spare.drain(..n).collect()
-        };
-        for b in &mut taken {
-            b.resize(want.min(SPARE_CAPACITY), 0);
-            b.clear();
-        }
-        let mut st = self.append.lock();
-        for b in taken.into_iter().rev() {
-            st.spare.push_front(b);
-        }
-        st.spare.truncate(SPARE_BUFFERS);
-        true
     }
 
     /// Hands the written runs' buffers back for reuse (see `AppendState::spare`).
@@ -1125,60 +1070,6 @@ mod tests {
         crate::record::MessageToStore::new("T", 0, b"body", "").encode_into(&mut rec);
         log.stage_appends(5 * rec.len());
         (log, rec)
-    }
-
-    /// Warming the staging buffers waits for a commit, works once per
-    /// commit, leaves the buffers empty with room for a group like the
-    /// last, hands out the oldest buffer first, and what is staged in
-    /// them afterwards reaches the file unchanged.
-    #[test]
-    fn staging_is_warmed_once_per_commit_and_appends_stay_intact() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let (log, rec) = staged_log(dir.path());
-        assert!(!log.warm_staging(), "nothing committed yet");
-        // Two commits, so two buffers wait in the spare queue.
-        let first = log.append("T", 0, &mut rec.clone()).expect("append");
-        log.commit_staged().expect("commit");
-        for _ in 0..2 {
-            log.append("T", 0, &mut rec.clone()).expect("append");
-        }
-        {
-            let st = log.append.lock();
-            assert!(st.spare.is_empty(), "the only buffer is in use");
-        }
-        let second_start = log.append.lock().staging[0].bytes.as_ptr();
-        let end = log.commit_staged().expect("commit");
-        let oldest = {
-            let st = log.append.lock();
-            assert_eq!(st.spare.len(), 1);
-            st.spare[0].as_ptr()
-        };
-        assert_eq!(oldest, second_start);
-        assert!(log.warm_staging(), "a commit happened");
-        assert!(!log.warm_staging(), "once per commit");
-        {
-            let st = log.append.lock();
-            assert_eq!(st.spare.len(), 1);
-            assert!(st.spare[0].is_empty());
-            assert!(st.spare[0].capacity() >= 2 * rec.len());
-        }
-        let last = log.append("T", 0, &mut rec.clone()).expect("append");
-        assert_eq!(last.records[0].physical_offset, end);
-        let end = log.commit_staged().expect("commit");
-        log.expose_durable(end);
-        assert_eq!(end, 4 * rec.len() as u64);
-        for (i, at) in [first.records[0].physical_offset, end - rec.len() as u64]
-            .into_iter()
-            .enumerate()
-        {
-            let got = log.read_record(at).expect("record");
-            match crate::record::decode(got.as_bytes(), true) {
-                crate::record::Decoded::Message(m) => {
-                    assert_eq!((m.body, m.queue_offset), (&b"body"[..], 3 * i as i64));
-                }
-                other => panic!("record {i}: {other:?}"),
-            }
-        }
     }
 
     /// A staged record is readable only once the flusher reports it durable:

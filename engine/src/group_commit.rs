@@ -260,10 +260,7 @@ impl GroupCommit {
     /// its publish to this thread: they touch the waiters' memory, which
     /// lives on this thread, and from the flusher's CPU they cost ~17 µs
     /// per 64 writers on the critical path of every group commit.
-    ///
-    /// `idle` runs between spins until it returns true: work for this
-    /// thread's caches while it waits anyway.
-    pub fn spin_while_flushing(&self, max: Duration, mut idle: impl FnMut() -> bool) {
+    pub fn spin_while_flushing(&self, max: Duration) {
         let round = self.wake_rounds.load(Ordering::Acquire);
         if self.requested() <= self.durable() {
             return;
@@ -278,14 +275,10 @@ impl GroupCommit {
             return;
         }
         let start = Instant::now();
-        let mut idle_done = false;
         while self.spinner.load(Ordering::Acquire) == SPIN_WAITING
             && self.wake_rounds.load(Ordering::Acquire) == round
             && start.elapsed() < max
         {
-            if !idle_done {
-                idle_done = idle();
-            }
             // A few hundred nanoseconds between clock reads.
             for _ in 0..64 {
                 std::hint::spin_loop();
@@ -359,12 +352,12 @@ mod tests {
     fn a_parking_thread_spins_until_the_flushed_group_is_woken() {
         let g = std::sync::Arc::new(GroupCommit::new(0));
         let start = Instant::now();
-        g.spin_while_flushing(Duration::from_secs(600), || true);
+        g.spin_while_flushing(Duration::from_secs(600));
         assert!(start.elapsed() < Duration::from_secs(10), "nothing pending");
 
         g.request(100);
         let start = Instant::now();
-        g.spin_while_flushing(Duration::from_millis(30), || true);
+        g.spin_while_flushing(Duration::from_millis(30));
         let spun = start.elapsed();
         assert!(spun >= Duration::from_millis(30), "{spun:?}");
         assert!(spun < Duration::from_secs(10), "{spun:?}");
@@ -375,14 +368,14 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(50));
                 // One spinner at a time: a second thread parks at once.
                 let start = Instant::now();
-                g.spin_while_flushing(Duration::from_secs(5), || true);
+                g.spin_while_flushing(Duration::from_secs(5));
                 let second = start.elapsed();
                 g.publish(100);
                 second
             })
         };
         let start = Instant::now();
-        g.spin_while_flushing(Duration::from_secs(600), || true);
+        g.spin_while_flushing(Duration::from_secs(600));
         let (spun, durable) = (start.elapsed(), g.durable());
         let second = flusher.join().expect("flusher");
         assert_eq!(durable, 100, "returned only after the publish");
@@ -419,7 +412,7 @@ mod tests {
         bounded("the waiter arrived", &|| g.arrivals() == 1);
         let spinner = {
             let g = g.clone();
-            std::thread::spawn(move || g.spin_while_flushing(Duration::from_secs(600), || true))
+            std::thread::spawn(move || g.spin_while_flushing(Duration::from_secs(600)))
         };
         bounded("the spinner spins", &|| {
             g.spinner.load(Ordering::Acquire) == SPIN_WAITING

@@ -555,13 +555,11 @@ impl MessageStore {
     /// SYNC_FLUSH puts: the thread spins through a group commit instead of
     /// sleeping, so it is awake when the flusher wakes its writers (see
     /// [`GroupCommit::spin_while_flushing`]; at most [`PARK_SPIN_MAX`] per
-    /// park). Meanwhile it takes the staging buffers the next appends
-    /// write into back into its own caches ([`CommitLog::warm_staging`]):
-    /// install it on the runtime whose tasks append. Does nothing under
-    /// ASYNC_FLUSH.
+    /// park); the flusher then leaves the wake-ups of the runtime's tasks
+    /// to it. Does nothing under ASYNC_FLUSH.
     pub fn park_hook(&self) -> impl Fn() + Send + Sync + 'static {
-        let (group, log) = (self.group.clone(), self.commit_log.clone());
-        move || group.spin_while_flushing(PARK_SPIN_MAX, || log.warm_staging())
+        let group = self.group.clone();
+        move || group.spin_while_flushing(PARK_SPIN_MAX)
     }
 
     /// Commit log flush counters (benchmarks compare two snapshots).
