@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -465,19 +464,7 @@ fn find_bin(dir: Option<&Path>, name: &str) -> Result<PathBuf, String> {
 
 /// A port P with P and P−2 (the broker's fast port) free on 127.0.0.1.
 fn free_port_pair() -> Result<u16, String> {
-    for _ in 0..500 {
-        let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-        let p = l.local_addr().map_err(|e| e.to_string())?.port();
-        if p < 1026 || p == u16::MAX {
-            continue;
-        }
-        if TcpListener::bind(("127.0.0.1", p - 2)).is_ok()
-            && TcpListener::bind(("127.0.0.1", p + 1)).is_ok()
-        {
-            return Ok(p);
-        }
-    }
-    Err("no free port pair found".into())
+    frontends::ports::free_port_pair().ok_or_else(|| "no free port triple for a broker".into())
 }
 
 fn start_child(bin: &Path, args: &[String], log: &Path) -> Result<Child, String> {

@@ -3,7 +3,7 @@
 //! produced message exactly once; then the latency mode, and `--spawn-broker`
 //! when the server binaries have been built next to rmq-bench.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -12,21 +12,6 @@ use frontends::broker::{Broker, BrokerSettings};
 use frontends::namesrv::NameServer;
 
 const BIN: &str = env!("CARGO_BIN_EXE_rmq-bench");
-
-/// A port P with P, P−2 (fast port) and P+1 (HA port) free on 127.0.0.1.
-fn free_port_pair() -> u16 {
-    for _ in 0..200 {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = l.local_addr().unwrap().port();
-        if (1026..u16::MAX).contains(&p)
-            && TcpListener::bind(("127.0.0.1", p - 2)).is_ok()
-            && TcpListener::bind(("127.0.0.1", p + 1)).is_ok()
-        {
-            return p;
-        }
-    }
-    panic!("no free port pair");
-}
 
 fn settings(store: &Path, namesrv: SocketAddr, port: u16) -> BrokerSettings {
     let mut s = BrokerSettings::default();
@@ -101,7 +86,7 @@ fn produce_then_consume_finds_every_message_once() {
     let store = dir.path().join("store");
     let (ns, broker) = rt.block_on(async {
         let ns = NameServer::start("127.0.0.1:0").await.unwrap();
-        let port = free_port_pair();
+        let port = frontends::ports::free_port_pair().expect("free broker ports");
         let broker = Broker::start(settings(&store, ns.local_addr(), port))
             .await
             .unwrap();

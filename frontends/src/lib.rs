@@ -4,4 +4,5 @@ pub mod broker;
 pub mod cli;
 pub mod ha;
 pub mod namesrv;
+pub mod ports;
 pub mod remoting;

@@ -4,7 +4,7 @@
 
 pub mod process;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
 
 use engine::record::{decode, Decoded};
@@ -16,41 +16,14 @@ use frontends::remoting::{RemotingClient, RemotingCommand};
 use std::time::Duration;
 use tokio::time::timeout;
 
-/// A port P with P, P−2 (fast port) and P+1 (HA port) free: a broker's.
+/// A broker's free port triple (see [`frontends::ports::free_port_pair`]).
 pub fn free_port_pair() -> u16 {
-    free_ports_around(&[-2, 0, 1])
+    frontends::ports::free_port_pair().expect("free ports below the ephemeral range")
 }
 
-/// One free port, for a server a test restarts on the same port.
+/// One free port (see [`frontends::ports::free_port`]).
 pub fn free_port() -> u16 {
-    free_ports_around(&[0])
-}
-
-/// A port P such that P + each of `offsets` is free (checked on 0.0.0.0,
-/// which also covers 127.0.0.1).
-///
-/// Chosen below the kernel's ephemeral range (`ip_local_port_range`): a
-/// port from that range can be handed to any outgoing connection as its
-/// local port as soon as its listener is gone, and a server restarted
-/// after a kill -9 then could not bind it again (seen once in CI).
-fn free_ports_around(offsets: &[i32]) -> u16 {
-    use rand::Rng;
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<i32>().ok())
-        .unwrap_or(32768);
-    let (low, high) = (10_000, ephemeral_low.max(10_100) - 2);
-    let mut rng = rand::thread_rng();
-    for _ in 0..2000 {
-        let p: i32 = rng.gen_range(low..high);
-        let free = offsets
-            .iter()
-            .all(|o| u16::try_from(p + o).is_ok_and(|q| TcpListener::bind(("0.0.0.0", q)).is_ok()));
-        if free {
-            return p as u16;
-        }
-    }
-    panic!("no free ports found below {ephemeral_low}");
+    frontends::ports::free_port().expect("a free port below the ephemeral range")
 }
 
 /// Broker settings for a test store, plus any `key=value` overrides.
