@@ -212,11 +212,13 @@ async fn max_offsets(client: &RemotingClient, addr: &str) -> Vec<u64> {
     out
 }
 
-/// Waits until the slave's queues are as long as the master's.
+/// Waits until the slave's queues are as long as the master's. The
+/// master's are read again each round: its dispatch may still be a few
+/// records behind its acknowledged sends when the wait starts.
 async fn wait_caught_up(client: &RemotingClient, master: &str, slave: &BrokerProc) {
-    let want = max_offsets(client, master).await;
     let deadline = Instant::now() + T;
     loop {
+        let want = max_offsets(client, master).await;
         let got = max_offsets(client, &slave.addr).await;
         if got == want {
             return;
