@@ -462,7 +462,8 @@ fn find_bin(dir: Option<&Path>, name: &str) -> Result<PathBuf, String> {
         })
 }
 
-/// A port P with P and P−2 (the broker's fast port) free on 127.0.0.1.
+/// A broker's free ports: P, P−2 (fast port) and P+1 (HA port); see
+/// [`frontends::ports::free_port_pair`].
 fn free_port_pair() -> Result<u16, String> {
     frontends::ports::free_port_pair().ok_or_else(|| "no free port triple for a broker".into())
 }
