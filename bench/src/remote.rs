@@ -162,9 +162,8 @@ pub async fn masters(client: &RemotingClient, namesrv: &str) -> Result<Vec<Strin
     if r.code != response::SUCCESS {
         return Err(format!("cluster info: {}", code_name(r.code)));
     }
-    // brokerAddrs keys may be unquoted integers (fastjson): normalise first.
-    let text = String::from_utf8_lossy(&r.body).to_string();
-    let v = parse_lenient_json(&text).map_err(|e| format!("cluster info JSON: {e}"))?;
+    // brokerAddrs keys may be unquoted integers (fastjson).
+    let v = fastjson::parse(&r.body).map_err(|e| format!("cluster info JSON: {e}"))?;
     let mut out = Vec::new();
     if let Some(table) = v["brokerAddrTable"].as_object() {
         for b in table.values() {
@@ -175,52 +174,6 @@ pub async fn masters(client: &RemotingClient, namesrv: &str) -> Result<Vec<Strin
     }
     out.sort();
     Ok(out)
-}
-
-/// Parses JSON that may use fastjson's unquoted integer map keys (`{0:"a"}`).
-pub fn parse_lenient_json(text: &str) -> Result<serde_json::Value, serde_json::Error> {
-    match serde_json::from_str(text) {
-        Ok(v) => Ok(v),
-        Err(e) => {
-            let mut fixed = String::with_capacity(text.len() + 16);
-            let b = text.as_bytes();
-            let mut in_str = false;
-            let mut i = 0;
-            while i < b.len() {
-                let c = b[i];
-                if in_str {
-                    fixed.push(c as char);
-                    if c == b'\\' && i + 1 < b.len() {
-                        fixed.push(b[i + 1] as char);
-                        i += 1;
-                    } else if c == b'"' {
-                        in_str = false;
-                    }
-                } else if c == b'"' {
-                    in_str = true;
-                    fixed.push('"');
-                } else if (c == b'{' || c == b',') && i + 1 < b.len() && b[i + 1].is_ascii_digit() {
-                    fixed.push(c as char);
-                    let start = i + 1;
-                    let mut j = start;
-                    while j < b.len() && b[j].is_ascii_digit() {
-                        j += 1;
-                    }
-                    if j < b.len() && b[j] == b':' {
-                        fixed.push('"');
-                        fixed.push_str(&text[start..j]);
-                        fixed.push('"');
-                        i = j;
-                        continue;
-                    }
-                } else {
-                    fixed.push(c as char);
-                }
-                i += 1;
-            }
-            serde_json::from_str(&fixed).map_err(|_| e)
-        }
-    }
 }
 
 /// The topic's route, creating the topic first if asked to and it is missing.
@@ -736,12 +689,5 @@ mod tests {
         write_tag(&mut b, t);
         assert_eq!(read_tag(&b), Some(t));
         assert_eq!(read_tag(&b[..31]), None);
-    }
-
-    #[test]
-    fn lenient_json_keys() {
-        let v = parse_lenient_json(r#"{"a":{0:"x:1",1:"y"},"b":"{0:\"q\"}"}"#).unwrap();
-        assert_eq!(v["a"]["0"], "x:1");
-        assert_eq!(v["b"], "{0:\"q\"}");
     }
 }

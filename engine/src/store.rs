@@ -744,17 +744,7 @@ impl MessageStore {
         if self.shut_down.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        self.retention.stop();
-        if let Some(mut f) = self.flusher.lock().take() {
-            f.shutdown();
-        }
-        self.commit_log.shutdown();
-        if let Some(mut d) = self.dispatcher.lock().take() {
-            d.shutdown();
-        }
-        if let Some(mut c) = self.checkpointer.lock().take() {
-            c.shutdown();
-        }
+        self.stop_background(true);
         if let Some(why) = self.group.failure() {
             // Leave the abort file: the next start must recover.
             return Err(StoreError::ReadOnly(why.to_string()));
@@ -783,6 +773,14 @@ impl MessageStore {
     /// flush. For crash tests and tools; the store is unusable afterwards.
     pub fn abandon(&self) {
         self.shut_down.store(true, Ordering::Release);
+        self.stop_background(false);
+    }
+
+    /// Stops retention, the flusher (after its final flush), the allocator,
+    /// the dispatcher and the checkpointer, in that order: each stage's
+    /// input is final before it stops. The checkpointer writes a last
+    /// checkpoint only with `final_checkpoint`.
+    fn stop_background(&self, final_checkpoint: bool) {
         self.retention.stop();
         if let Some(mut f) = self.flusher.lock().take() {
             f.shutdown();
@@ -792,7 +790,11 @@ impl MessageStore {
             d.shutdown();
         }
         if let Some(mut c) = self.checkpointer.lock().take() {
-            c.stop_without_final_checkpoint();
+            if final_checkpoint {
+                c.shutdown();
+            } else {
+                c.stop_without_final_checkpoint();
+            }
         }
     }
 

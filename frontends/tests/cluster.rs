@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use frontends::broker::json_file;
 use frontends::remoting::codes::{request, response};
 use frontends::remoting::{RemotingClient, RemotingCommand};
 use serde_json::Value;
@@ -228,7 +227,7 @@ async fn route(
         assert_eq!(resp.code, response::TOPIC_NOT_EXIST, "{:?}", resp.remark);
         return out;
     }
-    let v = json_file::parse(&resp.body).expect("route JSON");
+    let v = fastjson::parse(&resp.body).expect("route JSON");
     let names: Vec<String> = v["queueDatas"]
         .as_array()
         .expect("queueDatas")
@@ -508,7 +507,7 @@ async fn slave_copies_master_metadata_and_serves_reads() {
             RemotingCommand::request(request::GET_ALL_TOPIC_CONFIG),
         )
         .await;
-        let v = json_file::parse(&resp.body).unwrap_or_default();
+        let v = fastjson::parse(&resp.body).unwrap_or_default();
         v["topicConfigTable"].get("SyncTopic").is_some()
     })
     .await;
@@ -529,7 +528,7 @@ async fn slave_copies_master_metadata_and_serves_reads() {
             RemotingCommand::request(request::GET_ALL_SUBSCRIPTIONGROUP_CONFIG),
         )
         .await;
-        let v = json_file::parse(&resp.body).unwrap_or_default();
+        let v = fastjson::parse(&resp.body).unwrap_or_default();
         v["subscriptionGroupTable"]["ReadFromSlaveGroup"]["brokerId"].as_i64() == Some(1)
     })
     .await;
@@ -553,7 +552,7 @@ async fn slave_copies_master_metadata_and_serves_reads() {
                 RemotingCommand::request(request::GET_ALL_TOPIC_CONFIG),
             )
             .await;
-            json_file::parse(&resp.body).unwrap_or_default()["dataVersion"].clone()
+            fastjson::parse(&resp.body).unwrap_or_default()["dataVersion"].clone()
         }
     };
     assert_eq!(dv(master.addr()).await, dv(slave.addr()).await);

@@ -34,7 +34,6 @@
 pub mod check;
 pub mod commitlog;
 pub mod indexfiles;
-pub mod json;
 pub mod meta;
 pub mod progress;
 pub mod queues;

@@ -133,11 +133,11 @@ pub fn read_configs(dir: &Path) -> Vec<ConfigFile> {
         let parsed = if text.trim().is_empty() {
             Err("empty file".to_string())
         } else {
-            crate::json::parse(&text)
+            fastjson::parse(text.as_bytes()).map_err(|e| e.to_string())
         };
         let bak = std::fs::read_to_string(dir.join(format!("{name}.bak")))
             .ok()
-            .and_then(|t| crate::json::parse(&t).ok());
+            .and_then(|t| fastjson::parse(t.as_bytes()).ok());
         out.push(ConfigFile { path, parsed, bak });
     }
     out

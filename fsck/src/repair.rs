@@ -286,6 +286,13 @@ fn apply_fix(ctx: &mut Ctx<'_>, fix: &Fix, last_ts: i64) -> std::io::Result<()> 
     Ok(())
 }
 
+/// A config file's text as RocketMQ writes it (fastjson, tab-indented):
+/// every integer-looking key bare, as in the offset tables that are the
+/// reason these files are rewritten.
+fn write_config(v: &serde_json::Value) -> String {
+    fastjson::to_pretty(v, &|_| true)
+}
+
 fn engine_config(settings: &Settings, checked: &Checked) -> engine::StoreConfig {
     let mut c = settings.config.clone();
     c.mapped_file_size_commit_log = checked.commitlog_size;
@@ -360,7 +367,7 @@ pub fn repair(
             ctx.act(format!("restore {} from its .bak", cf.path.display()));
             if !ctx.opts.dry_run {
                 ctx.backup_copy(&cf.path)?;
-                std::fs::write(&cf.path, crate::json::write(bak))?;
+                std::fs::write(&cf.path, write_config(bak))?;
             }
         } else {
             ctx.act(format!(
@@ -460,7 +467,7 @@ pub fn repair(
             ));
             ctx.backup_copy(&cf.path)?;
             let mut f = std::fs::File::create(&cf.path)?;
-            f.write_all(crate::json::write(&v).as_bytes())?;
+            f.write_all(write_config(&v).as_bytes())?;
             f.sync_all()?;
         }
     }

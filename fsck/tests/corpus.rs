@@ -232,8 +232,7 @@ fn broken_json_config() {
     )
     .unwrap();
     find_fix_read(&root, Kind::ConfigUnparseable, &sent);
-    let restored =
-        fsck::json::parse(&std::fs::read_to_string(cfg.join("topics.json")).unwrap()).unwrap();
+    let restored = fastjson::parse(&std::fs::read(cfg.join("topics.json")).unwrap()).unwrap();
     assert!(restored["topicConfigTable"].get("TopicB").is_some());
     // Broken without .bak: moved aside.
     std::fs::write(

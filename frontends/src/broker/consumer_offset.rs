@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 
-use super::json_file::{self, as_i64};
+use super::json_file;
+use fastjson::as_i64;
 
 /// The offset table.
 pub struct ConsumerOffsetTable {
@@ -111,9 +112,9 @@ impl ConsumerOffsetTable {
     pub fn to_json(&self, pretty: bool) -> String {
         let v = self.to_value();
         if pretty {
-            json_file::to_pretty(&v, &int_keys)
+            fastjson::to_pretty(&v, &int_keys)
         } else {
-            json_file::to_compact(&v, &int_keys)
+            fastjson::to_compact(&v, &int_keys)
         }
     }
 

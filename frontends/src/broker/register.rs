@@ -11,7 +11,6 @@ use parking_lot::Mutex;
 use serde_json::{json, Value};
 
 use super::config::BrokerConfig;
-use super::json_file;
 use super::topic_config::{perm, TopicConfigTable};
 use crate::namesrv::route_table::DataVersion;
 use crate::remoting::codes::{request, response};
@@ -90,7 +89,7 @@ impl Registrar {
             "filterServerList": [],
             "topicConfigSerializeWrapper": wrapper,
         });
-        json_file::to_compact(&body, &|_| false)
+        fastjson::to_compact(&body, &|_| false)
     }
 
     fn header(&self, code: i32) -> RemotingCommand {

@@ -55,9 +55,10 @@ use serde_json::Value;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
-use super::json_file::{self, as_i64};
+use super::json_file;
 use super::topic_config::TRANS_HALF_TOPIC;
 use super::Broker;
+use fastjson::as_i64;
 
 /// First run of the delivery tasks after start (Java: 1 s).
 const FIRST_RUN: Duration = Duration::from_secs(1);
@@ -201,9 +202,9 @@ impl Schedule {
         }
         let v = serde_json::json!({ "offsetTable": t });
         if pretty {
-            json_file::to_pretty(&v, &int_keys)
+            fastjson::to_pretty(&v, &int_keys)
         } else {
-            json_file::to_compact(&v, &int_keys)
+            fastjson::to_compact(&v, &int_keys)
         }
     }
 
@@ -213,8 +214,9 @@ impl Schedule {
     /// agrees with the file. Text that is not a delay-offset table is
     /// refused with `InvalidData` and nothing is written.
     pub fn adopt_master(&self, text: &str) -> std::io::Result<()> {
-        let Some(Value::Object(t)) =
-            json_file::parse(text.as_bytes()).and_then(|v| v.get("offsetTable").cloned())
+        let Some(Value::Object(t)) = fastjson::parse(text.as_bytes())
+            .ok()
+            .and_then(|v| v.get("offsetTable").cloned())
         else {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,

@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::json_file;
 use super::Broker;
 use crate::remoting::codes::{request, response};
 use crate::remoting::{RemotingClient, RemotingCommand};
@@ -116,7 +115,7 @@ async fn fetch_json(
     code: i32,
 ) -> Result<serde_json::Value, SyncError> {
     let body = fetch(client, addr, code).await?;
-    json_file::parse(&body).ok_or_else(|| SyncError::BadBody {
+    fastjson::parse(&body).map_err(|_| SyncError::BadBody {
         addr: addr.to_string(),
     })
 }

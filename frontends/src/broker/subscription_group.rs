@@ -10,9 +10,10 @@ use std::path::PathBuf;
 use parking_lot::{Mutex, RwLock};
 use serde_json::{json, Value};
 
-use super::json_file::{self, as_bool, as_i64};
+use super::json_file;
 use super::topic_config::next_version;
 use crate::namesrv::route_table::DataVersion;
+use fastjson::{as_bool, as_i64};
 
 /// Groups every broker has from the start.
 pub const PRECREATED_GROUPS: &[&str] = &[
@@ -237,7 +238,7 @@ impl SubscriptionGroupTable {
 
     pub fn persist(&self) -> std::io::Result<()> {
         let _guard = self.persist_lock.lock();
-        let text = json_file::to_pretty(&self.wrapper_value(), &|_| false);
+        let text = fastjson::to_pretty(&self.wrapper_value(), &|_| false);
         json_file::persist(&self.path, &text)
     }
 }

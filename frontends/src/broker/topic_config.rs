@@ -14,8 +14,9 @@ use serde_json::{json, Value};
 use tokio::sync::Notify;
 
 use super::config::BrokerConfig;
-use super::json_file::{self, as_bool, as_i64, as_string};
+use super::json_file;
 use crate::namesrv::route_table::DataVersion;
+use fastjson::{as_bool, as_i64, as_string};
 
 /// Permission bits (semantics.md §1.1).
 pub mod perm {
@@ -438,7 +439,7 @@ impl TopicConfigTable {
     /// Writes topics.json now.
     pub fn persist(&self) -> std::io::Result<()> {
         let _guard = self.persist_lock.lock();
-        let text = json_file::to_pretty(&self.wrapper_value(), &|_| false);
+        let text = fastjson::to_pretty(&self.wrapper_value(), &|_| false);
         json_file::persist(&self.path, &text)
     }
 }

@@ -51,104 +51,19 @@ pub struct RegisterBrokerBody {
 /// Parses JSON as fastjson would accept it: standard JSON, or JSON whose
 /// object keys are unquoted (`{0:"x"}`).
 pub fn parse_lenient(body: &[u8]) -> Result<Value, BodyError> {
-    match serde_json::from_slice(body) {
-        Ok(v) => Ok(v),
-        Err(first) => {
-            let quoted = quote_bare_keys(body);
-            serde_json::from_slice(&quoted).map_err(|_| BodyError(first.to_string()))
-        }
-    }
-}
-
-/// Rewrites bare object keys (`{0:` / `,abc:`) as quoted strings, leaving
-/// string contents untouched.
-fn quote_bare_keys(src: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(src.len() + 16);
-    let mut i = 0;
-    let mut in_str = false;
-    // True right after `{` or `,` inside an object: a key may start here.
-    let mut expect_key = false;
-    let mut depth_is_object: Vec<bool> = Vec::new();
-    while i < src.len() {
-        let c = src[i];
-        if in_str {
-            out.push(c);
-            if c == b'\\' && i + 1 < src.len() {
-                out.push(src[i + 1]);
-                i += 2;
-                continue;
-            }
-            if c == b'"' {
-                in_str = false;
-            }
-            i += 1;
-            continue;
-        }
-        match c {
-            b'"' => {
-                in_str = true;
-                expect_key = false;
-                out.push(c);
-            }
-            b'{' => {
-                depth_is_object.push(true);
-                expect_key = true;
-                out.push(c);
-            }
-            b'[' => {
-                depth_is_object.push(false);
-                expect_key = false;
-                out.push(c);
-            }
-            b'}' | b']' => {
-                depth_is_object.pop();
-                expect_key = false;
-                out.push(c);
-            }
-            b',' => {
-                expect_key = depth_is_object.last().copied().unwrap_or(false);
-                out.push(c);
-            }
-            c if c.is_ascii_whitespace() => out.push(c),
-            _ if expect_key => {
-                let start = i;
-                while i < src.len() && src[i] != b':' && !src[i].is_ascii_whitespace() {
-                    i += 1;
-                }
-                out.push(b'"');
-                out.extend_from_slice(&src[start..i]);
-                out.push(b'"');
-                expect_key = false;
-                continue;
-            }
-            _ => {
-                expect_key = false;
-                out.push(c);
-            }
-        }
-        i += 1;
-    }
-    out
-}
-
-fn as_i64(v: Option<&Value>) -> Option<i64> {
-    match v? {
-        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    }
+    fastjson::parse(body).map_err(|e| BodyError(e.to_string()))
 }
 
 fn as_i32(v: Option<&Value>, default: i32) -> i32 {
-    as_i64(v).map(|n| n as i32).unwrap_or(default)
+    fastjson::as_i64(v).map(|n| n as i32).unwrap_or(default)
 }
 
 impl DataVersion {
     /// From `{"counter":N,"timestamp":T}` (extra fields ignored).
     pub fn from_value(v: &Value) -> DataVersion {
         DataVersion {
-            timestamp: as_i64(v.get("timestamp")).unwrap_or(0),
-            counter: as_i64(v.get("counter")).unwrap_or(0),
+            timestamp: fastjson::as_i64(v.get("timestamp")).unwrap_or(0),
+            counter: fastjson::as_i64(v.get("counter")).unwrap_or(0),
         }
     }
 
@@ -402,15 +317,6 @@ pub fn kv_table_json(table: &BTreeMap<String, String>) -> bytes::Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bare_integer_keys_are_accepted() {
-        let v = parse_lenient(br#"{"brokerAddrs":{0:"10.0.0.1:10911", 1 :"x:1"},"s":"a{0:b"}"#)
-            .unwrap();
-        assert_eq!(v["brokerAddrs"]["0"], "10.0.0.1:10911");
-        assert_eq!(v["brokerAddrs"]["1"], "x:1");
-        assert_eq!(v["s"], "a{0:b");
-    }
 
     #[test]
     fn register_body_round_trips() {

@@ -10,11 +10,11 @@ use serde_json::{json, Value};
 
 use super::{error, json_body, optional, required, success, Reply};
 use crate::broker::client_registry::{ClientChannel, ConsumerRegistration, SubscriptionData};
-use crate::broker::json_file::{as_i64, as_string};
 use crate::broker::topic_config::{perm, RETRY_GROUP_TOPIC_PREFIX};
 use crate::broker::Broker;
 use crate::remoting::codes::{request, response};
 use crate::remoting::{ConnectionContext, RemotingCommand};
+use fastjson::{as_i64, as_string};
 
 pub fn handle(broker: &Broker, ctx: &ConnectionContext, req: &RemotingCommand) -> Reply {
     match req.code {

@@ -31,7 +31,7 @@ fn parse(req: &RemotingCommand) -> Result<LockBody, RemotingCommand> {
         for m in items {
             let topic = m.get("topic").and_then(Value::as_str).unwrap_or("");
             let broker_name = m.get("brokerName").and_then(Value::as_str).unwrap_or("");
-            let queue_id = crate::broker::json_file::as_i64(m.get("queueId")).unwrap_or(-1);
+            let queue_id = fastjson::as_i64(m.get("queueId")).unwrap_or(-1);
             if topic.is_empty() || queue_id < 0 {
                 continue;
             }

@@ -81,8 +81,12 @@ pub fn java_bool(req: &RemotingCommand, key: &str) -> bool {
 
 /// The request's JSON body, leniently parsed.
 pub fn json_body(req: &RemotingCommand) -> Result<serde_json::Value, RemotingCommand> {
-    crate::broker::json_file::parse(&req.body)
-        .ok_or_else(|| error(response::SYSTEM_ERROR, "request body is not valid JSON"))
+    fastjson::parse(&req.body).map_err(|e| {
+        error(
+            response::SYSTEM_ERROR,
+            format!("request body is not valid JSON: {e}"),
+        )
+    })
 }
 
 /// Milliseconds since the epoch.

@@ -7,19 +7,19 @@
 use std::collections::BTreeMap;
 
 use super::{error, json_body, optional, required, required_i32, success, Reply};
-use crate::broker::json_file::{self, as_string};
 use crate::broker::subscription_group::SubscriptionGroupConfig;
 use crate::broker::topic_config::{self, TopicConfig};
 use crate::broker::Broker;
 use crate::remoting::codes::{request, response};
 use crate::remoting::RemotingCommand;
+use fastjson::as_string;
 
 pub async fn handle(broker: &Broker, req: &RemotingCommand) -> Reply {
     match req.code {
         request::UPDATE_AND_CREATE_TOPIC => update_and_create_topic(broker, req).await,
         request::DELETE_TOPIC_IN_BROKER => delete_topic(broker, req),
         request::GET_ALL_TOPIC_CONFIG => {
-            let body = json_file::to_compact(&broker.topics.wrapper_value(), &|_| false);
+            let body = fastjson::to_compact(&broker.topics.wrapper_value(), &|_| false);
             Ok(success().with_body(body))
         }
         request::GET_BROKER_RUNTIME_INFO => Ok(success().with_body(runtime_info(broker))),
@@ -34,7 +34,7 @@ pub async fn handle(broker: &Broker, req: &RemotingCommand) -> Reply {
         // about to say once the last deliveries are durable).
         request::GET_ALL_DELAY_OFFSET => Ok(success().with_body(broker.schedule.to_json(true))),
         request::GET_ALL_SUBSCRIPTIONGROUP_CONFIG => {
-            let body = json_file::to_compact(&broker.groups.wrapper_value(), &|_| false);
+            let body = fastjson::to_compact(&broker.groups.wrapper_value(), &|_| false);
             Ok(success().with_body(body))
         }
         request::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP => {
