@@ -27,8 +27,10 @@ pub enum ConfigError {
         value: String,
         expected: String,
     },
-    #[error("config line {line}: `{text}` is not `key=value`")]
-    BadLine { line: usize, text: String },
+    #[error("config file {path}: {why}")]
+    BadFile { path: String, why: String },
+    #[error("command-line argument `{arg}` is not `key=value`")]
+    BadArg { arg: String },
 }
 
 /// The ordered `key=value` pairs of a Java `.properties` file or a command line.
@@ -38,53 +40,60 @@ pub struct Properties {
 }
 
 impl Properties {
-    /// Parses Java properties text: `key=value`, `key = value`, `key:value`;
-    /// `#` and `!` start comments. Values are trimmed (Java keeps trailing
-    /// blanks and then fails to parse numbers silently; we do not).
-    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+    /// Parses the text of a Java `.properties` file as `java.util.Properties`
+    /// does (crate java-properties): `key=value`, `key:value` or
+    /// `key value`; `#` and `!` comments; `\` line continuations and
+    /// escapes (`\:`, `\=`, `\t`, `\uXXXX`). Text that is not UTF-8 is read
+    /// as ISO-8859-1, Java's encoding for these files; a UTF-8 byte-order
+    /// mark is skipped. Values are trimmed (Java keeps trailing blanks and
+    /// then fails to parse numbers silently; we do not). `source` names the
+    /// text in errors.
+    pub fn parse(text: &[u8], source: &str) -> Result<Self, ConfigError> {
+        let text = text.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(text);
+        let encoding = if std::str::from_utf8(text).is_ok() {
+            encoding_rs::UTF_8
+        } else {
+            encoding_rs::WINDOWS_1252
+        };
         let mut entries = Vec::new();
-        for (i, raw) in text.lines().enumerate() {
-            let line = raw.trim();
-            if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
-                continue;
+        for line in java_properties::PropertiesIter::new_with_encoding(text, encoding) {
+            let line = line.map_err(|e| ConfigError::BadFile {
+                path: source.to_string(),
+                why: e.to_string(),
+            })?;
+            if let java_properties::LineContent::KVPair(key, value) = line.consume_content() {
+                entries.push((key, value.trim().to_string()));
             }
-            let Some(split) = line.find(['=', ':']) else {
-                return Err(ConfigError::BadLine {
-                    line: i + 1,
-                    text: raw.to_string(),
-                });
-            };
-            let key = line[..split].trim();
-            if key.is_empty() {
-                return Err(ConfigError::BadLine {
-                    line: i + 1,
-                    text: raw.to_string(),
-                });
-            }
-            entries.push((key.to_string(), line[split + 1..].trim().to_string()));
         }
         Ok(Properties { entries })
     }
 
     /// Reads and parses a properties file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::parse(&text)
+        Self::parse(&text, &path.display().to_string())
     }
 
-    /// Parses `key=value` command-line arguments.
+    /// Parses `key=value` command-line arguments (one pair each, taken as
+    /// written: no escapes).
     pub fn from_args<I: IntoIterator<Item = S>, S: AsRef<str>>(
         args: I,
     ) -> Result<Self, ConfigError> {
-        let mut text = String::new();
+        let mut entries = Vec::new();
         for a in args {
-            text.push_str(a.as_ref());
-            text.push('\n');
+            let a = a.as_ref();
+            let pair = a.split_once('=').or_else(|| a.split_once(':'));
+            match pair {
+                Some((k, v)) if !k.trim().is_empty() => {
+                    entries.push((k.trim().to_string(), v.trim().to_string()))
+                }
+                _ => return Err(ConfigError::BadArg { arg: a.to_string() }),
+            }
         }
-        Self::parse(&text)
+        Ok(Properties { entries })
     }
 
     /// Later entries (e.g. command-line overrides) win over earlier ones.
@@ -222,11 +231,18 @@ pub trait ConfigSection {
 
 /// Parses one value for `key`, logging when only a case-insensitive match made it valid.
 pub fn parse_for<T: ConfigValue>(key: &str, value: &str) -> Result<T, ConfigError> {
-    T::parse_value(value).ok_or_else(|| ConfigError::BadValue {
+    let v = T::parse_value(value).ok_or_else(|| ConfigError::BadValue {
         key: key.to_string(),
         value: value.to_string(),
         expected: T::EXPECTED.to_string(),
-    })
+    })?;
+    // Java matches enum values exactly and ignores a misspelt one; say
+    // that we read it.
+    let canonical = v.show();
+    if canonical != value && canonical.eq_ignore_ascii_case(value) {
+        tracing::info!("config key `{key}`: value `{value}` read as `{canonical}` (case differs)");
+    }
+    Ok(v)
 }
 
 /// Declares a config struct: fields with their RocketMQ key name, any older
@@ -433,21 +449,24 @@ impl StoreConfig {
             value,
             expected: expected.to_string(),
         };
-        if self.mapped_file_size_commit_log < 4096 {
+        // Java's field is an int, and so is a blank record's size.
+        if !(4096..=i32::MAX as u64).contains(&self.mapped_file_size_commit_log) {
             return Err(bad(
                 "mappedFileSizeCommitLog",
                 self.mapped_file_size_commit_log.to_string(),
-                "at least 4096",
+                "4096..2147483647",
             ));
         }
-        if self.mapped_file_size_consume_queue < 20 {
+        if !(20..=i32::MAX as u64).contains(&self.mapped_file_size_consume_queue) {
             return Err(bad(
                 "mappedFileSizeConsumeQueue",
                 self.mapped_file_size_consume_queue.to_string(),
-                "at least 20",
+                "20..2147483647",
             ));
         }
-        for h in self.delete_when.split(';') {
+        // Java's split drops a trailing empty part (`04;`).
+        let hours = self.delete_when.trim().trim_end_matches(';');
+        for h in hours.split(';') {
             if h.trim().parse::<u32>().map(|h| h > 23).unwrap_or(true) {
                 return Err(bad(
                     "deleteWhen",
@@ -518,12 +537,11 @@ mod tests {
 
     #[test]
     fn user_spellings_are_honoured() {
-        let props = Properties::parse(
+        let p = props(
             "# a comment\ndeletewhen=04\nflushDiskType=SYNC_fLUSH\nmapedFileSizeCommitLog = 4096\nbrokerName=broker-a\n",
-        )
-        .unwrap();
+        );
         let mut c = StoreConfig::default();
-        let unknown = apply_properties(&props, &mut [&mut c]).unwrap();
+        let unknown = apply_properties(&p, &mut [&mut c]).unwrap();
         assert_eq!(c.flush_disk_type, FlushDiskType::SyncFlush);
         assert_eq!(c.delete_when, "04");
         assert_eq!(c.mapped_file_size_commit_log, 4096);
@@ -540,31 +558,79 @@ mod tests {
             c.effective_flush_mechanism(),
             FlushMechanism::WriteFdatasync
         );
-        let props = Properties::parse("flushMechanism=msync\n").unwrap();
-        apply_properties(&props, &mut [&mut c]).unwrap();
+        apply_properties(&props("flushMechanism=msync\n"), &mut [&mut c]).unwrap();
         assert_eq!(c.effective_flush_mechanism(), FlushMechanism::Msync);
     }
 
     #[test]
     fn malformed_values_name_the_key() {
         let mut c = StoreConfig::default();
-        let props = Properties::parse("syncFlushTimeout=5s").unwrap();
-        let err = apply_properties(&props, &mut [&mut c])
+        let err = apply_properties(&props("syncFlushTimeout=5s"), &mut [&mut c])
             .unwrap_err()
             .to_string();
         assert!(
             err.contains("syncFlushTimeout") && err.contains("5s"),
             "{err}"
         );
-        let props = Properties::parse("flushDiskType=SOMETIMES").unwrap();
-        let err = apply_properties(&props, &mut [&mut c])
+        let err = apply_properties(&props("flushDiskType=SOMETIMES"), &mut [&mut c])
             .unwrap_err()
             .to_string();
         assert!(
             err.contains("flushDiskType") && err.contains("SOMETIMES"),
             "{err}"
         );
-        assert!(Properties::parse("just words").is_err());
+        let err = Properties::from_args(["listenPort"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`listenPort`"), "{err}");
+    }
+
+    fn props(text: &str) -> Properties {
+        Properties::parse(text.as_bytes(), "test").unwrap()
+    }
+
+    fn pairs(p: &Properties) -> Vec<(&str, &str)> {
+        p.iter().collect()
+    }
+
+    #[test]
+    fn property_files_read_as_java_reads_them() {
+        let p = props(
+            "namesrvAddr=127.0.0.1:9876;\\\n    127.0.0.2:9876\nbrokerName=x\\:y\\=z\\u0041\nlistenPort 10911\n! bang\n  brokerId : 0  \n",
+        );
+        assert_eq!(
+            pairs(&p),
+            vec![
+                ("namesrvAddr", "127.0.0.1:9876;127.0.0.2:9876"),
+                ("brokerName", "x:y=zA"),
+                ("listenPort", "10911"),
+                ("brokerId", "0"),
+            ]
+        );
+        // A byte-order mark is not part of the first key; text that is not
+        // UTF-8 is ISO-8859-1, as Java reads these files.
+        let p = Properties::parse(b"\xEF\xBB\xBFlistenPort=1\n", "t").unwrap();
+        assert_eq!(pairs(&p), vec![("listenPort", "1")]);
+        let p = Properties::parse(b"# Configuraci\xf3n\nbrokerName=b\xe9\n", "t").unwrap();
+        assert_eq!(pairs(&p), vec![("brokerName", "b\u{e9}")]);
+    }
+
+    #[test]
+    fn sizes_and_hours_java_cannot_hold_are_refused() {
+        let check = |text: &str| {
+            let mut c = StoreConfig::default();
+            apply_properties(&props(text), &mut [&mut c]).unwrap();
+            c.validate().map_err(|e| e.to_string())
+        };
+        assert!(check("mappedFileSizeCommitLog=4294967296")
+            .unwrap_err()
+            .contains("mappedFileSizeCommitLog"));
+        assert!(check("mappedFileSizeCommitLog=0").is_err());
+        assert!(check("mappedFileSizeConsumeQueue=19").is_err());
+        assert!(check("deleteWhen=24").is_err());
+        assert!(check("deleteWhen=04;").is_ok());
+        assert!(check("deleteWhen=04;05").is_ok());
+        assert!(check("mappedFileSizeCommitLog=2147483647").is_ok());
     }
 
     #[test]

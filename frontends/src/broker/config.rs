@@ -221,6 +221,14 @@ impl BrokerSettings {
         let mut s = BrokerSettings::default();
         s.apply(&props)?;
         s.store.validate()?;
+        // haListenPort is listenPort + 1: both must be real ports.
+        if s.broker.listen_port == 0 || s.broker.listen_port == u16::MAX {
+            return Err(ConfigError::BadValue {
+                key: "listenPort".to_string(),
+                value: s.broker.listen_port.to_string(),
+                expected: "1..65534 (haListenPort is listenPort + 1)".to_string(),
+            });
+        }
         // Java's start-up refuses a slave without a slave id.
         if s.store.broker_role == engine::BrokerRole::Slave && s.broker.broker_id <= 0 {
             return Err(ConfigError::BadValue {
@@ -235,7 +243,7 @@ impl BrokerSettings {
     /// Start-up rules applied after reading: haListenPort = listenPort + 1;
     /// masters get brokerId 0.
     pub fn finish(&mut self) {
-        self.store.ha_listen_port = self.broker.listen_port.wrapping_add(1);
+        self.store.ha_listen_port = self.broker.listen_port.saturating_add(1);
         if self.store.broker_role != engine::BrokerRole::Slave {
             self.broker.broker_id = 0;
         }
@@ -244,5 +252,45 @@ impl BrokerSettings {
     /// `key=value` lines of every setting, sorted (like `mqbroker -p`).
     pub fn render(&self) -> String {
         render(&[&self.broker, &self.store])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(args: &[&str]) -> Result<BrokerSettings, String> {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        BrokerSettings::load(None, &args).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_ha_port_follows_the_listen_port_and_must_fit() {
+        let s = load(&["listenPort=20000"]).unwrap();
+        assert_eq!(s.store.ha_listen_port, 20001);
+        for bad in ["listenPort=65535", "listenPort=0"] {
+            let err = load(&[bad]).unwrap_err();
+            assert!(err.contains("listenPort"), "{err}");
+        }
+        let err = load(&["listenPort"]).unwrap_err();
+        assert!(err.contains("command-line argument `listenPort`"), "{err}");
+    }
+
+    #[test]
+    fn a_property_file_with_java_syntax_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broker.conf");
+        std::fs::write(
+            &path,
+            b"# Configuraci\xf3n\nnamesrvAddr=127.0.0.1:9876;\\\n    127.0.0.2:9876\nlistenPort 20100\nflushDiskType=SYNC_fLUSH\n",
+        )
+        .unwrap();
+        let s = BrokerSettings::load(Some(&path), &[]).unwrap();
+        assert_eq!(
+            s.broker.namesrv_addr.as_deref(),
+            Some("127.0.0.1:9876;127.0.0.2:9876")
+        );
+        assert_eq!(s.broker.listen_port, 20100);
+        assert_eq!(s.store.flush_disk_type, engine::FlushDiskType::SyncFlush);
     }
 }
