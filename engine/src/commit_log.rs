@@ -6,8 +6,6 @@
 //! the already-encoded bytes into the mapping. Durability is the flusher's job
 //! ([`crate::flusher`]); reading needs no lock at all.
 
-use std::collections::HashMap;
-
 use rustc_hash::FxHashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -86,15 +84,20 @@ impl AsRef<[u8]> for MappedSlice {
     }
 }
 
+/// Next queue offset by queue id, for one topic.
+pub type QueueOffsets = FxHashMap<i32, i64>;
+
 struct AppendState {
     /// Absolute offset of the next byte to write.
     write_offset: u64,
     current: Option<Arc<MappedFile>>,
     last_store_timestamp: i64,
-    /// Next queue offset per topic, indexed by queue id.
+    /// Next queue offset per topic and queue id. A map, not a vector by
+    /// queue id: a topic may be created with any queue count, and an append
+    /// to queue 250,000,000 must cost one entry, not 2 GB.
     /// (FxHash: this lookup is on every append, and topic names are not
     /// attacker-chosen keys in a way that matters for a per-broker table.)
-    queue_offsets: FxHashMap<String, Vec<i64>>,
+    queue_offsets: FxHashMap<String, QueueOffsets>,
     /// Staged appends (see [`CommitLog::stage_appends`]), not yet written
     /// to any file: runs of contiguous bytes, where each starts, and whether
     /// it ends in an end-of-file blank (whose header is all that is written
@@ -435,8 +438,8 @@ impl CommitLog {
     }
 
     /// Replaces the next-queue-offset table (after recovery rebuilt it).
-    pub fn set_queue_offsets(&self, table: HashMap<String, Vec<i64>>) {
-        self.append.lock().queue_offsets = table.into_iter().collect();
+    pub fn set_queue_offsets(&self, table: FxHashMap<String, QueueOffsets>) {
+        self.append.lock().queue_offsets = table;
     }
 
     /// Forgets a topic's queue offsets (topic deleted).
@@ -695,10 +698,7 @@ impl CommitLog {
             Some(q) => q,
             None => st.queue_offsets.entry(topic.to_string()).or_default(),
         };
-        let qi = queue_id.max(0) as usize;
-        if queues.len() <= qi {
-            queues.resize(qi + 1, 0);
-        }
+        let next = queues.entry(queue_id.max(0)).or_insert(0);
         let mut records = Vec::with_capacity(1);
         let mut at = 0usize;
         while at < encoded.len() {
@@ -710,8 +710,8 @@ impl CommitLog {
                 record::sysflag::TRANSACTION_NOT | record::sysflag::TRANSACTION_COMMIT
             );
             let queue_offset = if consumable {
-                let q = queues[qi];
-                queues[qi] += 1;
+                let q = *next;
+                *next += 1;
                 q
             } else {
                 0
@@ -996,6 +996,21 @@ mod tests {
         let log = CommitLog::open(spec, mechanism, allocator).expect("open");
         log.recover(0, true).expect("recover");
         log
+    }
+
+    #[test]
+    fn a_huge_queue_id_costs_one_entry() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = open_log(dir.path(), 1 << 20, None, FlushMechanism::Msync, false);
+        // A vector indexed by queue id would need 16 GiB here.
+        let queue_id = i32::MAX - 1;
+        for expected in 0..2 {
+            let mut rec = Vec::new();
+            crate::record::MessageToStore::new("T", queue_id, b"body", "").encode_into(&mut rec);
+            let a = log.append("T", queue_id, &mut rec).expect("append");
+            assert_eq!(a.records[0].queue_offset, expected);
+        }
+        log.shutdown();
     }
 
     #[test]

@@ -841,17 +841,15 @@ fn abnormal_start_file(log: &CommitLog, cp: &Checkpoint, config: &StoreConfig) -
 }
 
 /// The next-queue-offset table for the append path, from the consume queues.
-fn queue_offset_table(queues: &ConsumeQueueSet) -> std::collections::HashMap<String, Vec<i64>> {
-    let mut table: std::collections::HashMap<String, Vec<i64>> = std::collections::HashMap::new();
+fn queue_offset_table(
+    queues: &ConsumeQueueSet,
+) -> rustc_hash::FxHashMap<String, crate::commit_log::QueueOffsets> {
+    let mut table: rustc_hash::FxHashMap<String, crate::commit_log::QueueOffsets> =
+        Default::default();
     for ((topic, queue_id), max) in queues.next_offset_table() {
-        if queue_id < 0 {
-            continue;
+        if queue_id >= 0 {
+            table.entry(topic).or_default().insert(queue_id, max as i64);
         }
-        let v = table.entry(topic).or_default();
-        if v.len() <= queue_id as usize {
-            v.resize(queue_id as usize + 1, 0);
-        }
-        v[queue_id as usize] = max as i64;
     }
     table
 }

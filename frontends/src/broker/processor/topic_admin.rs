@@ -76,10 +76,20 @@ async fn update_and_create_topic(broker: &Broker, req: &RemotingCommand) -> Repl
             "slave broker cannot create topics",
         ));
     }
+    let queue_nums = |key: &str| {
+        let n = required_i32(req, key)?;
+        if n < 0 {
+            return Err(error(
+                response::SYSTEM_ERROR,
+                format!("{key} {n} is negative"),
+            ));
+        }
+        Ok(n)
+    };
     let tc = TopicConfig {
         topic_name: topic.to_string(),
-        read_queue_nums: required_i32(req, "readQueueNums")?,
-        write_queue_nums: required_i32(req, "writeQueueNums")?,
+        read_queue_nums: queue_nums("readQueueNums")?,
+        write_queue_nums: queue_nums("writeQueueNums")?,
         perm: required_i32(req, "perm")?,
         topic_filter_type: optional(req, "topicFilterType")
             .unwrap_or("SINGLE_TAG")
