@@ -14,6 +14,8 @@ use engine::mapped_file::parse_file_name;
 use engine::StoreConfig;
 use memmap2::Mmap;
 
+use crate::error::{AtPath, Error, Result};
+
 /// Directory names (at the store root) fsck writes backups into; never checked.
 pub const BACKUP_PREFIX: &str = "fsck-backup-";
 
@@ -60,15 +62,15 @@ pub struct Mapped {
 }
 
 impl Mapped {
-    pub fn open(path: &Path) -> std::io::Result<Self> {
-        let f = File::open(path)?;
-        let len = f.metadata()?.len();
+    pub fn open(path: &Path) -> Result<Self> {
+        let f = File::open(path).at(path)?;
+        let len = f.metadata().at(path)?.len();
         let map = if len == 0 {
             None
         } else {
             // SAFETY: read-only mapping; fsck requires that no broker runs on
             // the store (repair takes the store lock), so the file does not change.
-            let m = unsafe { Mmap::map(&f)? };
+            let m = unsafe { Mmap::map(&f).at(path)? };
             Some(m)
         };
         Ok(Mapped {
@@ -146,17 +148,18 @@ pub struct Store {
     pub notes: Vec<String>,
 }
 
-fn list_dir(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
+/// The entries of `dir` (none if it does not exist), sorted by name.
+fn list_dir(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     let mut out = Vec::new();
     match std::fs::read_dir(dir) {
         Ok(rd) => {
             for e in rd {
-                let e = e?;
+                let e = e.at(dir)?;
                 out.push((e.file_name().to_string_lossy().into_owned(), e.path()));
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
+        Err(e) => return Err(e).at(dir),
     }
     out.sort();
     Ok(out)
@@ -173,7 +176,7 @@ fn most_common(sizes: impl Iterator<Item = u64>) -> Option<u64> {
         .map(|(s, _)| s)
 }
 
-fn open_named(dir: &Path) -> std::io::Result<(Vec<NamedFile>, Vec<PathBuf>)> {
+fn open_named(dir: &Path) -> Result<(Vec<NamedFile>, Vec<PathBuf>)> {
     let mut files = Vec::new();
     let mut strays = Vec::new();
     for (name, path) in list_dir(dir)? {
@@ -192,14 +195,11 @@ fn open_named(dir: &Path) -> std::io::Result<(Vec<NamedFile>, Vec<PathBuf>)> {
 impl Store {
     /// Lists and maps every store file. Fails only when the store cannot be
     /// read at all (exit code 2).
-    pub fn open(settings: &Settings) -> std::io::Result<Store> {
+    pub fn open(settings: &Settings) -> Result<Store> {
         let config = &settings.config;
         let root = config.store_path_root_dir.clone();
         if !root.is_dir() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!("{} is not a directory", root.display()),
-            ));
+            return Err(Error::NotADirectory(root));
         }
         let mut notes = Vec::new();
         let commitlog_dir = config.commit_log_dir();
@@ -263,8 +263,7 @@ impl Store {
             }
         };
 
-        let index_layout = IndexLayout::from_config(config)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        let index_layout = IndexLayout::from_config(config)?;
         let mut index = Vec::new();
         let mut index_strays = Vec::new();
         for (name, path) in list_dir(&config.index_dir())? {
