@@ -21,7 +21,7 @@ pub enum Error {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// A command-line option has a value fsck cannot work with.
-    #[error("{option} {value} is not valid: {expected}")]
+    #[error("{option} {value} is not valid ({expected})")]
     BadOption {
         option: &'static str,
         value: String,

@@ -277,6 +277,9 @@ impl Store {
         let mut config = config.clone();
         config.mapped_file_size_commit_log = commitlog_size;
         config.mapped_file_size_consume_queue = cq_size;
+        // The sizes divide offsets later: a zero or tiny one (given through the
+        // library API) must stop here, by the engine's rules.
+        config.validate()?;
         Ok(Store {
             root,
             config,

@@ -64,3 +64,38 @@ fn unreadable_queue_file_is_named() {
     let err = result.err().expect("check fails on an unreadable file");
     assert!(err.to_string().contains(&*cq.to_string_lossy()), "{err}");
 }
+
+#[test]
+fn zero_or_tiny_file_sizes_are_rejected_by_name() {
+    let (_d, root, _sent) = build(20);
+    for (args, named) in [
+        (&["--commitlog-size", "0"][..], "--commitlog-size"),
+        (&["--commitlog-size", "100"][..], "--commitlog-size"),
+        (&["--cq-size", "0"][..], "--cq-size"),
+        (
+            &["--set", "mappedFileSizeCommitLog=0"][..],
+            "mappedFileSizeCommitLog",
+        ),
+        (
+            &["--set", "mappedFileSizeConsumeQueue=0"][..],
+            "mappedFileSizeConsumeQueue",
+        ),
+    ] {
+        for sub in ["check", "repair"] {
+            let mut a = vec![sub];
+            a.extend_from_slice(args);
+            let out = run(&a, &root);
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(2), "{a:?}: {err}");
+            assert!(err.contains(named), "{a:?}: {err}");
+            assert!(!err.contains("panicked"), "{a:?}: {err}");
+        }
+    }
+    // The library refuses them too, rather than dividing by zero.
+    let mut config = config(&root);
+    config.mapped_file_size_commit_log = 0;
+    let err = fsck::check(&fsck::Settings::explicit(config), false)
+        .err()
+        .expect("check refuses a zero commit log size");
+    assert!(err.to_string().contains("mappedFileSizeCommitLog"), "{err}");
+}
