@@ -3,14 +3,19 @@
 //! File sizes come from the configuration when given (`--commitlog-size`,
 //! `--cq-size`, `-c broker.conf`); otherwise the commit log and consume-queue
 //! sizes are inferred from the files present (the most common size), and
-//! RocketMQ's defaults apply to an empty store.
+//! RocketMQ's defaults apply to an empty store. An inferred size no broker
+//! can be configured with (a commit log size that is not a whole number of
+//! OS pages, a consume-queue size that is not whole entries) means the files
+//! it came from are damaged: fsck then stops and asks for the size rather
+//! than check the store against a wrong one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use engine::consume_queue::CQ_ENTRY_SIZE;
 use engine::index::IndexLayout;
-use engine::mapped_file::parse_file_name;
+use engine::mapped_file::{parse_file_name, OS_PAGE_SIZE};
 use engine::StoreConfig;
 use memmap2::Mmap;
 
@@ -176,6 +181,42 @@ fn most_common(sizes: impl Iterator<Item = u64>) -> Option<u64> {
         .map(|(s, _)| s)
 }
 
+/// How a file size not given in the settings is taken from the files.
+struct Inferred {
+    /// What the files are, for messages ("commit log").
+    what: &'static str,
+    /// Every configurable size is a multiple of this.
+    multiple: u64,
+    /// The option that gives the size instead.
+    option: &'static str,
+    /// The configured (default) size, used when no file has data.
+    default: u64,
+}
+
+impl Inferred {
+    /// The most common non-zero file length, if it can be a real setting.
+    fn size(&self, lens: impl Iterator<Item = u64>, notes: &mut Vec<String>) -> Result<u64> {
+        let Some(size) = most_common(lens.filter(|l| *l > 0)) else {
+            return Ok(self.default);
+        };
+        if size % self.multiple != 0 {
+            return Err(Error::SizeUnknown {
+                what: self.what,
+                size,
+                multiple: self.multiple,
+                option: self.option,
+            });
+        }
+        if size != self.default {
+            notes.push(format!(
+                "{} file size {size} inferred from the files",
+                self.what
+            ));
+        }
+        Ok(size)
+    }
+}
+
 fn open_named(dir: &Path) -> Result<(Vec<NamedFile>, Vec<PathBuf>)> {
     let mut files = Vec::new();
     let mut strays = Vec::new();
@@ -207,15 +248,15 @@ impl Store {
         let commitlog_size = if settings.commitlog_size_given {
             config.mapped_file_size_commit_log
         } else {
-            match most_common(commitlog.iter().map(|f| f.file.len).filter(|l| *l > 0)) {
-                Some(s) => {
-                    if s != config.mapped_file_size_commit_log {
-                        notes.push(format!("commit log file size {s} inferred from the files"));
-                    }
-                    s
-                }
-                None => config.mapped_file_size_commit_log,
+            // Real settings are whole pages (RocketMQ's 1 GiB default; the
+            // engine warms and flushes files page by page).
+            Inferred {
+                what: "commit log",
+                multiple: OS_PAGE_SIZE,
+                option: "--commitlog-size",
+                default: config.mapped_file_size_commit_log,
             }
+            .size(commitlog.iter().map(|f| f.file.len), &mut notes)?
         };
 
         let cq_root = config.consume_queue_dir();
@@ -246,21 +287,19 @@ impl Store {
         let cq_size = if settings.cq_size_given {
             config.consume_queue_file_size()
         } else {
-            let all = queues
-                .iter()
-                .flat_map(|q| q.files.iter().map(|f| f.file.len))
-                .filter(|l| *l > 0 && l % 20 == 0);
-            match most_common(all) {
-                Some(s) => {
-                    if s != config.consume_queue_file_size() {
-                        notes.push(format!(
-                            "consume queue file size {s} inferred from the files"
-                        ));
-                    }
-                    s
-                }
-                None => config.consume_queue_file_size(),
+            // RocketMQ rounds the setting up to whole entries.
+            Inferred {
+                what: "consume queue",
+                multiple: CQ_ENTRY_SIZE,
+                option: "--cq-size",
+                default: config.consume_queue_file_size(),
             }
+            .size(
+                queues
+                    .iter()
+                    .flat_map(|q| q.files.iter().map(|f| f.file.len)),
+                &mut notes,
+            )?
         };
 
         let index_layout = IndexLayout::from_config(config)?;

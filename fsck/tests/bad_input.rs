@@ -99,3 +99,64 @@ fn zero_or_tiny_file_sizes_are_rejected_by_name() {
         .expect("check refuses a zero commit log size");
     assert!(err.to_string().contains("mappedFileSizeCommitLog"), "{err}");
 }
+
+/// Settings that take both file sizes from the files, as the command line
+/// does without `--commitlog-size` / `--cq-size` / `-c`.
+fn inferred_settings(root: &Path) -> fsck::Settings {
+    fsck::Settings {
+        config: config(root),
+        commitlog_size_given: false,
+        cq_size_given: false,
+    }
+}
+
+fn set_len(path: &Path, len: u64) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_len(len))
+        .expect("truncate");
+}
+
+#[test]
+fn size_inferred_from_one_damaged_file_is_refused() {
+    // One commit log file, one queue: each size can only come from one file.
+    let (_d, root, sent) = build(1);
+    assert_eq!(sent.len(), 1);
+    let r = fsck::check(&inferred_settings(&root), false).expect("check runs");
+    assert!(r.report.is_clean(), "{:#?}", r.report.problems);
+
+    set_len(&commitlog_file(&root, 0), 10_000);
+    let err = fsck::check(&inferred_settings(&root), false)
+        .err()
+        .expect("a 10000-byte commit log file size is not believed");
+    assert!(
+        matches!(err, fsck::Error::SizeUnknown { size: 10_000, .. }),
+        "{err}"
+    );
+    let out = run(&["check"], &root);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--commitlog-size"),
+        "{}",
+        stderr(&out)
+    );
+    // Given the size, check finds the short file.
+    let out = run(&["check", "--commitlog-size", &CL_SIZE.to_string()], &root);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("commitlog_file_size"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    let (_d, root, _sent) = build(1);
+    set_len(
+        &root.join("consumequeue/TopicB/0/00000000000000000000"),
+        1010,
+    );
+    let err = fsck::check(&inferred_settings(&root), false)
+        .err()
+        .expect("a 1010-byte consume queue file size is not believed");
+    assert!(err.to_string().contains("--cq-size"), "{err}");
+}
