@@ -220,7 +220,8 @@ pub fn check(settings: &Settings, show_progress: bool) -> Result<Checked> {
             "abort file present: the broker did not shut down cleanly",
         ));
     }
-    let configs = meta::read_configs(&store.config.config_dir());
+    let (configs, unreadable_configs) = meta::read_configs(&store.config.config_dir());
+    problems.extend(unreadable_configs);
     problems.extend(meta::check_configs(&configs, &queue_max));
 
     let mut bad_queues: Vec<PathBuf> = bad_queues.into_iter().collect();

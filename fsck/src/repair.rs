@@ -379,12 +379,23 @@ pub fn repair(
         }
     }
 
+    // A file fsck cannot read, it cannot judge or safely replace.
+    for p in checked.report.problems.iter() {
+        if p.kind == Kind::ConfigUnreadable {
+            (ctx.say)(&format!(
+                "leave {} as it is: it cannot be read (fix its permissions)",
+                p.file.display()
+            ));
+        }
+    }
+
     // 3. Derived files: drop what is wrong, let the engine rebuild it.
-    let derived_problem = checked
-        .report
-        .problems
-        .iter()
-        .any(|p| !matches!(p.kind, Kind::ConfigUnparseable | Kind::ConfigInconsistent));
+    let derived_problem = checked.report.problems.iter().any(|p| {
+        !matches!(
+            p.kind,
+            Kind::ConfigUnparseable | Kind::ConfigInconsistent | Kind::ConfigUnreadable
+        )
+    });
     if derived_problem {
         for q in &checked.bad_queues {
             if q.exists() {

@@ -160,3 +160,41 @@ fn size_inferred_from_one_damaged_file_is_refused() {
         .expect("a 1010-byte consume queue file size is not believed");
     assert!(err.to_string().contains("--cq-size"), "{err}");
 }
+
+#[test]
+fn unreadable_config_file_is_a_problem_naming_it() {
+    // A directory where topics.json should be cannot be read, even by root.
+    let (_d, root, _sent) = build(20);
+    let topics = root.join("config/topics.json");
+    let _ = std::fs::remove_file(&topics);
+    std::fs::create_dir_all(&topics).expect("mkdir");
+    let r = check(&root);
+    let p = r
+        .problems
+        .iter()
+        .find(|p| p.kind == fsck::Kind::ConfigUnreadable)
+        .unwrap_or_else(|| panic!("not reported: {:#?}", r.problems));
+    assert_eq!(p.file, topics);
+    // Repair cannot judge what it cannot read: it leaves it and says so.
+    let o = repair_quiet(&root);
+    let after = o.after.expect("repair ran");
+    assert_eq!(after.count(fsck::Kind::ConfigUnreadable), 1);
+    assert!(topics.is_dir());
+
+    // A config file without read permission (not testable as root).
+    let (_d, root, _sent) = build(20);
+    let offsets = root.join("config/consumerOffset.json");
+    std::fs::write(&offsets, "{\"offsetTable\":{}}").expect("write");
+    chmod(&offsets, 0o000);
+    let r = check(&root);
+    chmod(&offsets, 0o644);
+    if !running_as_root() {
+        assert!(
+            r.problems
+                .iter()
+                .any(|p| p.kind == fsck::Kind::ConfigUnreadable && p.file == offsets),
+            "{:#?}",
+            r.problems
+        );
+    }
+}
