@@ -63,6 +63,23 @@ struct StoreArgs {
     quiet: bool,
 }
 
+/// Sends `tracing` events to stderr: the engine reports through them (an
+/// unknown config key, what recovery did during repair), and without a
+/// subscriber they would be lost. Warnings only by default (`RUST_LOG`
+/// overrides), so the engine's routine start-up lines do not bury the report.
+fn init_logging() {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .without_time()
+        .init();
+}
+
 fn settings(a: &StoreArgs) -> Result<Settings, Error> {
     let mut props = Properties::default();
     if let Some(c) = &a.config {
@@ -124,6 +141,7 @@ fn settings(a: &StoreArgs) -> Result<Settings, Error> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging();
     match cli.cmd {
         Cmd::Check { store, json } => {
             let s = match settings(&store) {

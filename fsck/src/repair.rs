@@ -33,7 +33,7 @@ use crate::commitlog::{Fix, MIN_RECORD, QUARANTINE_TOPIC};
 use crate::error::{AtPath, Error, Result};
 use crate::meta::CheckpointState;
 use crate::report::{Kind, Problem, Report};
-use crate::store::{Settings, BACKUP_PREFIX};
+use crate::store::{ensure_store, Settings, BACKUP_PREFIX};
 
 #[derive(Debug, Clone, Copy)]
 pub struct RepairOptions {
@@ -307,6 +307,8 @@ pub fn repair(
     say: &mut dyn FnMut(&str),
 ) -> Result<RepairOutcome> {
     let root = settings.config.store_path_root_dir.clone();
+    // Before the lock: taking it creates a `lock` file.
+    ensure_store(&settings.config)?;
     // Hold the store lock while changing files, so no broker starts meanwhile.
     let lock = if opts.dry_run {
         None

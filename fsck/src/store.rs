@@ -217,6 +217,29 @@ impl Inferred {
     }
 }
 
+/// Fails unless `config`'s store root is a directory holding a store: a
+/// commit log directory, a consumequeue directory or a checkpoint (a broker
+/// creates the first two when it first starts). An empty or unrelated
+/// directory must not be reported clean, nor get a lock file from repair.
+pub fn ensure_store(config: &StoreConfig) -> Result<()> {
+    let root = &config.store_path_root_dir;
+    if !root.is_dir() {
+        return Err(Error::NotADirectory(root.clone()));
+    }
+    let found = [
+        config.commit_log_dir(),
+        config.consume_queue_dir(),
+        config.checkpoint_path(),
+    ]
+    .iter()
+    .any(|p| p.exists());
+    if found {
+        Ok(())
+    } else {
+        Err(Error::NoStore(root.clone()))
+    }
+}
+
 fn open_named(dir: &Path) -> Result<(Vec<NamedFile>, Vec<PathBuf>)> {
     let mut files = Vec::new();
     let mut strays = Vec::new();
@@ -239,9 +262,7 @@ impl Store {
     pub fn open(settings: &Settings) -> Result<Store> {
         let config = &settings.config;
         let root = config.store_path_root_dir.clone();
-        if !root.is_dir() {
-            return Err(Error::NotADirectory(root));
-        }
+        ensure_store(config)?;
         let mut notes = Vec::new();
         let commitlog_dir = config.commit_log_dir();
         let (commitlog, commitlog_strays) = open_named(&commitlog_dir)?;

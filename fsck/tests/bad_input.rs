@@ -198,3 +198,31 @@ fn unreadable_config_file_is_a_problem_naming_it() {
         );
     }
 }
+
+#[test]
+fn unknown_setting_is_warned_about() {
+    let (_d, root, _sent) = build(20);
+    let out = run(&["check", "--set", "fooBar=1"], &root);
+    assert!(stderr(&out).contains("fooBar"), "{}", stderr(&out));
+}
+
+#[test]
+fn directory_without_a_store_is_not_clean() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).expect("mkdir");
+    std::fs::write(empty.join("notes.txt"), b"not a store").expect("write");
+    for sub in ["check", "repair"] {
+        let out = run(&[sub], &empty);
+        assert_eq!(out.status.code(), Some(2), "{sub}: {}", stderr(&out));
+        assert!(stderr(&out).contains("holds no store"), "{}", stderr(&out));
+    }
+    assert!(
+        !empty.join("lock").exists(),
+        "repair created a lock file in a directory that holds no store"
+    );
+    let err = fsck::check(&settings(&empty), false)
+        .err()
+        .expect("check refuses");
+    assert!(matches!(err, fsck::Error::NoStore(_)), "{err}");
+}
