@@ -15,6 +15,7 @@ use engine::schedule::DelayLevels;
 use rayon::prelude::*;
 
 use crate::commitlog::{self, CommitLogResult, RecordCheck};
+use crate::error::Result;
 use crate::indexfiles::{self, IndexSet};
 use crate::meta::{self, CheckpointState, ConfigFile};
 use crate::progress::Progress;
@@ -61,11 +62,10 @@ impl RecordCheck for Lookups<'_> {
 }
 
 /// Runs the check. `Err` only when the store cannot be read at all.
-pub fn check(settings: &Settings, show_progress: bool) -> std::io::Result<Checked> {
+pub fn check(settings: &Settings, show_progress: bool) -> Result<Checked> {
     let t0 = Instant::now();
     let store = Store::open(settings)?;
-    let delay = DelayLevels::parse(&store.config.message_delay_level)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    let delay = DelayLevels::parse(&store.config.message_delay_level)?;
     let progress = Progress::new("check", store.total_bytes(), show_progress);
     let lookups = Lookups {
         queues: store.queue_map(),
@@ -220,7 +220,8 @@ pub fn check(settings: &Settings, show_progress: bool) -> std::io::Result<Checke
             "abort file present: the broker did not shut down cleanly",
         ));
     }
-    let configs = meta::read_configs(&store.config.config_dir());
+    let (configs, unreadable_configs) = meta::read_configs(&store.config.config_dir());
+    problems.extend(unreadable_configs);
     problems.extend(meta::check_configs(&configs, &queue_max));
 
     let mut bad_queues: Vec<PathBuf> = bad_queues.into_iter().collect();

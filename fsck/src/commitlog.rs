@@ -483,7 +483,10 @@ pub fn assemble(store: &Store, scans: &[FileScan]) -> CommitLogResult {
             }
         }
         let later_data = last_data.is_some_and(|l| i < l);
-        let room = s.len.min(size).saturating_sub(s.data_end);
+        // Room for an end-of-file blank up to the configured size: a short
+        // file is extended to it first (the Fix::Extend planned above), so
+        // its current length is not where the blank must end.
+        let room = size.saturating_sub(s.data_end);
         if let Some((end, kind, reason)) = &s.tail {
             if later_data {
                 r.problems.push(Problem::new(

@@ -33,6 +33,7 @@
 
 pub mod check;
 pub mod commitlog;
+pub mod error;
 pub mod indexfiles;
 pub mod meta;
 pub mod progress;
@@ -42,6 +43,7 @@ pub mod report;
 pub mod store;
 
 pub use check::{check, Checked};
+pub use error::Error;
 pub use repair::{repair, RepairOptions, RepairOutcome};
 pub use report::{Kind, Problem, Report};
 pub use store::Settings;

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use engine::config::{apply_properties, ConfigSection};
+use engine::config::{apply_properties, ConfigError, ConfigSection};
 use engine::{Properties, StoreConfig};
-use fsck::{RepairOptions, Settings};
+use fsck::{Error, RepairOptions, Settings};
 
 #[derive(Parser)]
 #[command(
@@ -63,18 +63,35 @@ struct StoreArgs {
     quiet: bool,
 }
 
-fn settings(a: &StoreArgs) -> Result<Settings, String> {
+/// Sends `tracing` events to stderr: the engine reports through them (an
+/// unknown config key, what recovery did during repair), and without a
+/// subscriber they would be lost. Warnings only by default (`RUST_LOG`
+/// overrides), so the engine's routine start-up lines do not bury the report.
+fn init_logging() {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .without_time()
+        .init();
+}
+
+fn settings(a: &StoreArgs) -> Result<Settings, Error> {
     let mut props = Properties::default();
     if let Some(c) = &a.config {
-        props = Properties::load(c).map_err(|e| e.to_string())?;
+        props = Properties::load(c)?;
     }
-    props.extend(Properties::from_args(&a.set).map_err(|e| e.to_string())?);
+    props.extend(Properties::from_args(&a.set)?);
     let given = |k1: &str, k2: &str| props.get(k1).is_some() || props.get(k2).is_some();
     let cl_given = given("mappedFileSizeCommitLog", "mapedFileSizeCommitLog");
     let cq_given = given("mappedFileSizeConsumeQueue", "mapedFileSizeConsumeQueue");
     let mut config = StoreConfig::default();
     let sections: &mut [&mut dyn ConfigSection] = &mut [&mut config];
-    apply_properties(&props, sections).map_err(|e| e.to_string())?;
+    apply_properties(&props, sections)?;
     config.store_path_root_dir = a.store_dir.clone();
     if props.get("storePathCommitLog").is_none() {
         config.store_path_commit_log = None;
@@ -92,11 +109,39 @@ fn settings(a: &StoreArgs) -> Result<Settings, String> {
         s.config.mapped_file_size_consume_queue = n;
         s.cq_size_given = true;
     }
+    // The engine's own rules (a zero file size would divide by zero later);
+    // a bad size is named by the option the user typed it with.
+    s.config.validate().map_err(|e| match e {
+        ConfigError::BadValue {
+            key,
+            value,
+            expected,
+        } => match key.as_str() {
+            "mappedFileSizeCommitLog" if a.commitlog_size.is_some() => Error::BadOption {
+                option: "--commitlog-size",
+                value,
+                expected,
+            },
+            "mappedFileSizeConsumeQueue" if a.cq_size.is_some() => Error::BadOption {
+                option: "--cq-size",
+                value,
+                expected,
+            },
+            _ => ConfigError::BadValue {
+                key,
+                value,
+                expected,
+            }
+            .into(),
+        },
+        e => e.into(),
+    })?;
     Ok(s)
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging();
     match cli.cmd {
         Cmd::Check { store, json } => {
             let s = match settings(&store) {

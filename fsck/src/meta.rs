@@ -108,27 +108,48 @@ pub struct ConfigFile {
     pub bak: Option<Value>,
 }
 
-pub fn read_configs(dir: &Path) -> Vec<ConfigFile> {
+/// Reads the config files in `dir`: those that exist and can be read, plus
+/// a problem for each that exists but cannot (a missing file is no problem:
+/// the broker starts without it; an unreadable one it would fail on).
+pub fn read_configs(dir: &Path) -> (Vec<ConfigFile>, Vec<Problem>) {
     let mut out = Vec::new();
+    let mut unreadable = Vec::new();
+    let cannot_read = |path: &Path, e: std::io::Error| {
+        Problem::new(
+            Kind::ConfigUnreadable,
+            path,
+            None,
+            format!("cannot be read: {e}"),
+        )
+    };
     let mut names: Vec<String> = CONFIG_FILES.iter().map(|s| s.to_string()).collect();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let n = e.file_name().to_string_lossy().into_owned();
-            if n.ends_with(".json") && !names.contains(&n) {
-                names.push(n);
+    match std::fs::read_dir(dir) {
+        Ok(rd) => {
+            for e in rd {
+                match e {
+                    Ok(e) => {
+                        let n = e.file_name().to_string_lossy().into_owned();
+                        if n.ends_with(".json") && !names.contains(&n) {
+                            names.push(n);
+                        }
+                    }
+                    Err(e) => unreadable.push(cannot_read(dir, e)),
+                }
             }
         }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => unreadable.push(cannot_read(dir, e)),
     }
     for name in names {
         let path = dir.join(&name);
-        let Ok(text) = std::fs::read_to_string(&path).or_else(|e| {
-            if path.exists() {
-                Ok(String::from_utf8_lossy(&std::fs::read(&path).map_err(|_| e)?).into_owned())
-            } else {
-                Err(e)
+        // Lossy: a stray non-UTF-8 byte is a parse problem, not a read one.
+        let text = match std::fs::read(&path) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                unreadable.push(cannot_read(&path, e));
+                continue;
             }
-        }) else {
-            continue;
         };
         let parsed = if text.trim().is_empty() {
             Err("empty file".to_string())
@@ -140,7 +161,7 @@ pub fn read_configs(dir: &Path) -> Vec<ConfigFile> {
             .and_then(|t| fastjson::parse(t.as_bytes()).ok());
         out.push(ConfigFile { path, parsed, bak });
     }
-    out
+    (out, unreadable)
 }
 
 /// Topics that live without a topics.json entry.

@@ -30,9 +30,10 @@ use engine::{MessageStore, StoreError};
 
 use crate::check::{check, Checked};
 use crate::commitlog::{Fix, MIN_RECORD, QUARANTINE_TOPIC};
+use crate::error::{AtPath, Error, Result};
 use crate::meta::CheckpointState;
 use crate::report::{Kind, Problem, Report};
-use crate::store::{Settings, BACKUP_PREFIX};
+use crate::store::{ensure_store, Settings, BACKUP_PREFIX};
 
 #[derive(Debug, Clone, Copy)]
 pub struct RepairOptions {
@@ -55,10 +56,6 @@ pub struct RepairOutcome {
     /// The check after repair (`None` for a dry run or when nothing was done).
     pub after: Option<Report>,
     pub backup_dir: Option<PathBuf>,
-}
-
-fn io_err(e: impl std::fmt::Display) -> std::io::Error {
-    std::io::Error::other(e.to_string())
 }
 
 struct Ctx<'a> {
@@ -87,54 +84,54 @@ impl Ctx<'_> {
     }
 
     /// Saves `[pos, pos+len)` of a file before it is overwritten.
-    fn backup_range(&self, file: &Path, pos: u64, len: u64) -> std::io::Result<()> {
+    fn backup_range(&self, file: &Path, pos: u64, len: u64) -> Result<()> {
         if !self.opts.backup || len == 0 {
             return Ok(());
         }
-        let f = std::fs::File::open(file)?;
+        let f = std::fs::File::open(file).at(file)?;
         let mut buf = vec![0u8; len as usize];
-        f.read_exact_at(&mut buf, pos)?;
+        f.read_exact_at(&mut buf, pos).at(file)?;
         let mut dst = self.backup_path(file).into_os_string();
         dst.push(format!(".at-{pos}"));
         let dst = PathBuf::from(dst);
         if let Some(d) = dst.parent() {
-            std::fs::create_dir_all(d)?;
+            std::fs::create_dir_all(d).at(d)?;
         }
-        std::fs::write(dst, buf)
+        std::fs::write(&dst, buf).at(&dst)
     }
 
     /// Copies a file to the backup before it is rewritten.
-    fn backup_copy(&self, path: &Path) -> std::io::Result<()> {
+    fn backup_copy(&self, path: &Path) -> Result<()> {
         if !self.opts.backup || !path.exists() {
             return Ok(());
         }
         let dst = self.backup_path(path);
         if let Some(d) = dst.parent() {
-            std::fs::create_dir_all(d)?;
+            std::fs::create_dir_all(d).at(d)?;
         }
-        std::fs::copy(path, dst).map(|_| ())
+        std::fs::copy(path, &dst).at(path).map(|_| ())
     }
 
     /// Moves a file or directory into the backup (or deletes it).
-    fn remove(&self, path: &Path) -> std::io::Result<()> {
+    fn remove(&self, path: &Path) -> Result<()> {
         if self.opts.backup {
             let dst = self.backup_path(path);
             if let Some(d) = dst.parent() {
-                std::fs::create_dir_all(d)?;
+                std::fs::create_dir_all(d).at(d)?;
             }
-            std::fs::rename(path, dst)
+            std::fs::rename(path, dst).at(path)
         } else if path.is_dir() {
-            std::fs::remove_dir_all(path)
+            std::fs::remove_dir_all(path).at(path)
         } else {
-            std::fs::remove_file(path)
+            std::fs::remove_file(path).at(path)
         }
     }
 }
 
-fn write_at(path: &Path, pos: u64, bytes: &[u8]) -> std::io::Result<()> {
-    let f = OpenOptions::new().write(true).open(path)?;
-    f.write_all_at(bytes, pos)?;
-    f.sync_data()
+fn write_at(path: &Path, pos: u64, bytes: &[u8]) -> Result<()> {
+    let f = OpenOptions::new().write(true).open(path).at(path)?;
+    f.write_all_at(bytes, pos).at(path)?;
+    f.sync_data().at(path)
 }
 
 /// The record written in place of `len` damaged bytes at absolute offset
@@ -190,7 +187,7 @@ fn store_time_at(path: &Path, pos: u64) -> Option<i64> {
     }
 }
 
-fn apply_fix(ctx: &mut Ctx<'_>, fix: &Fix, last_ts: i64) -> std::io::Result<()> {
+fn apply_fix(ctx: &mut Ctx<'_>, fix: &Fix, last_ts: i64) -> Result<()> {
     let dry = ctx.opts.dry_run;
     match fix {
         Fix::Zero { file, pos, end } => {
@@ -200,15 +197,15 @@ fn apply_fix(ctx: &mut Ctx<'_>, fix: &Fix, last_ts: i64) -> std::io::Result<()> 
             ));
             if !dry {
                 ctx.backup_range(file, *pos, end - pos)?;
-                let f = OpenOptions::new().write(true).open(file)?;
+                let f = OpenOptions::new().write(true).open(file).at(file)?;
                 let zeros = vec![0u8; 1 << 20];
                 let mut at = *pos;
                 while at < *end {
                     let n = (end - at).min(zeros.len() as u64) as usize;
-                    f.write_all_at(&zeros[..n], at)?;
+                    f.write_all_at(&zeros[..n], at).at(file)?;
                     at += n as u64;
                 }
-                f.sync_data()?;
+                f.sync_data().at(file)?;
             }
         }
         Fix::Blank { file, pos, size } => {
@@ -233,14 +230,16 @@ fn apply_fix(ctx: &mut Ctx<'_>, fix: &Fix, last_ts: i64) -> std::io::Result<()> 
                 file_start + pos
             ));
             if !dry {
-                let f = std::fs::File::open(file)?;
+                let f = std::fs::File::open(file).at(file)?;
                 let mut damaged = vec![0u8; *len as usize];
-                f.read_exact_at(&mut damaged, *pos)?;
+                f.read_exact_at(&mut damaged, *pos).at(file)?;
                 let ts = store_time_at(file, pos + len).unwrap_or(last_ts);
                 let rec = quarantine_record(&damaged, file_start + pos, ts).ok_or_else(|| {
-                    io_err(format!(
-                        "{len} damaged bytes are too few for a quarantine record"
-                    ))
+                    Error::QuarantineTooShort {
+                        file: file.clone(),
+                        pos: *pos,
+                        len: *len,
+                    }
                 })?;
                 ctx.backup_range(file, *pos, *len)?;
                 write_at(file, *pos, &rec)?;
@@ -271,9 +270,9 @@ fn apply_fix(ctx: &mut Ctx<'_>, fix: &Fix, last_ts: i64) -> std::io::Result<()> 
                 file.display()
             ));
             if !dry {
-                let f = OpenOptions::new().write(true).open(file)?;
-                f.set_len(*to)?;
-                f.sync_all()?;
+                let f = OpenOptions::new().write(true).open(file).at(file)?;
+                f.set_len(*to).at(file)?;
+                f.sync_all().at(file)?;
             }
         }
         Fix::MoveAside { file } => {
@@ -306,19 +305,21 @@ pub fn repair(
     settings: &Settings,
     opts: RepairOptions,
     say: &mut dyn FnMut(&str),
-) -> std::io::Result<RepairOutcome> {
+) -> Result<RepairOutcome> {
     let root = settings.config.store_path_root_dir.clone();
+    // Before the lock: taking it creates a `lock` file.
+    ensure_store(&settings.config)?;
     // Hold the store lock while changing files, so no broker starts meanwhile.
     let lock = if opts.dry_run {
         None
     } else {
         Some(
             StoreLock::acquire(&settings.config.lock_path()).map_err(|e| match e {
-                StoreError::Locked(_) => io_err(format!(
-                    "{} is in use by a running broker; stop it first",
-                    root.display()
-                )),
-                e => io_err(e),
+                StoreError::Locked(_) => Error::InUse(root.clone()),
+                source => Error::Engine {
+                    what: "cannot take the store lock",
+                    source,
+                },
             })?,
         )
     };
@@ -367,7 +368,7 @@ pub fn repair(
             ctx.act(format!("restore {} from its .bak", cf.path.display()));
             if !ctx.opts.dry_run {
                 ctx.backup_copy(&cf.path)?;
-                std::fs::write(&cf.path, write_config(bak))?;
+                std::fs::write(&cf.path, write_config(bak)).at(&cf.path)?;
             }
         } else {
             ctx.act(format!(
@@ -380,12 +381,23 @@ pub fn repair(
         }
     }
 
+    // A file fsck cannot read, it cannot judge or safely replace.
+    for p in checked.report.problems.iter() {
+        if p.kind == Kind::ConfigUnreadable {
+            (ctx.say)(&format!(
+                "leave {} as it is: it cannot be read (fix its permissions)",
+                p.file.display()
+            ));
+        }
+    }
+
     // 3. Derived files: drop what is wrong, let the engine rebuild it.
-    let derived_problem = checked
-        .report
-        .problems
-        .iter()
-        .any(|p| !matches!(p.kind, Kind::ConfigUnparseable | Kind::ConfigInconsistent));
+    let derived_problem = checked.report.problems.iter().any(|p| {
+        !matches!(
+            p.kind,
+            Kind::ConfigUnparseable | Kind::ConfigInconsistent | Kind::ConfigUnreadable
+        )
+    });
     if derived_problem {
         for q in &checked.bad_queues {
             if q.exists() {
@@ -430,17 +442,25 @@ pub fn repair(
         ));
         if !ctx.opts.dry_run {
             ctx.backup_copy(&cp_path)?;
-            cp.store(&cp_path).map_err(io_err)?;
+            cp.store(&cp_path).map_err(|source| Error::Engine {
+                what: "cannot write the checkpoint",
+                source,
+            })?;
         }
         ctx.act("open the store with the engine (recovery + dispatch rebuild consume queues and index), then shut it down cleanly".into());
         if !ctx.opts.dry_run {
             drop(lock);
-            let store = MessageStore::open(engine_config(settings, &checked)).map_err(|e| {
-                io_err(format!("the engine could not open the repaired store: {e}"))
+            let store =
+                MessageStore::open(engine_config(settings, &checked)).map_err(|source| {
+                    Error::Engine {
+                        what: "the engine could not open the repaired store",
+                        source,
+                    }
+                })?;
+            store.shutdown().map_err(|source| Error::Engine {
+                what: "engine shutdown",
+                source,
             })?;
-            store
-                .shutdown()
-                .map_err(|e| io_err(format!("engine shutdown: {e}")))?;
             drop(store);
         }
     } else {
@@ -466,9 +486,9 @@ pub fn repair(
                 cf.path.display()
             ));
             ctx.backup_copy(&cf.path)?;
-            let mut f = std::fs::File::create(&cf.path)?;
-            f.write_all(write_config(&v).as_bytes())?;
-            f.sync_all()?;
+            let mut f = std::fs::File::create(&cf.path).at(&cf.path)?;
+            f.write_all(write_config(&v).as_bytes()).at(&cf.path)?;
+            f.sync_all().at(&cf.path)?;
         }
     }
     let after = check(settings, false)?;

@@ -49,6 +49,9 @@ pub enum Kind {
     CheckpointStale,
     UncleanShutdown,
     ConfigUnparseable,
+    /// A config file (or the config directory) exists but cannot be read;
+    /// repair leaves it alone (fix its permissions).
+    ConfigUnreadable,
     ConfigInconsistent,
 }
 

@@ -3,16 +3,23 @@
 //! File sizes come from the configuration when given (`--commitlog-size`,
 //! `--cq-size`, `-c broker.conf`); otherwise the commit log and consume-queue
 //! sizes are inferred from the files present (the most common size), and
-//! RocketMQ's defaults apply to an empty store.
+//! RocketMQ's defaults apply to an empty store. An inferred size no broker
+//! can be configured with (a commit log size that is not a whole number of
+//! OS pages, a consume-queue size that is not whole entries) means the files
+//! it came from are damaged: fsck then stops and asks for the size rather
+//! than check the store against a wrong one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use engine::consume_queue::CQ_ENTRY_SIZE;
 use engine::index::IndexLayout;
-use engine::mapped_file::parse_file_name;
+use engine::mapped_file::{parse_file_name, OS_PAGE_SIZE};
 use engine::StoreConfig;
 use memmap2::Mmap;
+
+use crate::error::{AtPath, Error, Result};
 
 /// Directory names (at the store root) fsck writes backups into; never checked.
 pub const BACKUP_PREFIX: &str = "fsck-backup-";
@@ -60,15 +67,15 @@ pub struct Mapped {
 }
 
 impl Mapped {
-    pub fn open(path: &Path) -> std::io::Result<Self> {
-        let f = File::open(path)?;
-        let len = f.metadata()?.len();
+    pub fn open(path: &Path) -> Result<Self> {
+        let f = File::open(path).at(path)?;
+        let len = f.metadata().at(path)?.len();
         let map = if len == 0 {
             None
         } else {
             // SAFETY: read-only mapping; fsck requires that no broker runs on
             // the store (repair takes the store lock), so the file does not change.
-            let m = unsafe { Mmap::map(&f)? };
+            let m = unsafe { Mmap::map(&f).at(path)? };
             Some(m)
         };
         Ok(Mapped {
@@ -146,17 +153,18 @@ pub struct Store {
     pub notes: Vec<String>,
 }
 
-fn list_dir(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
+/// The entries of `dir` (none if it does not exist), sorted by name.
+fn list_dir(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     let mut out = Vec::new();
     match std::fs::read_dir(dir) {
         Ok(rd) => {
             for e in rd {
-                let e = e?;
+                let e = e.at(dir)?;
                 out.push((e.file_name().to_string_lossy().into_owned(), e.path()));
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
+        Err(e) => return Err(e).at(dir),
     }
     out.sort();
     Ok(out)
@@ -173,7 +181,66 @@ fn most_common(sizes: impl Iterator<Item = u64>) -> Option<u64> {
         .map(|(s, _)| s)
 }
 
-fn open_named(dir: &Path) -> std::io::Result<(Vec<NamedFile>, Vec<PathBuf>)> {
+/// How a file size not given in the settings is taken from the files.
+struct Inferred {
+    /// What the files are, for messages ("commit log").
+    what: &'static str,
+    /// Every configurable size is a multiple of this.
+    multiple: u64,
+    /// The option that gives the size instead.
+    option: &'static str,
+    /// The configured (default) size, used when no file has data.
+    default: u64,
+}
+
+impl Inferred {
+    /// The most common non-zero file length, if it can be a real setting.
+    fn size(&self, lens: impl Iterator<Item = u64>, notes: &mut Vec<String>) -> Result<u64> {
+        let Some(size) = most_common(lens.filter(|l| *l > 0)) else {
+            return Ok(self.default);
+        };
+        if size % self.multiple != 0 {
+            return Err(Error::SizeUnknown {
+                what: self.what,
+                size,
+                multiple: self.multiple,
+                option: self.option,
+            });
+        }
+        if size != self.default {
+            notes.push(format!(
+                "{} file size {size} inferred from the files",
+                self.what
+            ));
+        }
+        Ok(size)
+    }
+}
+
+/// Fails unless `config`'s store root is a directory holding a store: a
+/// commit log directory, a consumequeue directory or a checkpoint (a broker
+/// creates the first two when it first starts). An empty or unrelated
+/// directory must not be reported clean, nor get a lock file from repair.
+pub fn ensure_store(config: &StoreConfig) -> Result<()> {
+    let root = &config.store_path_root_dir;
+    if !root.is_dir() {
+        return Err(Error::NotADirectory(root.clone()));
+    }
+    let found = [
+        config.commit_log_dir(),
+        config.consume_queue_dir(),
+        config.checkpoint_path(),
+    ]
+    .iter()
+    .any(|p| p.exists());
+    if found {
+        Ok(())
+    } else {
+        Err(Error::NoStore(root.clone()))
+    }
+}
+
+fn open_named(dir: &Path) -> Result<(Vec<NamedFile>, Vec<PathBuf>)> {
     let mut files = Vec::new();
     let mut strays = Vec::new();
     for (name, path) in list_dir(dir)? {
@@ -192,30 +259,25 @@ fn open_named(dir: &Path) -> std::io::Result<(Vec<NamedFile>, Vec<PathBuf>)> {
 impl Store {
     /// Lists and maps every store file. Fails only when the store cannot be
     /// read at all (exit code 2).
-    pub fn open(settings: &Settings) -> std::io::Result<Store> {
+    pub fn open(settings: &Settings) -> Result<Store> {
         let config = &settings.config;
         let root = config.store_path_root_dir.clone();
-        if !root.is_dir() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!("{} is not a directory", root.display()),
-            ));
-        }
+        ensure_store(config)?;
         let mut notes = Vec::new();
         let commitlog_dir = config.commit_log_dir();
         let (commitlog, commitlog_strays) = open_named(&commitlog_dir)?;
         let commitlog_size = if settings.commitlog_size_given {
             config.mapped_file_size_commit_log
         } else {
-            match most_common(commitlog.iter().map(|f| f.file.len).filter(|l| *l > 0)) {
-                Some(s) => {
-                    if s != config.mapped_file_size_commit_log {
-                        notes.push(format!("commit log file size {s} inferred from the files"));
-                    }
-                    s
-                }
-                None => config.mapped_file_size_commit_log,
+            // Real settings are whole pages (RocketMQ's 1 GiB default; the
+            // engine warms and flushes files page by page).
+            Inferred {
+                what: "commit log",
+                multiple: OS_PAGE_SIZE,
+                option: "--commitlog-size",
+                default: config.mapped_file_size_commit_log,
             }
+            .size(commitlog.iter().map(|f| f.file.len), &mut notes)?
         };
 
         let cq_root = config.consume_queue_dir();
@@ -246,25 +308,22 @@ impl Store {
         let cq_size = if settings.cq_size_given {
             config.consume_queue_file_size()
         } else {
-            let all = queues
-                .iter()
-                .flat_map(|q| q.files.iter().map(|f| f.file.len))
-                .filter(|l| *l > 0 && l % 20 == 0);
-            match most_common(all) {
-                Some(s) => {
-                    if s != config.consume_queue_file_size() {
-                        notes.push(format!(
-                            "consume queue file size {s} inferred from the files"
-                        ));
-                    }
-                    s
-                }
-                None => config.consume_queue_file_size(),
+            // RocketMQ rounds the setting up to whole entries.
+            Inferred {
+                what: "consume queue",
+                multiple: CQ_ENTRY_SIZE,
+                option: "--cq-size",
+                default: config.consume_queue_file_size(),
             }
+            .size(
+                queues
+                    .iter()
+                    .flat_map(|q| q.files.iter().map(|f| f.file.len)),
+                &mut notes,
+            )?
         };
 
-        let index_layout = IndexLayout::from_config(config)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        let index_layout = IndexLayout::from_config(config)?;
         let mut index = Vec::new();
         let mut index_strays = Vec::new();
         for (name, path) in list_dir(&config.index_dir())? {
@@ -278,6 +337,9 @@ impl Store {
         let mut config = config.clone();
         config.mapped_file_size_commit_log = commitlog_size;
         config.mapped_file_size_consume_queue = cq_size;
+        // The sizes divide offsets later: a zero or tiny one (given through the
+        // library API) must stop here, by the engine's rules.
+        config.validate()?;
         Ok(Store {
             root,
             config,

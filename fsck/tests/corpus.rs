@@ -126,6 +126,49 @@ fn flipped_bits_in_headers() {
     }
 }
 
+/// A commit log file that is not the last one lost its end: one repair
+/// extends it and ends its data with a blank record reaching the configured
+/// size (not the old length), so check is clean right after.
+#[test]
+fn truncated_middle_commit_log_file_needs_one_repair() {
+    for cut_at_record_end in [false, true] {
+        let (_d, root, sent) = build(120);
+        let first = commitlog_file(&root, 0);
+        let in_first: Vec<&Sent> = sent.iter().filter(|s| s.phys < CL_SIZE).collect();
+        let cut = if cut_at_record_end {
+            let r = in_first[in_first.len() / 2];
+            r.phys + r.size as u64
+        } else {
+            // Inside a record, as `truncate -s` usually cuts.
+            let r = in_first[in_first.len() / 2];
+            r.phys + 10
+        };
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&first)
+            .unwrap()
+            .set_len(cut)
+            .unwrap();
+        let kept: Vec<Sent> = sent
+            .iter()
+            .filter(|s| s.phys + s.size as u64 <= cut || s.phys >= CL_SIZE)
+            .cloned()
+            .collect();
+        find_fix_read(&root, Kind::CommitlogFileSize, &kept);
+        assert_eq!(std::fs::metadata(&first).unwrap().len(), CL_SIZE);
+        let data_end = kept
+            .iter()
+            .filter(|s| s.phys < CL_SIZE)
+            .map(|s| s.phys + s.size as u64)
+            .max()
+            .unwrap();
+        let bytes = std::fs::read(&first).unwrap();
+        let at = data_end as usize;
+        let blank_size = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
+        assert_eq!(blank_size as u64, CL_SIZE - data_end, "cut at {cut}");
+    }
+}
+
 #[test]
 fn truncated_consume_queue_file() {
     let (_d, root, sent) = build(120);

@@ -1,0 +1,228 @@
+//! Input fsck cannot work with — bad options, files it cannot read, sizes it
+//! cannot tell, directories that hold no store — must stop it with an error
+//! that names the culprit (exit code 2), never a panic or a "clean" report.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::*;
+
+fn run(args: &[&str], root: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rmq-fsck"))
+        .args(args)
+        .arg(root)
+        .arg("--quiet")
+        .output()
+        .expect("rmq-fsck runs")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Permission bits do not stop root from reading, so assertions that need a
+/// denied read are skipped when the tests run as root.
+fn running_as_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+#[test]
+fn unreadable_store_paths_are_named() {
+    // A file where the commit log directory should be: reading it as a
+    // directory fails for root too.
+    let (_d, root, _sent) = build(20);
+    let cl = root.join("commitlog");
+    std::fs::rename(&cl, root.join("commitlog.moved")).expect("move commitlog");
+    std::fs::write(&cl, b"not a directory").expect("write");
+    let err = fsck::check(&settings(&root), false)
+        .err()
+        .expect("check fails");
+    assert!(err.to_string().contains(&*cl.to_string_lossy()), "{err}");
+    let out = run(&["check"], &root);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("commitlog"), "{}", stderr(&out));
+}
+
+#[test]
+fn unreadable_queue_file_is_named() {
+    let (_d, root, _sent) = build(20);
+    let cq = root.join("consumequeue/TopicA/1/00000000000000000000");
+    chmod(&cq, 0o000);
+    let result = fsck::check(&settings(&root), false);
+    chmod(&cq, 0o644);
+    if running_as_root() {
+        return;
+    }
+    let err = result.err().expect("check fails on an unreadable file");
+    assert!(err.to_string().contains(&*cq.to_string_lossy()), "{err}");
+}
+
+#[test]
+fn zero_or_tiny_file_sizes_are_rejected_by_name() {
+    let (_d, root, _sent) = build(20);
+    for (args, named) in [
+        (&["--commitlog-size", "0"][..], "--commitlog-size"),
+        (&["--commitlog-size", "100"][..], "--commitlog-size"),
+        (&["--cq-size", "0"][..], "--cq-size"),
+        (
+            &["--set", "mappedFileSizeCommitLog=0"][..],
+            "mappedFileSizeCommitLog",
+        ),
+        (
+            &["--set", "mappedFileSizeConsumeQueue=0"][..],
+            "mappedFileSizeConsumeQueue",
+        ),
+    ] {
+        for sub in ["check", "repair"] {
+            let mut a = vec![sub];
+            a.extend_from_slice(args);
+            let out = run(&a, &root);
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(2), "{a:?}: {err}");
+            assert!(err.contains(named), "{a:?}: {err}");
+            assert!(!err.contains("panicked"), "{a:?}: {err}");
+        }
+    }
+    // The library refuses them too, rather than dividing by zero.
+    let mut config = config(&root);
+    config.mapped_file_size_commit_log = 0;
+    let err = fsck::check(&fsck::Settings::explicit(config), false)
+        .err()
+        .expect("check refuses a zero commit log size");
+    assert!(err.to_string().contains("mappedFileSizeCommitLog"), "{err}");
+}
+
+/// Settings that take both file sizes from the files, as the command line
+/// does without `--commitlog-size` / `--cq-size` / `-c`.
+fn inferred_settings(root: &Path) -> fsck::Settings {
+    fsck::Settings {
+        config: config(root),
+        commitlog_size_given: false,
+        cq_size_given: false,
+    }
+}
+
+fn set_len(path: &Path, len: u64) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_len(len))
+        .expect("truncate");
+}
+
+#[test]
+fn size_inferred_from_one_damaged_file_is_refused() {
+    // One commit log file, one queue: each size can only come from one file.
+    let (_d, root, sent) = build(1);
+    assert_eq!(sent.len(), 1);
+    let r = fsck::check(&inferred_settings(&root), false).expect("check runs");
+    assert!(r.report.is_clean(), "{:#?}", r.report.problems);
+
+    set_len(&commitlog_file(&root, 0), 10_000);
+    let err = fsck::check(&inferred_settings(&root), false)
+        .err()
+        .expect("a 10000-byte commit log file size is not believed");
+    assert!(
+        matches!(err, fsck::Error::SizeUnknown { size: 10_000, .. }),
+        "{err}"
+    );
+    let out = run(&["check"], &root);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--commitlog-size"),
+        "{}",
+        stderr(&out)
+    );
+    // Given the size, check finds the short file.
+    let out = run(&["check", "--commitlog-size", &CL_SIZE.to_string()], &root);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("commitlog_file_size"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    let (_d, root, _sent) = build(1);
+    set_len(
+        &root.join("consumequeue/TopicB/0/00000000000000000000"),
+        1010,
+    );
+    let err = fsck::check(&inferred_settings(&root), false)
+        .err()
+        .expect("a 1010-byte consume queue file size is not believed");
+    assert!(err.to_string().contains("--cq-size"), "{err}");
+}
+
+#[test]
+fn unreadable_config_file_is_a_problem_naming_it() {
+    // A directory where topics.json should be cannot be read, even by root.
+    let (_d, root, _sent) = build(20);
+    let topics = root.join("config/topics.json");
+    let _ = std::fs::remove_file(&topics);
+    std::fs::create_dir_all(&topics).expect("mkdir");
+    let r = check(&root);
+    let p = r
+        .problems
+        .iter()
+        .find(|p| p.kind == fsck::Kind::ConfigUnreadable)
+        .unwrap_or_else(|| panic!("not reported: {:#?}", r.problems));
+    assert_eq!(p.file, topics);
+    // Repair cannot judge what it cannot read: it leaves it and says so.
+    let o = repair_quiet(&root);
+    let after = o.after.expect("repair ran");
+    assert_eq!(after.count(fsck::Kind::ConfigUnreadable), 1);
+    assert!(topics.is_dir());
+
+    // A config file without read permission (not testable as root).
+    let (_d, root, _sent) = build(20);
+    let offsets = root.join("config/consumerOffset.json");
+    std::fs::write(&offsets, "{\"offsetTable\":{}}").expect("write");
+    chmod(&offsets, 0o000);
+    let r = check(&root);
+    chmod(&offsets, 0o644);
+    if !running_as_root() {
+        assert!(
+            r.problems
+                .iter()
+                .any(|p| p.kind == fsck::Kind::ConfigUnreadable && p.file == offsets),
+            "{:#?}",
+            r.problems
+        );
+    }
+}
+
+#[test]
+fn unknown_setting_is_warned_about() {
+    let (_d, root, _sent) = build(20);
+    let out = run(&["check", "--set", "fooBar=1"], &root);
+    assert!(stderr(&out).contains("fooBar"), "{}", stderr(&out));
+}
+
+#[test]
+fn directory_without_a_store_is_not_clean() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).expect("mkdir");
+    std::fs::write(empty.join("notes.txt"), b"not a store").expect("write");
+    for sub in ["check", "repair"] {
+        let out = run(&[sub], &empty);
+        assert_eq!(out.status.code(), Some(2), "{sub}: {}", stderr(&out));
+        assert!(stderr(&out).contains("holds no store"), "{}", stderr(&out));
+    }
+    assert!(
+        !empty.join("lock").exists(),
+        "repair created a lock file in a directory that holds no store"
+    );
+    let err = fsck::check(&settings(&empty), false)
+        .err()
+        .expect("check refuses");
+    assert!(matches!(err, fsck::Error::NoStore(_)), "{err}");
+}
