@@ -285,11 +285,24 @@ fn apply_fix(ctx: &mut Ctx<'_>, fix: &Fix, last_ts: i64) -> Result<()> {
     Ok(())
 }
 
-/// A config file's text as RocketMQ writes it (fastjson, tab-indented):
-/// every integer-looking key bare, as in the offset tables that are the
-/// reason these files are rewritten.
-fn write_config(v: &serde_json::Value) -> String {
-    fastjson::to_pretty(v, &|_| true)
+/// A config file's text as RocketMQ writes it (fastjson, tab-indented).
+/// fastjson writes the keys of Integer-keyed maps bare — the queue ids of
+/// the consumer offset tables and the delay levels of delayOffset.json —
+/// and every other key quoted, even a topic or group name made of digits.
+fn write_config(name: &str, v: &serde_json::Value) -> String {
+    let int_keys = |path: &[&str]| match name {
+        "consumerOffset.json" | "lmqConsumerOffset.json" => {
+            path.len() == 2 && path[0] == "offsetTable"
+        }
+        "delayOffset.json" => path == ["offsetTable"],
+        _ => false,
+    };
+    fastjson::to_pretty(v, &int_keys)
+}
+
+/// The file name of a config file's path ("" if it has none).
+fn file_name(path: &Path) -> &str {
+    path.file_name().and_then(|n| n.to_str()).unwrap_or("")
 }
 
 fn engine_config(settings: &Settings, checked: &Checked) -> engine::StoreConfig {
@@ -368,7 +381,7 @@ pub fn repair(
             ctx.act(format!("restore {} from its .bak", cf.path.display()));
             if !ctx.opts.dry_run {
                 ctx.backup_copy(&cf.path)?;
-                std::fs::write(&cf.path, write_config(bak)).at(&cf.path)?;
+                std::fs::write(&cf.path, write_config(file_name(&cf.path), bak)).at(&cf.path)?;
             }
         } else {
             ctx.act(format!(
@@ -475,7 +488,7 @@ pub fn repair(
     // 4. Offsets past their queue's end, against the rebuilt queues.
     let mid = check(settings, false)?;
     for cf in &mid.configs {
-        let name = cf.path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let name = file_name(&cf.path);
         let Ok(mut v) = cf.parsed.clone() else {
             continue;
         };
@@ -487,7 +500,8 @@ pub fn repair(
             ));
             ctx.backup_copy(&cf.path)?;
             let mut f = std::fs::File::create(&cf.path).at(&cf.path)?;
-            f.write_all(write_config(&v).as_bytes()).at(&cf.path)?;
+            f.write_all(write_config(name, &v).as_bytes())
+                .at(&cf.path)?;
             f.sync_all().at(&cf.path)?;
         }
     }
@@ -498,4 +512,23 @@ pub fn repair(
     }
     outcome.after = Some(after.report);
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::write_config;
+
+    #[test]
+    fn config_files_keep_integer_keys_bare_only_where_fastjson_does() {
+        let offsets = serde_json::json!({"offsetTable": {"123@G": {"0": 5, "1": 7}}});
+        let text = write_config("consumerOffset.json", &offsets);
+        assert!(text.contains("\"123@G\":{"), "{text}");
+        assert!(text.contains("\t0:5,"), "{text}");
+        let delay = serde_json::json!({"offsetTable": {"1": 5}});
+        assert!(write_config("delayOffset.json", &delay).contains("\t1:5"));
+        // A topic named with digits is a String key: quoted.
+        let topics = serde_json::json!({"topicConfigTable": {"123": {"perm": 6}}});
+        let text = write_config("topics.json", &topics);
+        assert!(text.contains("\"123\":{"), "{text}");
+    }
 }
