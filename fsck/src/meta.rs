@@ -173,6 +173,96 @@ fn system_topic(t: &str) -> bool {
         || t == crate::commitlog::QUARANTINE_TOPIC
 }
 
+/// Topics that have consume queues but no entry in topics.json's
+/// `topicConfigTable`, each with the highest queue id found for it, by name.
+pub fn topics_missing_from(
+    table: &serde_json::Map<String, Value>,
+    queue_max: &std::collections::HashMap<(String, i32), u64>,
+) -> Vec<(String, i32)> {
+    let mut highest: std::collections::BTreeMap<&str, i32> = std::collections::BTreeMap::new();
+    for (topic, queue_id) in queue_max.keys() {
+        if system_topic(topic) || table.contains_key(topic) {
+            continue;
+        }
+        let h = highest.entry(topic).or_insert(*queue_id);
+        *h = (*h).max(*queue_id);
+    }
+    highest
+        .into_iter()
+        .map(|(t, q)| (t.to_string(), q))
+        .collect()
+}
+
+/// What [`add_missing_topics`] changed in a topics.json value.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct TopicsAdded {
+    /// The file had no `topicConfigTable`; an empty one was added first.
+    pub table_created: bool,
+    /// (topic, queue count) of each entry added.
+    pub topics: Vec<(String, i32)>,
+}
+
+impl TopicsAdded {
+    pub fn changed(&self) -> bool {
+        self.table_created || !self.topics.is_empty()
+    }
+}
+
+/// Gives every topic with consume queues but no `topicConfigTable` entry
+/// one with Java's TopicConfig defaults (perm 6, SINGLE_TAG, sys flag 0, not
+/// ordered) and as many read and write queues as its highest queue id + 1.
+/// When anything changed, bumps `dataVersion` as `DataVersion.nextVersion()`
+/// does (counter + 1, timestamp `now_ms`) if the file has one, so brokers and
+/// name servers see the table changed. A table that is there but not an
+/// object is left alone (nothing is changed).
+pub fn add_missing_topics(
+    v: &mut Value,
+    queue_max: &std::collections::HashMap<(String, i32), u64>,
+    now_ms: i64,
+) -> TopicsAdded {
+    let mut added = TopicsAdded::default();
+    let Some(root) = v.as_object_mut() else {
+        return added;
+    };
+    if !root.contains_key("topicConfigTable") {
+        root.insert(
+            "topicConfigTable".into(),
+            Value::Object(serde_json::Map::new()),
+        );
+        added.table_created = true;
+    }
+    let Some(table) = root
+        .get_mut("topicConfigTable")
+        .and_then(Value::as_object_mut)
+    else {
+        return added;
+    };
+    for (topic, highest) in topics_missing_from(table, queue_max) {
+        let queues = highest.saturating_add(1).max(1);
+        table.insert(
+            topic.clone(),
+            serde_json::json!({
+                "order": false,
+                "perm": 6,
+                "readQueueNums": queues,
+                "topicFilterType": "SINGLE_TAG",
+                "topicName": topic,
+                "topicSysFlag": 0,
+                "writeQueueNums": queues,
+            }),
+        );
+        added.topics.push((topic, queues));
+    }
+    if added.changed() {
+        if let Some(dv) = root.get_mut("dataVersion").and_then(Value::as_object_mut) {
+            let counter = fastjson::as_i64(dv.get("counter")).unwrap_or(0);
+            dv.insert("counter".into(), Value::from(counter.saturating_add(1)));
+            dv.insert("timestamp".into(), Value::from(now_ms));
+        }
+    }
+    added
+}
+
 /// Problems of the config files, given each queue's max offset.
 pub fn check_configs(
     files: &[ConfigFile],
@@ -211,14 +301,7 @@ pub fn check_configs(
                     ));
                     continue;
                 };
-                let mut missing: Vec<&str> = queue_max
-                    .keys()
-                    .map(|(t, _)| t.as_str())
-                    .filter(|t| !system_topic(t) && !table.contains_key(*t))
-                    .collect();
-                missing.sort_unstable();
-                missing.dedup();
-                for t in missing {
+                for (t, _) in topics_missing_from(table, queue_max) {
                     out.push(Problem::new(
                         Kind::ConfigInconsistent,
                         &f.path,

@@ -13,12 +13,16 @@
 //!   dropped and writes a fresh checkpoint.
 //! * Config files: an unparseable one is replaced by its `.bak` when that
 //!   parses, else moved aside (the broker then starts without it); consumer
-//!   and delay offsets past their queue's end are lowered to it.
+//!   and delay offsets past their queue's end are lowered to it; a topic with
+//!   consume queues but no topics.json entry gets one with TopicConfig's
+//!   defaults and as many queues as it has (else a broker that does not
+//!   auto-create topics has no route to its messages).
 //!
 //! Every file rewritten or removed is first copied (or moved) to
 //! `<store>/fsck-backup-<time>/` unless `--no-backup`; for commit log files
 //! only the overwritten byte ranges are saved (`<file>.at-<offset>`).
 
+use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -27,6 +31,7 @@ use std::path::{Path, PathBuf};
 use engine::checkpoint::{Checkpoint, StoreLock};
 use engine::record::{self, sysflag, Decoded, MessageToStore};
 use engine::{MessageStore, StoreError};
+use serde_json::Value;
 
 use crate::check::{check, Checked};
 use crate::commitlog::{Fix, MIN_RECORD, QUARANTINE_TOPIC};
@@ -289,7 +294,7 @@ fn apply_fix(ctx: &mut Ctx<'_>, fix: &Fix, last_ts: i64) -> Result<()> {
 /// fastjson writes the keys of Integer-keyed maps bare — the queue ids of
 /// the consumer offset tables and the delay levels of delayOffset.json —
 /// and every other key quoted, even a topic or group name made of digits.
-fn write_config(name: &str, v: &serde_json::Value) -> String {
+fn write_config(name: &str, v: &Value) -> String {
     let int_keys = |path: &[&str]| match name {
         "consumerOffset.json" | "lmqConsumerOffset.json" => {
             path.len() == 2 && path[0] == "offsetTable"
@@ -303,6 +308,72 @@ fn write_config(name: &str, v: &serde_json::Value) -> String {
 /// The file name of a config file's path ("" if it has none).
 fn file_name(path: &Path) -> &str {
     path.file_name().and_then(|n| n.to_str()).unwrap_or("")
+}
+
+/// Replaces a file's contents so that a crash leaves the old or the new
+/// text, never a mix: written to `<file>.tmp`, synced, renamed over it (as
+/// RocketMQ persists its config files).
+fn replace_file(path: &Path, text: &str) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut f = std::fs::File::create(&tmp).at(&tmp)?;
+    f.write_all(text.as_bytes()).at(&tmp)?;
+    f.sync_all().at(&tmp)?;
+    std::fs::rename(&tmp, path).at(path)?;
+    if let Some(dir) = path.parent() {
+        // The rename is durable once the directory is.
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+/// Step 4 of repair: in each parsed config file, offsets past their queue's
+/// max offset are lowered to it, and every topic with consume queues but no
+/// topics.json entry gets one (without it a broker with
+/// autoCreateTopicEnable=false has no route to the messages on disk).
+fn fix_config_tables(
+    ctx: &mut Ctx<'_>,
+    configs: &[(PathBuf, Value)],
+    queue_max: &HashMap<(String, i32), u64>,
+    now_ms: i64,
+) -> Result<()> {
+    for (path, v) in configs {
+        let name = file_name(path);
+        let mut v = v.clone();
+        let changed = if name == "topics.json" {
+            let added = crate::meta::add_missing_topics(&mut v, queue_max, now_ms);
+            if added.table_created {
+                ctx.act(format!(
+                    "add an empty topicConfigTable to {}",
+                    path.display()
+                ));
+            }
+            for (topic, queues) in &added.topics {
+                ctx.act(format!(
+                    "add topic {topic:?} to {} with TopicConfig defaults and {queues} read and write queues (it has consume queues but no entry)",
+                    path.display()
+                ));
+            }
+            added.changed()
+        } else {
+            let n = crate::meta::clamp_offsets(name, &mut v, queue_max);
+            if n > 0 {
+                ctx.act(format!(
+                    "lower {n} offsets in {} to their queue's max offset",
+                    path.display()
+                ));
+            }
+            n > 0
+        };
+        if changed && !ctx.opts.dry_run {
+            ctx.backup_copy(path)?;
+            replace_file(path, &write_config(name, &v))?;
+        }
+    }
+    Ok(())
 }
 
 fn engine_config(settings: &Settings, checked: &Checked) -> engine::StoreConfig {
@@ -339,7 +410,7 @@ pub fn repair(
     let checked = check(settings, opts.show_progress)?;
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
+        .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
     let mut ctx = Ctx {
         root: root.clone(),
@@ -381,7 +452,7 @@ pub fn repair(
             ctx.act(format!("restore {} from its .bak", cf.path.display()));
             if !ctx.opts.dry_run {
                 ctx.backup_copy(&cf.path)?;
-                std::fs::write(&cf.path, write_config(file_name(&cf.path), bak)).at(&cf.path)?;
+                replace_file(&cf.path, &write_config(file_name(&cf.path), bak))?;
             }
         } else {
             ctx.act(format!(
@@ -480,31 +551,29 @@ pub fn repair(
         drop(lock);
     }
 
+    // 4. Config tables against the queues as step 3 leaves them.
     if ctx.opts.dry_run {
+        // Nothing was changed: plan against the queues as they are and the
+        // config files as step 2 would leave them.
+        let planned: Vec<(PathBuf, Value)> = checked
+            .configs
+            .iter()
+            .filter_map(|cf| {
+                let v = cf.parsed.clone().ok().or_else(|| cf.bak.clone())?;
+                Some((cf.path.clone(), v))
+            })
+            .collect();
+        fix_config_tables(&mut ctx, &planned, &checked.queue_max, stamp)?;
         outcome.actions = ctx.actions;
         return Ok(outcome);
     }
-
-    // 4. Offsets past their queue's end, against the rebuilt queues.
     let mid = check(settings, false)?;
-    for cf in &mid.configs {
-        let name = file_name(&cf.path);
-        let Ok(mut v) = cf.parsed.clone() else {
-            continue;
-        };
-        let n = crate::meta::clamp_offsets(name, &mut v, &mid.queue_max);
-        if n > 0 {
-            ctx.act(format!(
-                "lower {n} offsets in {} to their queue's max offset",
-                cf.path.display()
-            ));
-            ctx.backup_copy(&cf.path)?;
-            let mut f = std::fs::File::create(&cf.path).at(&cf.path)?;
-            f.write_all(write_config(name, &v).as_bytes())
-                .at(&cf.path)?;
-            f.sync_all().at(&cf.path)?;
-        }
-    }
+    let parsed: Vec<(PathBuf, Value)> = mid
+        .configs
+        .iter()
+        .filter_map(|cf| Some((cf.path.clone(), cf.parsed.clone().ok()?)))
+        .collect();
+    fix_config_tables(&mut ctx, &parsed, &mid.queue_max, stamp)?;
     let after = check(settings, false)?;
     outcome.actions = ctx.actions;
     if opts.backup && ctx.backup_dir.exists() {
