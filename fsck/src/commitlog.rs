@@ -10,7 +10,8 @@
 //! * not found — the broken bytes run to the end of the file's data: a torn
 //!   tail if no later file holds records, otherwise a damaged file end.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use engine::record::{self, body_crc, sysflag, Decoded, RecordView, BLANK_MAGIC, MESSAGE_MAGIC};
@@ -163,6 +164,51 @@ pub enum Defect {
     Misplaced { pos: u64, found: i64 },
 }
 
+/// Records that lack something, counted, with the first few of them (in
+/// commit log order) to name in the report.
+#[derive(Debug, Clone)]
+pub struct Missing<T> {
+    pub count: u64,
+    pub first: Vec<T>,
+}
+
+impl<T> Default for Missing<T> {
+    fn default() -> Self {
+        Missing {
+            count: 0,
+            first: Vec::new(),
+        }
+    }
+}
+
+impl<T: PartialEq> Missing<T> {
+    /// Enough to name one that is still missing after check takes back a
+    /// few it counted (records repair fixes in place, see `check`).
+    const KEEP: usize = 8;
+
+    pub fn add(&mut self, item: T) {
+        self.count += 1;
+        if self.first.len() < Self::KEEP {
+            self.first.push(item);
+        }
+    }
+
+    /// Adds a later file's tally.
+    pub fn merge(&mut self, later: Missing<T>) {
+        self.count += later.count;
+        let room = Self::KEEP.saturating_sub(self.first.len());
+        self.first.extend(later.first.into_iter().take(room));
+    }
+
+    /// Takes back one counted record that is not missing after all.
+    pub fn take_back(&mut self, item: &T) {
+        self.count = self.count.saturating_sub(1);
+        if let Some(i) = self.first.iter().position(|x| x == item) {
+            self.first.remove(i);
+        }
+    }
+}
+
 /// What scanning one file found.
 #[derive(Debug, Default)]
 pub struct FileScan {
@@ -183,10 +229,13 @@ pub struct FileScan {
     pub defects: Vec<Defect>,
     pub last_store_timestamp: i64,
     /// Consumable records whose consume-queue entry is missing: per queue,
-    /// (count, first physical offset, first queue offset).
-    pub missing_cq: HashMap<(String, i32), (u64, u64, i64)>,
-    /// Records with keys not found in the index: (count, first offset).
-    pub missing_index: (u64, u64),
+    /// (physical offset, queue offset) of each.
+    pub missing_cq: HashMap<(String, i32), Missing<(u64, i64)>>,
+    /// Records with keys not found in the index, by physical offset.
+    pub missing_index: Missing<u64>,
+    /// (topic, queue id) of the records that get no consume-queue entry
+    /// (prepared or rolled back), quarantine records aside.
+    pub unqueued: HashSet<(String, i32)>,
 }
 
 /// Per-record cross checks against the derived files, supplied by the caller.
@@ -244,18 +293,16 @@ pub fn scan_file(
                 if is_quarantine(&v) {
                     s.quarantined += 1;
                 } else {
-                    if v.is_consumable() && !checks.cq_has(&v, abs) {
-                        let e = s
-                            .missing_cq
+                    if !v.is_consumable() {
+                        s.unqueued.insert((v.topic.to_string(), v.queue_id));
+                    } else if !checks.cq_has(&v, abs) {
+                        s.missing_cq
                             .entry((v.topic.to_string(), v.queue_id))
-                            .or_insert((0, abs, v.queue_offset));
-                        e.0 += 1;
+                            .or_default()
+                            .add((abs, v.queue_offset));
                     }
                     if !checks.index_has(&v, abs) {
-                        if s.missing_index.0 == 0 {
-                            s.missing_index.1 = abs;
-                        }
-                        s.missing_index.0 += 1;
+                        s.missing_index.add(abs);
                     }
                 }
                 s.last_store_timestamp = v.store_timestamp;
@@ -350,10 +397,84 @@ pub enum Fix {
         file_start: u64,
         pos: u64,
     },
+    /// Rewrite a header field of the whole record at `pos` to what the
+    /// consume-queue entry pointing at it says (see [`HeaderField`]).
+    Header {
+        file: PathBuf,
+        file_start: u64,
+        pos: u64,
+        field: HeaderField,
+    },
     /// Extend a short file with zeros to the configured size.
     Extend { file: PathBuf, from: u64, to: u64 },
     /// Move a file that is not part of the commit log out of the way.
     MoveAside { file: PathBuf },
+}
+
+/// A record header field the body CRC does not cover, as found in a whole
+/// record and as the consume-queue entry pointing at the record has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderField {
+    QueueOffset {
+        found: i64,
+        want: i64,
+    },
+    QueueId {
+        found: i32,
+        want: i32,
+    },
+    /// Same length (a different length would not decode as the same
+    /// record); the topic bytes start `at` bytes into the record.
+    Topic {
+        at: u64,
+        found: String,
+        want: String,
+    },
+}
+
+impl HeaderField {
+    /// Where the field starts in the record and the bytes that make it say
+    /// what the consume queue says.
+    pub fn patch(&self) -> (u64, Vec<u8>) {
+        match self {
+            HeaderField::QueueOffset { want, .. } => (
+                record::pos::QUEUE_OFFSET as u64,
+                want.to_be_bytes().to_vec(),
+            ),
+            HeaderField::QueueId { want, .. } => {
+                (record::pos::QUEUE_ID as u64, want.to_be_bytes().to_vec())
+            }
+            HeaderField::Topic { at, want, .. } => (*at, want.as_bytes().to_vec()),
+        }
+    }
+
+    /// The value found in the record.
+    pub fn found(&self) -> String {
+        match self {
+            HeaderField::QueueOffset { found, .. } => found.to_string(),
+            HeaderField::QueueId { found, .. } => found.to_string(),
+            HeaderField::Topic { found, .. } => format!("{found:?}"),
+        }
+    }
+
+    /// The value the consume-queue entry implies.
+    pub fn want(&self) -> String {
+        match self {
+            HeaderField::QueueOffset { want, .. } => want.to_string(),
+            HeaderField::QueueId { want, .. } => want.to_string(),
+            HeaderField::Topic { want, .. } => format!("{want:?}"),
+        }
+    }
+}
+
+impl fmt::Display for HeaderField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HeaderField::QueueOffset { .. } => "QUEUEOFFSET field",
+            HeaderField::QueueId { .. } => "QUEUEID field",
+            HeaderField::Topic { .. } => "topic",
+        })
+    }
 }
 
 /// The commit log's problems and fixes.

@@ -3,6 +3,8 @@
 //! whose key it indexes. Coverage (every key of every record is indexed) is
 //! checked from the commit log side with [`IndexSet::contains`].
 
+use std::collections::HashMap;
+
 use engine::index::{build_key, key_hash, IndexFileView};
 use engine::record::{property, sysflag, RecordView};
 
@@ -70,6 +72,16 @@ impl<'a> IndexSet<'a> {
     }
 }
 
+/// How the index entries of a record whose header disagrees with its
+/// consume-queue entry are judged (see `check`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Judge {
+    /// As if the record's topic were this: repair rewrites it so.
+    AsTopic(String),
+    /// Not at all: repair leaves the record, and so its index entries.
+    Skip,
+}
+
 /// What checking one index file found.
 #[derive(Debug, Default)]
 pub struct IndexResult {
@@ -77,11 +89,14 @@ pub struct IndexResult {
     pub entries: u64,
 }
 
+/// Checks one index file; `judge` says how to judge entries pointing at the
+/// records (by physical offset) whose header repair rewrites or leaves.
 pub fn check_index_file(
     store: &Store,
     file: &crate::store::Mapped,
     damaged: &[(u64, u64)],
     end: u64,
+    judge: &HashMap<u64, Judge>,
 ) -> IndexResult {
     let mut r = IndexResult::default();
     let path = &file.path;
@@ -184,7 +199,11 @@ pub fn check_index_file(
                     e.phy_offset
                 )),
                 Some(v) => {
-                    let keys = record_keys(&v);
+                    let keys = match judge.get(&(e.phy_offset as u64)) {
+                        None => record_keys(&v),
+                        Some(Judge::AsTopic(topic)) => record_keys(&RecordView { topic, ..v }),
+                        Some(Judge::Skip) => continue,
+                    };
                     if keys.iter().any(|k| key_hash(k) == e.key_hash) {
                         None
                     } else {

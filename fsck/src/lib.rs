@@ -30,6 +30,21 @@
 //! files hold records, becomes an end-of-file blank record (the format's
 //! "rest of this file is unused"). A wrong PHYSICALOFFSET field on an
 //! otherwise whole record (CRC intact) is rewritten to the record's position.
+//!
+//! # Damaged header fields the body CRC does not cover
+//!
+//! A flipped bit in a whole record's QUEUEOFFSET, QUEUEID or topic leaves
+//! the record valid, and its consume-queue entry still serves the message.
+//! Rebuilding that queue from the commit log would then drop the message
+//! (or move it to the queue the damaged header names), so when the entry
+//! and the record agree in everything else (size, tag code, and queue
+//! offset or the entry's place in the queue's commit log order) repair
+//! rewrites the field in place from the entry and keeps the queue. A topic
+//! or queue id is rewritten only when nothing else in the store has the
+//! queue the header names (no consume queue, no other record, for a topic
+//! no topics.json entry); otherwise fsck cannot tell which side is damaged,
+//! and repair leaves the record and both queues as they are and reports it
+//! ("cannot repair"), while still repairing everything else.
 
 pub mod check;
 pub mod commitlog;

@@ -7,7 +7,7 @@ use engine::consume_queue::{CqEntry, CQ_ENTRY_SIZE};
 use engine::record::{self, Decoded, RecordView};
 use engine::schedule::{DelayLevels, SCHEDULE_TOPIC};
 
-use crate::commitlog::in_damaged;
+use crate::commitlog::{in_damaged, HeaderField};
 use crate::report::{Kind, Problem};
 use crate::store::{QueueDir, Store};
 
@@ -44,12 +44,83 @@ pub fn entry_of(q: &QueueDir, n: u64) -> Option<CqEntry> {
     CqEntry::decode(f.file.bytes().get(rel..)?)
 }
 
-/// The tag code the dispatcher writes for a record.
-pub fn expected_tags_code(v: &RecordView<'_>, delay: &DelayLevels) -> i64 {
-    if v.topic == SCHEDULE_TOPIC {
-        delay.due_time(v.store_timestamp, v.queue_id)
+/// The tag code the dispatcher writes for a record it puts in
+/// `topic`/`queue_id` (checked against the queue holding the entry, which
+/// may not be what a damaged header says).
+fn tags_code_in(v: &RecordView<'_>, topic: &str, queue_id: i32, delay: &DelayLevels) -> i64 {
+    if topic == SCHEDULE_TOPIC {
+        delay.due_time(v.store_timestamp, queue_id)
     } else {
         v.tags_code()
+    }
+}
+
+/// A consume-queue entry that points at a whole record agreeing with it in
+/// size and tag code, but not in one header field the body CRC does not
+/// cover. The queue was serving the record; a bit flip in that field would
+/// make a rebuild from the commit log lose or move it. Whether the field is
+/// safely the damaged side needs the whole store, so `check` decides.
+#[derive(Debug, Clone)]
+pub struct HeaderMismatch {
+    /// Commit log offset of the record.
+    pub phys: u64,
+    /// The queue whose entry points at the record, and the entry's index.
+    pub topic: String,
+    pub queue_id: i32,
+    pub entry: u64,
+    pub field: HeaderField,
+}
+
+/// Whether the record `e` points at lies, in commit log order, between the
+/// records of entries `n - 1` and `n + 1` (where those are messages): then
+/// entry `n` sits where the queue's order puts the record.
+fn between_neighbours(q: &QueueDir, n: u64, e: &CqEntry) -> bool {
+    let phys = e.phys_offset as u64;
+    let before = n
+        .checked_sub(1)
+        .and_then(|p| entry_of(q, p))
+        .filter(CqEntry::is_message);
+    let after = entry_of(q, n + 1).filter(CqEntry::is_message);
+    before.is_none_or(|b| b.phys_end() <= phys)
+        && after.is_none_or(|a| a.phys_offset as u64 >= e.phys_end())
+}
+
+/// The one header field in which record `v` disagrees with entry `n` of `q`
+/// pointing at it, when everything else agrees (the caller checked size and
+/// tag code): the QUEUEOFFSET field with the entry in its place in the
+/// queue's order and no other entry claiming the record, or else the
+/// QUEUEID field or a same-length topic with the queue offset agreeing.
+fn header_mismatch(q: &QueueDir, n: u64, e: &CqEntry, v: &RecordView<'_>) -> Option<HeaderField> {
+    let topic_agrees = v.topic == q.topic;
+    let queue_id_agrees = v.queue_id == q.queue_id;
+    let offset_agrees = v.queue_offset == n as i64;
+    match (topic_agrees, queue_id_agrees, offset_agrees) {
+        (true, true, false) => {
+            let claimed_elsewhere = u64::try_from(v.queue_offset)
+                .ok()
+                .and_then(|o| entry_of(q, o))
+                .is_some_and(|other| other.is_message() && other.phys_offset == e.phys_offset);
+            (!claimed_elsewhere && between_neighbours(q, n, e)).then_some(
+                HeaderField::QueueOffset {
+                    found: v.queue_offset,
+                    want: n as i64,
+                },
+            )
+        }
+        (true, false, true) => Some(HeaderField::QueueId {
+            found: v.queue_id,
+            want: q.queue_id,
+        }),
+        (false, true, true) if v.topic.len() == q.topic.len() => {
+            // TOTALSIZE … topic, PROPERTIESLENGTH (2 bytes), properties.
+            let at = v.total_size() - 2 - v.properties.len() - v.topic.len();
+            Some(HeaderField::Topic {
+                at: at as u64,
+                found: v.topic.to_string(),
+                want: q.topic.clone(),
+            })
+        }
+        _ => None,
     }
 }
 
@@ -61,6 +132,9 @@ pub struct QueueResult {
     pub entries: u64,
     /// Entry index one past the last valid entry (the queue's max offset).
     pub max_offset: u64,
+    /// Entries whose record disagrees with them in one header field only;
+    /// not in `problems` (check reports them once it has judged them).
+    pub header_mismatches: Vec<HeaderMismatch>,
 }
 
 /// Counts occurrences of a problem kind, keeping the first one's details.
@@ -207,23 +281,37 @@ pub fn check_queue(
                 });
                 continue;
             };
+            let size_agrees = v.total_size() as i64 == e.size as i64;
+            // As dispatched to this queue, whatever the header says.
+            let tags_code = tags_code_in(&v, &q.topic, q.queue_id, delay);
+            let tags_agree = e.tags_code_is_ext_address() || e.tags_code == tags_code;
+            if size_agrees && tags_agree {
+                if let Some(field) = header_mismatch(q, n, &e, &v) {
+                    r.header_mismatches.push(HeaderMismatch {
+                        phys,
+                        topic: q.topic.clone(),
+                        queue_id: q.queue_id,
+                        entry: n,
+                        field,
+                    });
+                    continue;
+                }
+            }
             let why = if v.topic != q.topic || v.queue_id != q.queue_id {
                 Some(format!(
                     "the record at {phys} belongs to {}/{}",
                     v.topic, v.queue_id
                 ))
-            } else if v.total_size() as i64 != e.size as i64 {
+            } else if !size_agrees {
                 Some(format!(
                     "size {} but the record at {phys} has {} bytes",
                     e.size,
                     v.total_size()
                 ))
-            } else if !e.tags_code_is_ext_address() && e.tags_code != expected_tags_code(&v, delay)
-            {
+            } else if !tags_agree {
                 Some(format!(
-                    "tag code {} but the record's is {}",
-                    e.tags_code,
-                    expected_tags_code(&v, delay)
+                    "tag code {} but the record's is {tags_code}",
+                    e.tags_code
                 ))
             } else {
                 None

@@ -3,8 +3,12 @@
 //! * Commit log (see the crate docs for why): a torn tail is zeroed; broken
 //!   bytes between whole records become one *quarantine record* of exactly
 //!   their length; a damaged file end before later files becomes an
-//!   end-of-file blank; a wrong PHYSICALOFFSET field is rewritten; a short
-//!   file is extended with zeros. No whole, valid record is ever touched.
+//!   end-of-file blank; a wrong PHYSICALOFFSET field is rewritten; a
+//!   QUEUEOFFSET, QUEUEID or topic that disagrees with the consume-queue
+//!   entry serving the record is rewritten when check could tell the header
+//!   is the damaged side, else left with its queues as they are; a short
+//!   file is extended with zeros. No record is dropped or moved, and no
+//!   other byte of a whole, valid record is touched.
 //! * Derived files: every consume queue with a problem and (on any index
 //!   problem) every index file is moved to the backup; the checkpoint's
 //!   dispatched offset is set to 0; then the engine itself opens the store
@@ -269,6 +273,25 @@ fn apply_fix(ctx: &mut Ctx<'_>, fix: &Fix, last_ts: i64) -> Result<()> {
                 )?;
             }
         }
+        Fix::Header {
+            file,
+            file_start,
+            pos,
+            field,
+        } => {
+            ctx.act(format!(
+                "rewrite the {field} of the record at {pos} of {} (commit log offset {}) from {} to {}, as its consume-queue entry has it",
+                file.display(),
+                file_start + pos,
+                field.found(),
+                field.want()
+            ));
+            if !dry {
+                let (at, bytes) = field.patch();
+                ctx.backup_range(file, pos + at, bytes.len() as u64)?;
+                write_at(file, pos + at, &bytes)?;
+            }
+        }
         Fix::Extend { file, from, to } => {
             ctx.act(format!(
                 "extend {} from {from} to {to} bytes with zeros",
@@ -437,6 +460,11 @@ pub fn repair(
         (ctx.say)("the commit log's file layout is broken; nothing was changed");
         return Ok(outcome);
     }
+    // Left as they are; everything else is still repaired.
+    for p in &checked.left_as_is {
+        (ctx.say)(&format!("cannot repair: {p}"));
+    }
+    outcome.unfixable.extend(checked.left_as_is.iter().cloned());
 
     // 1. Commit log.
     for fix in &checked.commitlog.fixes {
@@ -476,10 +504,14 @@ pub fn repair(
     }
 
     // 3. Derived files: drop what is wrong, let the engine rebuild it.
+    // A header field rewritten in place (or left) changes no derived file.
     let derived_problem = checked.report.problems.iter().any(|p| {
         !matches!(
             p.kind,
-            Kind::ConfigUnparseable | Kind::ConfigInconsistent | Kind::ConfigUnreadable
+            Kind::ConfigUnparseable
+                | Kind::ConfigInconsistent
+                | Kind::ConfigUnreadable
+                | Kind::HeaderMismatch
         )
     });
     if derived_problem {

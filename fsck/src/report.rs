@@ -22,6 +22,9 @@ pub enum Kind {
     BadCrc,
     BadFields,
     PhysOffsetMismatch,
+    /// A whole record's QUEUEOFFSET, QUEUEID or topic (fields the body CRC
+    /// does not cover) disagrees with the consume-queue entry pointing at it.
+    HeaderMismatch,
     Hole,
     BadBlank,
     MissingBlank,
