@@ -352,3 +352,153 @@ async fn answers_use_the_request_serialization() {
     assert_eq!(resp.version, 409);
     server.shutdown().await;
 }
+
+// --- Per-connection limits: idle timeout, connection cap, in-flight and
+// output caps. Each test's server lives on the test's runtime: if the test
+// panics, the runtime is dropped and with it the listener and every
+// connection task, so nothing outlives a failing test.
+
+const BIG_ANSWER: i32 = 5; // body = decimal size of the answer body
+const WAIT_FOR_GATE: i32 = 6; // answers once the test opens the gate
+
+struct LimitsHandler {
+    /// Requests handed to the handler (admitted by the connection).
+    started: AtomicUsize,
+    /// BIG_ANSWER answers built (their handler futures ran to completion).
+    big_answers: AtomicUsize,
+    /// WAIT_FOR_GATE requests wait for a permit each.
+    gate: tokio::sync::Semaphore,
+    closed: AtomicUsize,
+}
+
+impl Default for LimitsHandler {
+    fn default() -> Self {
+        LimitsHandler {
+            started: AtomicUsize::new(0),
+            big_answers: AtomicUsize::new(0),
+            gate: tokio::sync::Semaphore::new(0),
+            closed: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl RequestHandler for LimitsHandler {
+    async fn handle(
+        &self,
+        _ctx: &ConnectionContext,
+        req: RemotingCommand,
+    ) -> Option<RemotingCommand> {
+        self.started.fetch_add(1, Ordering::SeqCst);
+        match req.code {
+            ECHO_AFTER_MS => {
+                let ms: u64 = std::str::from_utf8(&req.body).ok()?.parse().ok()?;
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Some(RemotingCommand::response(response::SUCCESS).with_body(req.body.clone()))
+            }
+            BIG_ANSWER => {
+                let size: usize = std::str::from_utf8(&req.body).ok()?.parse().ok()?;
+                self.big_answers.fetch_add(1, Ordering::SeqCst);
+                Some(RemotingCommand::response(response::SUCCESS).with_body(vec![7u8; size]))
+            }
+            WAIT_FOR_GATE => {
+                self.gate.acquire().await.ok()?.forget();
+                Some(RemotingCommand::response(response::SUCCESS))
+            }
+            _ => None,
+        }
+    }
+
+    fn on_closed(&self, _ctx: &ConnectionContext) {
+        self.closed.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+async fn start_limited(handler: Arc<LimitsHandler>, config: ServerConfig) -> ServerHandle {
+    Server::start("127.0.0.1:0", config, handler)
+        .await
+        .expect("bind")
+}
+
+fn with_idle_timeout(idle: Duration) -> ServerConfig {
+    let mut config = ServerConfig::default();
+    config.connection.idle_timeout = Some(idle);
+    config
+}
+
+/// Waits (at most `T`) until `cond` holds.
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    timeout(T, async {
+        while !cond() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+}
+
+/// Reads until the peer closes; panics if that takes longer than `T`.
+async fn expect_closed_by_server(s: &mut TcpStream) {
+    let mut rest = Vec::new();
+    let res = timeout(T, s.read_to_end(&mut rest))
+        .await
+        .expect("server closed the connection in time");
+    assert!(
+        res.is_err() || rest.is_empty(),
+        "no data expected before the close"
+    );
+}
+
+#[tokio::test]
+async fn idle_and_stalled_connections_are_closed_after_the_idle_timeout() {
+    let idle = Duration::from_secs(1);
+    let handler = Arc::new(LimitsHandler::default());
+    let server = start_limited(handler.clone(), with_idle_timeout(idle)).await;
+    let started = tokio::time::Instant::now();
+    let mut silent = TcpStream::connect(server.local_addr()).await.unwrap();
+    let mut half_frame = TcpStream::connect(server.local_addr()).await.unwrap();
+    // A frame of 1000 bytes announced, two sent, then nothing.
+    half_frame
+        .write_all(&[0, 0, 0x03, 0xE8, 0, 0])
+        .await
+        .unwrap();
+    expect_closed_by_server(&mut silent).await;
+    expect_closed_by_server(&mut half_frame).await;
+    assert!(
+        started.elapsed() >= idle - Duration::from_millis(100),
+        "closed after {:?}, before the idle timeout",
+        started.elapsed()
+    );
+    eventually("both close hooks", || {
+        handler.closed.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_connection_waiting_for_an_answer_or_talking_is_not_idle() {
+    let server = start_limited(
+        Arc::default(),
+        with_idle_timeout(Duration::from_millis(500)),
+    )
+    .await;
+    let conn = RemotingClient::connect(&server.local_addr().to_string())
+        .await
+        .unwrap();
+    // Like a long-polling pull: nothing moves for 4 idle periods.
+    let resp = conn
+        .request(RemotingCommand::request(ECHO_AFTER_MS).with_body("2000"), T)
+        .await
+        .expect("answer to the slow request");
+    assert_eq!(resp.body, "2000");
+    // Short requests every 200 ms keep it open well past the idle timeout.
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let resp = conn
+            .request(RemotingCommand::request(ECHO_AFTER_MS).with_body("0"), T)
+            .await
+            .expect("connection still open");
+        assert_eq!(resp.code, response::SUCCESS);
+    }
+    server.shutdown().await;
+}

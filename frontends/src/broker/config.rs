@@ -18,6 +18,9 @@ use std::path::Path;
 
 use engine::config::{apply_properties, render, ConfigError, Properties, StoreConfig};
 
+use crate::remoting::server::idle_timeout_from_seconds;
+use crate::remoting::ServerConfig;
+
 fn default_broker_name() -> String {
     std::fs::read_to_string("/etc/hostname")
         .ok()
@@ -124,7 +127,8 @@ engine::config_struct! {
         server_worker_threads: u32 = 8 => "serverWorkerThreads",
         server_callback_executor_threads: u32 = 0 => "serverCallbackExecutorThreads",
         server_selector_threads: u32 = 3 => "serverSelectorThreads",
-        /// Connections idle this many seconds are closed (120).
+        /// Connections without reads or writes for this many seconds are
+        /// closed, unless an answer to them is pending (120; 0 = never).
         server_channel_max_idle_time_seconds: u64 = 120 => "serverChannelMaxIdleTimeSeconds",
         server_oneway_semaphore_value: u32 = 256 => "serverOnewaySemaphoreValue",
         server_async_semaphore_value: u32 = 64 => "serverAsyncSemaphoreValue",
@@ -192,6 +196,14 @@ impl BrokerConfig {
     /// The fast (VIP) port, listenPort − 2.
     pub fn fast_listen_port(&self) -> u16 {
         self.listen_port.saturating_sub(2)
+    }
+
+    /// Settings of both remoting ports.
+    pub fn server_config(&self) -> ServerConfig {
+        let mut server = ServerConfig::default();
+        server.connection.idle_timeout =
+            idle_timeout_from_seconds(self.server_channel_max_idle_time_seconds);
+        server
     }
 }
 

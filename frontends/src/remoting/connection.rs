@@ -90,6 +90,10 @@ pub struct ConnectionConfig {
     pub max_pending_output: usize,
     /// On server shutdown, how long in-flight requests may still finish.
     pub shutdown_grace: Duration,
+    /// Close the connection after this long without a read or a write
+    /// (Java's `serverChannelMaxIdleTimeSeconds`, IdleStateHandler
+    /// ALL_IDLE). `None` (the default; servers set 120 s): never.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for ConnectionConfig {
@@ -99,6 +103,7 @@ impl Default for ConnectionConfig {
             max_in_flight: 4096,
             max_pending_output: 4 << 20,
             shutdown_grace: Duration::from_secs(5),
+            idle_timeout: None,
         }
     }
 }
@@ -248,6 +253,7 @@ enum CloseReason {
     PeerClosed,
     Requested,
     Shutdown,
+    Idle(Duration),
     Io(std::io::Error),
     Codec(super::error::CodecError),
 }
@@ -285,6 +291,9 @@ pub(crate) fn spawn<H: RequestHandler>(
         match &reason {
             CloseReason::PeerClosed | CloseReason::Requested | CloseReason::Shutdown => {
                 tracing::debug!(conn = task_ctx.id(), peer = %task_ctx.peer_addr(), "connection closed")
+            }
+            CloseReason::Idle(idle) => {
+                tracing::info!(conn = task_ctx.id(), peer = %task_ctx.peer_addr(), "closing connection idle for {idle:?}")
             }
             CloseReason::Io(e) => {
                 tracing::info!(conn = task_ctx.id(), peer = %task_ctx.peer_addr(), "connection closed: I/O error: {e}")
@@ -334,6 +343,12 @@ async fn run<H: RequestHandler>(
     let mut inflight: FuturesUnordered<InFlight<'_>> = FuturesUnordered::new();
     // Set once shutdown begins: stop reading, finish in-flight work until then.
     let mut grace_deadline: Option<tokio::time::Instant> = None;
+    // Idle detection: reads and writes only note the time; the timer is
+    // re-armed when it fires, so busy connections never touch the timer.
+    let mut last_io = tokio::time::Instant::now();
+    let mut idle_timer = config
+        .idle_timeout
+        .map(|idle| (idle, Box::pin(tokio::time::sleep(idle))));
 
     loop {
         if grace_deadline.is_some() && inflight.is_empty() && out.is_empty() {
@@ -358,7 +373,7 @@ async fn run<H: RequestHandler>(
             res = wr.write_buf(&mut out), if !out.is_empty() => {
                 match res {
                     Ok(0) => return CloseReason::PeerClosed,
-                    Ok(_) => {}
+                    Ok(_) => last_io = tokio::time::Instant::now(),
                     Err(e) => return CloseReason::Io(e),
                 }
             }
@@ -388,7 +403,7 @@ async fn run<H: RequestHandler>(
             res = read_some(&mut rd, &mut inbuf, &codec), if may_read => {
                 match res {
                     Ok(0) => return CloseReason::PeerClosed,
-                    Ok(_) => {}
+                    Ok(_) => last_io = tokio::time::Instant::now(),
                     Err(e) => return CloseReason::Io(e),
                 }
                 loop {
@@ -422,6 +437,28 @@ async fn run<H: RequestHandler>(
                 let _ = wr.write_all_buf(&mut out).await;
                 return CloseReason::Shutdown;
             }
+
+            _ = wait_timer(&mut idle_timer), if idle_timer.is_some() => {
+                let Some((idle, timer)) = idle_timer.as_mut() else { continue };
+                let idle = *idle;
+                let now = tokio::time::Instant::now();
+                // Unlike Java's ALL_IDLE, a connection waiting for an answer
+                // (a long-polling pull held up to 30 s, a SYNC send waiting
+                // for its flush, our own request to the peer) is not idle:
+                // cutting it would fail a request the client is rightly
+                // waiting for. It is idle again if those answers sit unwritten
+                // in `out` for the whole period (the peer stopped reading).
+                let awaiting_answer = out.is_empty()
+                    && (!inflight.is_empty() || ctx.pending_requests() > 0);
+                if awaiting_answer {
+                    last_io = now;
+                }
+                if last_io + idle > now {
+                    timer.as_mut().reset(last_io + idle);
+                } else {
+                    return CloseReason::Idle(idle);
+                }
+            }
         }
     }
 }
@@ -438,6 +475,13 @@ async fn read_some<R: tokio::io::AsyncRead + Unpin>(
         buf.reserve(want);
     }
     rd.read_buf(buf).await
+}
+
+async fn wait_timer(timer: &mut Option<(Duration, Pin<Box<tokio::time::Sleep>>)>) {
+    match timer {
+        Some((_, t)) => t.as_mut().await,
+        None => std::future::pending::<()>().await,
+    }
 }
 
 async fn wait_shutdown(rx: &mut Option<watch::Receiver<bool>>) {

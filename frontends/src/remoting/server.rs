@@ -9,6 +9,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::sync::{watch, Semaphore};
@@ -16,10 +17,20 @@ use tokio::task::JoinSet;
 
 use super::connection::{self, ConnectionConfig, RequestHandler};
 
+/// Java's `NettyServerConfig.serverChannelMaxIdleTimeSeconds`.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A `serverChannelMaxIdleTimeSeconds` value as an idle timeout: 0 disables
+/// it, as it does Netty's IdleStateHandler.
+pub fn idle_timeout_from_seconds(seconds: u64) -> Option<Duration> {
+    (seconds > 0).then(|| Duration::from_secs(seconds))
+}
+
 /// Server settings.
 #[derive(Debug, Clone, Copy)]
 pub struct ServerConfig {
-    /// Settings of every accepted connection.
+    /// Settings of every accepted connection. The default closes a
+    /// connection after [`DEFAULT_IDLE_TIMEOUT`] without traffic.
     pub connection: ConnectionConfig,
     /// Connections beyond this many wait in the accept backlog. Default 10,000.
     pub max_connections: usize,
@@ -28,7 +39,10 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            connection: ConnectionConfig::default(),
+            connection: ConnectionConfig {
+                idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+                ..ConnectionConfig::default()
+            },
             max_connections: 10_000,
         }
     }
@@ -111,7 +125,7 @@ async fn accept_loop<H: RequestHandler>(
             Err(e) => {
                 // Typically EMFILE: back off briefly instead of spinning.
                 tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
