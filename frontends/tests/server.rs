@@ -425,6 +425,12 @@ fn with_idle_timeout(idle: Duration) -> ServerConfig {
     config
 }
 
+fn request_frame(code: i32, opaque: i32, body: &str) -> BytesMut {
+    let mut req = RemotingCommand::request(code).with_body(body.to_string());
+    req.opaque = opaque;
+    BytesMut::from(&encode_to_bytes(&req).unwrap()[..])
+}
+
 /// Waits (at most `T`) until `cond` holds.
 async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     timeout(T, async {
@@ -500,5 +506,32 @@ async fn a_connection_waiting_for_an_answer_or_talking_is_not_idle() {
             .expect("connection still open");
         assert_eq!(resp.code, response::SUCCESS);
     }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn connections_over_the_cap_are_served_once_idle_ones_are_closed() {
+    let mut config = with_idle_timeout(Duration::from_secs(1));
+    config.max_connections = 1;
+    let server = start_limited(Arc::default(), config).await;
+    let mut idle = TcpStream::connect(server.local_addr()).await.unwrap();
+    // The kernel completes the handshake; the server does not serve it yet.
+    let mut waiting = TcpStream::connect(server.local_addr()).await.unwrap();
+    waiting
+        .write_all(&request_frame(ECHO_AFTER_MS, 9, "0"))
+        .await
+        .unwrap();
+    let mut buf = BytesMut::new();
+    assert!(
+        timeout(Duration::from_millis(300), waiting.read_buf(&mut buf))
+            .await
+            .is_err(),
+        "second connection served despite max_connections = 1"
+    );
+    expect_closed_by_server(&mut idle).await;
+    let resp = read_frame(&mut waiting, &mut buf)
+        .await
+        .expect("served once the idle connection's slot came back");
+    assert_eq!(resp.opaque, 9);
     server.shutdown().await;
 }

@@ -130,6 +130,9 @@ engine::config_struct! {
         /// Connections without reads or writes for this many seconds are
         /// closed, unless an answer to them is pending (120; 0 = never).
         server_channel_max_idle_time_seconds: u64 = 120 => "serverChannelMaxIdleTimeSeconds",
+        /// Ours, not Java's: connections served at once per port; more wait
+        /// in the listen backlog (10000).
+        server_max_connections: usize = 10_000 => "serverMaxConnections",
         server_oneway_semaphore_value: u32 = 256 => "serverOnewaySemaphoreValue",
         server_async_semaphore_value: u32 = 64 => "serverAsyncSemaphoreValue",
         server_socket_snd_buf_size: u32 = 131_072 => "serverSocketSndBufSize",
@@ -203,6 +206,7 @@ impl BrokerConfig {
         let mut server = ServerConfig::default();
         server.connection.idle_timeout =
             idle_timeout_from_seconds(self.server_channel_max_idle_time_seconds);
+        server.max_connections = self.server_max_connections;
         server
     }
 }

@@ -31,5 +31,8 @@ engine::config_struct! {
         /// Connections without reads or writes for this many seconds are
         /// closed, unless an answer to them is pending (120; 0 = never).
         server_channel_max_idle_time_seconds: u64 = 120 => "serverChannelMaxIdleTimeSeconds",
+        /// Ours, not Java's: connections served at once; more wait in the
+        /// listen backlog (10000).
+        server_max_connections: usize = 10_000 => "serverMaxConnections",
     }
 }

@@ -20,6 +20,9 @@ use super::connection::{self, ConnectionConfig, RequestHandler};
 /// Java's `NettyServerConfig.serverChannelMaxIdleTimeSeconds`.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Default for [`ServerConfig::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
 /// A `serverChannelMaxIdleTimeSeconds` value as an idle timeout: 0 disables
 /// it, as it does Netty's IdleStateHandler.
 pub fn idle_timeout_from_seconds(seconds: u64) -> Option<Duration> {
@@ -32,7 +35,11 @@ pub struct ServerConfig {
     /// Settings of every accepted connection. The default closes a
     /// connection after [`DEFAULT_IDLE_TIMEOUT`] without traffic.
     pub connection: ConnectionConfig,
-    /// Connections beyond this many wait in the accept backlog. Default 10,000.
+    /// Connections beyond this many are not accepted: they wait in the
+    /// listen backlog until a served one closes (idle ones are closed after
+    /// the idle timeout). Java has no such cap, only the process's file
+    /// descriptor limit; ours keeps a flood of connections from taking the
+    /// descriptors the store needs. Default [`DEFAULT_MAX_CONNECTIONS`].
     pub max_connections: usize,
 }
 
@@ -43,7 +50,7 @@ impl Default for ServerConfig {
                 idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
                 ..ConnectionConfig::default()
             },
-            max_connections: 10_000,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -104,9 +111,21 @@ async fn accept_loop<H: RequestHandler>(
     handler: Arc<H>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let limit = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    let max_connections = config.max_connections.max(1);
+    let limit = Arc::new(Semaphore::new(max_connections));
     let mut connections = JoinSet::new();
+    let mut last_limit_warning: Option<tokio::time::Instant> = None;
     loop {
+        if limit.available_permits() == 0
+            && last_limit_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+        {
+            // Clients now hang in the backlog: say why (at most once a minute).
+            tracing::warn!(
+                max_connections,
+                "connection limit reached: new connections wait until one closes"
+            );
+            last_limit_warning = Some(tokio::time::Instant::now());
+        }
         let permit = tokio::select! {
             p = limit.clone().acquire_owned() => match p {
                 Ok(p) => p,
