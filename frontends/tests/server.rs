@@ -535,3 +535,101 @@ async fn connections_over_the_cap_are_served_once_idle_ones_are_closed() {
     assert_eq!(resp.opaque, 9);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn frames_beyond_max_in_flight_wait_undecoded_until_there_is_room() {
+    let mut config = ServerConfig::default();
+    config.connection.max_in_flight = 2;
+    let handler = Arc::new(LimitsHandler::default());
+    let server = start_limited(handler.clone(), config).await;
+    let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+    let mut frames = BytesMut::new();
+    for opaque in 0..10 {
+        frames.extend_from_slice(&request_frame(WAIT_FOR_GATE, opaque, ""));
+    }
+    // All ten arrive in one read.
+    s.write_all(&frames).await.unwrap();
+    eventually("two requests started", || {
+        handler.started.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        handler.started.load(Ordering::SeqCst),
+        2,
+        "requests started beyond max_in_flight"
+    );
+    // Open the gate: the eight buffered frames are started with no further
+    // bytes from the client, and all ten are answered.
+    handler.gate.add_permits(10);
+    let mut buf = BytesMut::new();
+    let mut answered: Vec<i32> = Vec::new();
+    for _ in 0..10 {
+        answered.push(read_frame(&mut s, &mut buf).await.expect("answer").opaque);
+    }
+    answered.sort();
+    assert_eq!(answered, (0..10).collect::<Vec<_>>());
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_peer_that_does_not_read_gets_bounded_output_and_others_are_served() {
+    const ANSWER_SIZE: usize = 1 << 20;
+    const REQUESTS: usize = 128;
+    let mut config = with_idle_timeout(Duration::from_secs(2));
+    config.connection.max_pending_output = ANSWER_SIZE;
+    let handler = Arc::new(LimitsHandler::default());
+    let server = start_limited(handler.clone(), config).await;
+
+    // A small receive buffer, so the kernel holds few answers for us.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut greedy = socket.connect(server.local_addr()).await.unwrap();
+    let mut frames = BytesMut::new();
+    for opaque in 0..REQUESTS as i32 {
+        frames.extend_from_slice(&request_frame(BIG_ANSWER, opaque, &ANSWER_SIZE.to_string()));
+    }
+    greedy.write_all(&frames).await.unwrap();
+
+    // Wait until the server stops building answers (no change for 500 ms).
+    let mut last = usize::MAX;
+    timeout(T, async {
+        loop {
+            let now = handler.big_answers.load(Ordering::SeqCst);
+            if now == last {
+                break;
+            }
+            last = now;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+    .await
+    .expect("answer building settles");
+    // Unbounded, all 128 MiB of answers would be built and queued. Bounded:
+    // what the kernel's socket buffers take (a few MiB on loopback), the one
+    // answer being written and one answer over the 1 MiB output cap.
+    let built = handler.big_answers.load(Ordering::SeqCst);
+    assert!(
+        built <= 24,
+        "{built} answers of 1 MiB built for a peer that reads nothing"
+    );
+
+    let other = RemotingClient::connect(&server.local_addr().to_string())
+        .await
+        .unwrap();
+    let resp = other
+        .request(RemotingCommand::request(ECHO_AFTER_MS).with_body("0"), T)
+        .await
+        .expect("another connection is served");
+    assert_eq!(resp.code, response::SUCCESS);
+
+    // Answers left unread for the idle timeout do not keep the connection
+    // open, although requests are still in flight. (`greedy` never reads.)
+    other.close();
+    eventually("both connections closed", || {
+        handler.closed.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    drop(greedy);
+    server.shutdown().await;
+}

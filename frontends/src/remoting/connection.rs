@@ -83,10 +83,13 @@ pub struct ConnectionConfig {
     /// Frame size cap (Java's `frameMaxLength`, 16 MiB).
     pub codec: FrameCodec,
     /// At most this many requests of one connection are processed at once;
-    /// beyond it we stop reading (TCP backpressure). Default 4096.
+    /// further frames stay undecoded in the read buffer and we stop reading
+    /// (TCP backpressure). Default 4096.
     pub max_in_flight: usize,
-    /// Stop reading while this many answer bytes wait to be written (a peer
-    /// that does not read its answers). Default 4 MiB.
+    /// While this many answer bytes wait to be written (a peer that does
+    /// not read its answers), no further request is started, no finished
+    /// handler is collected and nothing is read, so the output exceeds this
+    /// by at most one answer. Default 4 MiB.
     pub max_pending_output: usize,
     /// On server shutdown, how long in-flight requests may still finish.
     pub shutdown_grace: Duration,
@@ -357,22 +360,52 @@ async fn run<H: RequestHandler>(
         .map(|idle| (idle, Box::pin(tokio::time::sleep(idle))));
 
     loop {
+        // Start the requests already buffered while there is room; the rest
+        // stay in `inbuf` until answers have been written or handlers have
+        // finished, so a peer that pipelines many requests and does not
+        // read gets no more than the caps allow, however many frames one
+        // read brought. Once shutdown has begun nothing new is started:
+        // frames still buffered go with the connection, like unread bytes.
+        if grace_deadline.is_none() {
+            while has_room(&config, inflight.len(), out.len()) {
+                match codec.decode(&mut inbuf) {
+                    Ok(Some(cmd)) => {
+                        if cmd.is_response() {
+                            complete_request(ctx, cmd);
+                        } else {
+                            inflight.push(start_request(ctx, handler, cmd));
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => return CloseReason::Codec(e),
+                }
+            }
+        }
+        if inbuf.is_empty() {
+            inbuf = BytesMut::new();
+        }
         if grace_deadline.is_some() && inflight.is_empty() && out.is_empty() {
             let _ = wr.flush().await;
             return CloseReason::Shutdown;
         }
-        let may_read = grace_deadline.is_none()
-            && inflight.len() < config.max_in_flight
-            && out.len() < config.max_pending_output;
+        let may_read = grace_deadline.is_none() && has_room(&config, inflight.len(), out.len());
+        // Finished handlers are collected only while the output is under
+        // its cap; otherwise their answers would pile up in `out` (a peer
+        // that does not read). Handlers do not hold async locks, so one
+        // left unpolled blocks nothing but its own connection.
+        let may_answer = !inflight.is_empty() && out.len() < config.max_pending_output;
         tokio::select! {
             biased;
 
-            Some((meta, result)) = inflight.next(), if !inflight.is_empty() => {
+            Some((meta, result)) = inflight.next(), if may_answer => {
                 answer(&codec, meta, result, &mut out);
                 // Collect every other answer that is already done, so they
                 // leave in the same write.
-                while let Some(Some((meta, result))) = inflight.next().now_or_never() {
-                    answer(&codec, meta, result, &mut out);
+                while out.len() < config.max_pending_output {
+                    match inflight.next().now_or_never() {
+                        Some(Some((meta, result))) => answer(&codec, meta, result, &mut out),
+                        _ => break,
+                    }
                 }
             }
 
@@ -417,29 +450,6 @@ async fn run<H: RequestHandler>(
                     Ok(_) => last_io = tokio::time::Instant::now(),
                     Err(e) => return CloseReason::Io(e),
                 }
-                loop {
-                    match codec.decode(&mut inbuf) {
-                        Ok(Some(cmd)) => {
-                            if cmd.is_response() {
-                                complete_request(ctx, cmd);
-                            } else {
-                                let meta = RequestMeta {
-                                    opaque: cmd.opaque,
-                                    code: cmd.code,
-                                    serialization: cmd.serialization,
-                                    oneway: cmd.is_oneway(),
-                                };
-                                let fut = AssertUnwindSafe(handler.handle(ctx, cmd)).catch_unwind();
-                                inflight.push(Box::pin(fut.map(move |r| (meta, r))));
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(e) => return CloseReason::Codec(e),
-                    }
-                }
-                if inbuf.is_empty() {
-                    inbuf = BytesMut::new();
-                }
             }
 
             _ = wait_shutdown(&mut shutdown), if grace_deadline.is_none() => {
@@ -475,6 +485,28 @@ async fn run<H: RequestHandler>(
             }
         }
     }
+}
+
+/// Below both per-connection caps, so another request may be started.
+fn has_room(config: &ConnectionConfig, in_flight: usize, pending_output: usize) -> bool {
+    in_flight < config.max_in_flight && pending_output < config.max_pending_output
+}
+
+/// Calls the handler for `request`; the future yields what is needed to
+/// answer it, and catches a panicking handler.
+fn start_request<'a, H: RequestHandler>(
+    ctx: &'a ConnectionContext,
+    handler: &'a H,
+    request: RemotingCommand,
+) -> InFlight<'a> {
+    let meta = RequestMeta {
+        opaque: request.opaque,
+        code: request.code,
+        serialization: request.serialization,
+        oneway: request.is_oneway(),
+    };
+    let fut = AssertUnwindSafe(handler.handle(ctx, request)).catch_unwind();
+    Box::pin(fut.map(move |r| (meta, r)))
 }
 
 /// Reads more bytes once some are waiting. The buffer is grown only then
