@@ -633,3 +633,29 @@ async fn a_peer_that_does_not_read_gets_bounded_output_and_others_are_served() {
     drop(greedy);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn shutdown_is_not_held_up_by_a_peer_that_does_not_read() {
+    const ANSWER_SIZE: usize = 1 << 20;
+    let mut config = ServerConfig::default();
+    config.connection.max_pending_output = ANSWER_SIZE;
+    config.connection.shutdown_grace = Duration::from_millis(200);
+    let handler = Arc::new(LimitsHandler::default());
+    let server = start_limited(handler.clone(), config).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let greedy = socket.connect(server.local_addr()).await.unwrap();
+    let mut frames = BytesMut::new();
+    for opaque in 0..32 {
+        frames.extend_from_slice(&request_frame(BIG_ANSWER, opaque, &ANSWER_SIZE.to_string()));
+    }
+    let (_rd, mut wr) = greedy.into_split();
+    wr.write_all(&frames).await.unwrap();
+    eventually("answers queued", || {
+        handler.big_answers.load(Ordering::SeqCst) > 0
+    })
+    .await;
+    timeout(T, server.shutdown())
+        .await
+        .expect("shutdown completes although the peer reads nothing");
+}

@@ -111,6 +111,10 @@ impl Default for ConnectionConfig {
     }
 }
 
+/// How long the answers still queued when the shutdown grace expires may
+/// take to leave.
+const FINAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
 static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A handle on one live connection, cheap to clone and to keep.
@@ -458,7 +462,9 @@ async fn run<H: RequestHandler>(
 
             _ = sleep_until_opt(grace_deadline), if grace_deadline.is_some() => {
                 tracing::info!(conn = ctx.id(), dropped = inflight.len(), "shutdown grace expired");
-                let _ = wr.write_all_buf(&mut out).await;
+                // Best effort: a peer that does not read must not hold up
+                // the server's shutdown.
+                let _ = tokio::time::timeout(FINAL_WRITE_TIMEOUT, wr.write_all_buf(&mut out)).await;
                 return CloseReason::Shutdown;
             }
 
