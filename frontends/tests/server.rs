@@ -352,3 +352,310 @@ async fn answers_use_the_request_serialization() {
     assert_eq!(resp.version, 409);
     server.shutdown().await;
 }
+
+// --- Per-connection limits: idle timeout, connection cap, in-flight and
+// output caps. Each test's server lives on the test's runtime: if the test
+// panics, the runtime is dropped and with it the listener and every
+// connection task, so nothing outlives a failing test.
+
+const BIG_ANSWER: i32 = 5; // body = decimal size of the answer body
+const WAIT_FOR_GATE: i32 = 6; // answers once the test opens the gate
+
+struct LimitsHandler {
+    /// Requests handed to the handler (admitted by the connection).
+    started: AtomicUsize,
+    /// BIG_ANSWER answers built (their handler futures ran to completion).
+    big_answers: AtomicUsize,
+    /// WAIT_FOR_GATE requests wait for a permit each.
+    gate: tokio::sync::Semaphore,
+    closed: AtomicUsize,
+}
+
+impl Default for LimitsHandler {
+    fn default() -> Self {
+        LimitsHandler {
+            started: AtomicUsize::new(0),
+            big_answers: AtomicUsize::new(0),
+            gate: tokio::sync::Semaphore::new(0),
+            closed: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl RequestHandler for LimitsHandler {
+    async fn handle(
+        &self,
+        _ctx: &ConnectionContext,
+        req: RemotingCommand,
+    ) -> Option<RemotingCommand> {
+        self.started.fetch_add(1, Ordering::SeqCst);
+        match req.code {
+            ECHO_AFTER_MS => {
+                let ms: u64 = std::str::from_utf8(&req.body).ok()?.parse().ok()?;
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Some(RemotingCommand::response(response::SUCCESS).with_body(req.body.clone()))
+            }
+            BIG_ANSWER => {
+                let size: usize = std::str::from_utf8(&req.body).ok()?.parse().ok()?;
+                self.big_answers.fetch_add(1, Ordering::SeqCst);
+                Some(RemotingCommand::response(response::SUCCESS).with_body(vec![7u8; size]))
+            }
+            WAIT_FOR_GATE => {
+                self.gate.acquire().await.ok()?.forget();
+                Some(RemotingCommand::response(response::SUCCESS))
+            }
+            _ => None,
+        }
+    }
+
+    fn on_closed(&self, _ctx: &ConnectionContext) {
+        self.closed.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+async fn start_limited(handler: Arc<LimitsHandler>, config: ServerConfig) -> ServerHandle {
+    Server::start("127.0.0.1:0", config, handler)
+        .await
+        .expect("bind")
+}
+
+fn with_idle_timeout(idle: Duration) -> ServerConfig {
+    let mut config = ServerConfig::default();
+    config.connection.idle_timeout = Some(idle);
+    config
+}
+
+fn request_frame(code: i32, opaque: i32, body: &str) -> BytesMut {
+    let mut req = RemotingCommand::request(code).with_body(body.to_string());
+    req.opaque = opaque;
+    BytesMut::from(&encode_to_bytes(&req).unwrap()[..])
+}
+
+/// Waits (at most `T`) until `cond` holds.
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    timeout(T, async {
+        while !cond() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+}
+
+/// Reads until the peer closes; panics if that takes longer than `T`.
+async fn expect_closed_by_server(s: &mut TcpStream) {
+    let mut rest = Vec::new();
+    let res = timeout(T, s.read_to_end(&mut rest))
+        .await
+        .expect("server closed the connection in time");
+    assert!(
+        res.is_err() || rest.is_empty(),
+        "no data expected before the close"
+    );
+}
+
+#[tokio::test]
+async fn idle_and_stalled_connections_are_closed_after_the_idle_timeout() {
+    let idle = Duration::from_secs(1);
+    let handler = Arc::new(LimitsHandler::default());
+    let server = start_limited(handler.clone(), with_idle_timeout(idle)).await;
+    let started = tokio::time::Instant::now();
+    let mut silent = TcpStream::connect(server.local_addr()).await.unwrap();
+    let mut half_frame = TcpStream::connect(server.local_addr()).await.unwrap();
+    // A frame of 1000 bytes announced, two sent, then nothing.
+    half_frame
+        .write_all(&[0, 0, 0x03, 0xE8, 0, 0])
+        .await
+        .unwrap();
+    expect_closed_by_server(&mut silent).await;
+    expect_closed_by_server(&mut half_frame).await;
+    assert!(
+        started.elapsed() >= idle - Duration::from_millis(100),
+        "closed after {:?}, before the idle timeout",
+        started.elapsed()
+    );
+    eventually("both close hooks", || {
+        handler.closed.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_connection_waiting_for_an_answer_or_talking_is_not_idle() {
+    let server = start_limited(
+        Arc::default(),
+        with_idle_timeout(Duration::from_millis(500)),
+    )
+    .await;
+    let conn = RemotingClient::connect(&server.local_addr().to_string())
+        .await
+        .unwrap();
+    // Like a long-polling pull: nothing moves for 4 idle periods.
+    let resp = conn
+        .request(RemotingCommand::request(ECHO_AFTER_MS).with_body("2000"), T)
+        .await
+        .expect("answer to the slow request");
+    assert_eq!(resp.body, "2000");
+    // Short requests every 200 ms keep it open well past the idle timeout.
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let resp = conn
+            .request(RemotingCommand::request(ECHO_AFTER_MS).with_body("0"), T)
+            .await
+            .expect("connection still open");
+        assert_eq!(resp.code, response::SUCCESS);
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn connections_over_the_cap_are_served_once_idle_ones_are_closed() {
+    let mut config = with_idle_timeout(Duration::from_secs(1));
+    config.max_connections = 1;
+    let server = start_limited(Arc::default(), config).await;
+    let mut idle = TcpStream::connect(server.local_addr()).await.unwrap();
+    // The kernel completes the handshake; the server does not serve it yet.
+    let mut waiting = TcpStream::connect(server.local_addr()).await.unwrap();
+    waiting
+        .write_all(&request_frame(ECHO_AFTER_MS, 9, "0"))
+        .await
+        .unwrap();
+    let mut buf = BytesMut::new();
+    assert!(
+        timeout(Duration::from_millis(300), waiting.read_buf(&mut buf))
+            .await
+            .is_err(),
+        "second connection served despite max_connections = 1"
+    );
+    expect_closed_by_server(&mut idle).await;
+    let resp = read_frame(&mut waiting, &mut buf)
+        .await
+        .expect("served once the idle connection's slot came back");
+    assert_eq!(resp.opaque, 9);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn frames_beyond_max_in_flight_wait_undecoded_until_there_is_room() {
+    let mut config = ServerConfig::default();
+    config.connection.max_in_flight = 2;
+    let handler = Arc::new(LimitsHandler::default());
+    let server = start_limited(handler.clone(), config).await;
+    let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+    let mut frames = BytesMut::new();
+    for opaque in 0..10 {
+        frames.extend_from_slice(&request_frame(WAIT_FOR_GATE, opaque, ""));
+    }
+    // All ten arrive in one read.
+    s.write_all(&frames).await.unwrap();
+    eventually("two requests started", || {
+        handler.started.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        handler.started.load(Ordering::SeqCst),
+        2,
+        "requests started beyond max_in_flight"
+    );
+    // Open the gate: the eight buffered frames are started with no further
+    // bytes from the client, and all ten are answered.
+    handler.gate.add_permits(10);
+    let mut buf = BytesMut::new();
+    let mut answered: Vec<i32> = Vec::new();
+    for _ in 0..10 {
+        answered.push(read_frame(&mut s, &mut buf).await.expect("answer").opaque);
+    }
+    answered.sort();
+    assert_eq!(answered, (0..10).collect::<Vec<_>>());
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_peer_that_does_not_read_gets_bounded_output_and_others_are_served() {
+    const ANSWER_SIZE: usize = 1 << 20;
+    const REQUESTS: usize = 128;
+    let mut config = with_idle_timeout(Duration::from_secs(2));
+    config.connection.max_pending_output = ANSWER_SIZE;
+    let handler = Arc::new(LimitsHandler::default());
+    let server = start_limited(handler.clone(), config).await;
+
+    // A small receive buffer, so the kernel holds few answers for us.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut greedy = socket.connect(server.local_addr()).await.unwrap();
+    let mut frames = BytesMut::new();
+    for opaque in 0..REQUESTS as i32 {
+        frames.extend_from_slice(&request_frame(BIG_ANSWER, opaque, &ANSWER_SIZE.to_string()));
+    }
+    greedy.write_all(&frames).await.unwrap();
+
+    // Wait until the server stops building answers (no change for 500 ms).
+    let mut last = usize::MAX;
+    timeout(T, async {
+        loop {
+            let now = handler.big_answers.load(Ordering::SeqCst);
+            if now == last {
+                break;
+            }
+            last = now;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+    .await
+    .expect("answer building settles");
+    // Unbounded, all 128 MiB of answers would be built and queued. Bounded:
+    // what the kernel's socket buffers take (a few MiB on loopback), the one
+    // answer being written and one answer over the 1 MiB output cap.
+    let built = handler.big_answers.load(Ordering::SeqCst);
+    assert!(
+        built <= 24,
+        "{built} answers of 1 MiB built for a peer that reads nothing"
+    );
+
+    let other = RemotingClient::connect(&server.local_addr().to_string())
+        .await
+        .unwrap();
+    let resp = other
+        .request(RemotingCommand::request(ECHO_AFTER_MS).with_body("0"), T)
+        .await
+        .expect("another connection is served");
+    assert_eq!(resp.code, response::SUCCESS);
+
+    // Answers left unread for the idle timeout do not keep the connection
+    // open, although requests are still in flight. (`greedy` never reads.)
+    other.close();
+    eventually("both connections closed", || {
+        handler.closed.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    drop(greedy);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_is_not_held_up_by_a_peer_that_does_not_read() {
+    const ANSWER_SIZE: usize = 1 << 20;
+    let mut config = ServerConfig::default();
+    config.connection.max_pending_output = ANSWER_SIZE;
+    config.connection.shutdown_grace = Duration::from_millis(200);
+    let handler = Arc::new(LimitsHandler::default());
+    let server = start_limited(handler.clone(), config).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let greedy = socket.connect(server.local_addr()).await.unwrap();
+    let mut frames = BytesMut::new();
+    for opaque in 0..32 {
+        frames.extend_from_slice(&request_frame(BIG_ANSWER, opaque, &ANSWER_SIZE.to_string()));
+    }
+    let (_rd, mut wr) = greedy.into_split();
+    wr.write_all(&frames).await.unwrap();
+    eventually("answers queued", || {
+        handler.big_answers.load(Ordering::SeqCst) > 0
+    })
+    .await;
+    timeout(T, server.shutdown())
+        .await
+        .expect("shutdown completes although the peer reads nothing");
+}

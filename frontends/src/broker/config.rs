@@ -18,6 +18,9 @@ use std::path::Path;
 
 use engine::config::{apply_properties, render, ConfigError, Properties, StoreConfig};
 
+use crate::remoting::server::idle_timeout_from_seconds;
+use crate::remoting::ServerConfig;
+
 fn default_broker_name() -> String {
     std::fs::read_to_string("/etc/hostname")
         .ok()
@@ -124,8 +127,12 @@ engine::config_struct! {
         server_worker_threads: u32 = 8 => "serverWorkerThreads",
         server_callback_executor_threads: u32 = 0 => "serverCallbackExecutorThreads",
         server_selector_threads: u32 = 3 => "serverSelectorThreads",
-        /// Connections idle this many seconds are closed (120).
+        /// Connections without reads or writes for this many seconds are
+        /// closed, unless an answer to them is pending (120; 0 = never).
         server_channel_max_idle_time_seconds: u64 = 120 => "serverChannelMaxIdleTimeSeconds",
+        /// Ours, not Java's: connections served at once per port; more wait
+        /// in the listen backlog (10000).
+        server_max_connections: usize = 10_000 => "serverMaxConnections",
         server_oneway_semaphore_value: u32 = 256 => "serverOnewaySemaphoreValue",
         server_async_semaphore_value: u32 = 64 => "serverAsyncSemaphoreValue",
         server_socket_snd_buf_size: u32 = 131_072 => "serverSocketSndBufSize",
@@ -192,6 +199,15 @@ impl BrokerConfig {
     /// The fast (VIP) port, listenPort − 2.
     pub fn fast_listen_port(&self) -> u16 {
         self.listen_port.saturating_sub(2)
+    }
+
+    /// Settings of both remoting ports.
+    pub fn server_config(&self) -> ServerConfig {
+        let mut server = ServerConfig::default();
+        server.connection.idle_timeout =
+            idle_timeout_from_seconds(self.server_channel_max_idle_time_seconds);
+        server.max_connections = self.server_max_connections;
+        server
     }
 }
 

@@ -50,9 +50,7 @@ use tokio::task::JoinHandle;
 
 use crate::ha::HaService;
 use crate::remoting::codes::{request, response};
-use crate::remoting::{
-    ConnectionContext, RemotingCommand, RequestHandler, Server, ServerConfig, ServerHandle,
-};
+use crate::remoting::{ConnectionContext, RemotingCommand, RequestHandler, Server, ServerHandle};
 
 pub use client_registry::{ClientRegistry, SubscriptionData};
 pub use config::{BrokerConfig, BrokerSettings};
@@ -235,7 +233,7 @@ impl Broker {
         let bind_ip = broker.config.bind_address.clone();
         let main_addr = format!("{bind_ip}:{}", broker.config.listen_port);
         let fast_addr = format!("{bind_ip}:{}", broker.config.fast_listen_port());
-        let server_config = ServerConfig::default();
+        let server_config = broker.config.server_config();
         let main = Server::start(
             main_addr.as_str(),
             server_config,

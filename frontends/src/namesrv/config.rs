@@ -28,5 +28,11 @@ engine::config_struct! {
         scan_not_active_broker_interval: u64 = 10_000 => "scanNotActiveBrokerInterval",
         /// Largest accepted frame in bytes, length field included (16 MiB).
         server_max_frame_size: usize = 16 * 1024 * 1024 => "serverMaxFrameSize" | "frameMaxLength",
+        /// Connections without reads or writes for this many seconds are
+        /// closed, unless an answer to them is pending (120; 0 = never).
+        server_channel_max_idle_time_seconds: u64 = 120 => "serverChannelMaxIdleTimeSeconds",
+        /// Ours, not Java's: connections served at once; more wait in the
+        /// listen backlog (10000).
+        server_max_connections: usize = 10_000 => "serverMaxConnections",
     }
 }

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::remoting::server::idle_timeout_from_seconds;
 use crate::remoting::{Server, ServerConfig, ServerHandle};
 
 pub use config::NamesrvConfig;
@@ -58,6 +59,9 @@ impl NameServer {
         });
         let mut server_config = ServerConfig::default();
         server_config.connection.codec.max_frame_size = config.server_max_frame_size;
+        server_config.connection.idle_timeout =
+            idle_timeout_from_seconds(config.server_channel_max_idle_time_seconds);
+        server_config.max_connections = config.server_max_connections;
         let server = Server::start(bind_addr, server_config, processor).await?;
 
         let (stop_scan, mut stop_rx) = watch::channel(false);

@@ -28,7 +28,7 @@ use bytes::BytesMut;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use parking_lot::Mutex;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -83,13 +83,20 @@ pub struct ConnectionConfig {
     /// Frame size cap (Java's `frameMaxLength`, 16 MiB).
     pub codec: FrameCodec,
     /// At most this many requests of one connection are processed at once;
-    /// beyond it we stop reading (TCP backpressure). Default 4096.
+    /// further frames stay undecoded in the read buffer and we stop reading
+    /// (TCP backpressure). Default 4096.
     pub max_in_flight: usize,
-    /// Stop reading while this many answer bytes wait to be written (a peer
-    /// that does not read its answers). Default 4 MiB.
+    /// While this many answer bytes wait to be written (a peer that does
+    /// not read its answers), no further request is started, no finished
+    /// handler is collected and nothing is read, so the output exceeds this
+    /// by at most one answer. Default 4 MiB.
     pub max_pending_output: usize,
     /// On server shutdown, how long in-flight requests may still finish.
     pub shutdown_grace: Duration,
+    /// Close the connection after this long without a read or a write
+    /// (Java's `serverChannelMaxIdleTimeSeconds`, IdleStateHandler
+    /// ALL_IDLE). `None` (the default; servers set 120 s): never.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for ConnectionConfig {
@@ -99,9 +106,14 @@ impl Default for ConnectionConfig {
             max_in_flight: 4096,
             max_pending_output: 4 << 20,
             shutdown_grace: Duration::from_secs(5),
+            idle_timeout: None,
         }
     }
 }
+
+/// How long the answers still queued when the shutdown grace expires may
+/// take to leave.
+const FINAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
 static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -127,7 +139,9 @@ struct Shared {
 }
 
 enum Outbound {
-    Command(RemotingCommand),
+    /// Boxed: the channel allocates its first block of 32 slots up front,
+    /// and every connection has one (256 bytes instead of ~3 KiB).
+    Command(Box<RemotingCommand>),
     Close,
 }
 
@@ -238,7 +252,7 @@ impl ConnectionContext {
         }
         self.inner
             .outbound
-            .send(Outbound::Command(cmd))
+            .send(Outbound::Command(Box::new(cmd)))
             .map_err(|_| RemotingError::ConnectionClosed)
     }
 }
@@ -248,6 +262,7 @@ enum CloseReason {
     PeerClosed,
     Requested,
     Shutdown,
+    Idle(Duration),
     Io(std::io::Error),
     Codec(super::error::CodecError),
 }
@@ -285,6 +300,9 @@ pub(crate) fn spawn<H: RequestHandler>(
         match &reason {
             CloseReason::PeerClosed | CloseReason::Requested | CloseReason::Shutdown => {
                 tracing::debug!(conn = task_ctx.id(), peer = %task_ctx.peer_addr(), "connection closed")
+            }
+            CloseReason::Idle(idle) => {
+                tracing::info!(conn = task_ctx.id(), peer = %task_ctx.peer_addr(), "closing connection idle for {idle:?}")
             }
             CloseReason::Io(e) => {
                 tracing::info!(conn = task_ctx.id(), peer = %task_ctx.peer_addr(), "connection closed: I/O error: {e}")
@@ -328,37 +346,82 @@ async fn run<H: RequestHandler>(
     mut shutdown: Option<watch::Receiver<bool>>,
 ) -> CloseReason {
     let codec = config.codec;
-    let (mut rd, mut wr) = stream.split();
-    let mut inbuf = BytesMut::with_capacity(64 * 1024);
-    let mut out = BytesMut::with_capacity(64 * 1024);
+    let (rd, mut wr) = stream.split();
+    // Both buffers start empty, are allocated when bytes arrive or an
+    // answer is encoded, grow to the frames at hand, and are dropped again
+    // as soon as they drain: an idle connection holds no buffer at all, and
+    // one big frame does not pin its memory for the connection's life.
+    let mut inbuf = BytesMut::new();
+    let mut out = BytesMut::new();
     let mut inflight: FuturesUnordered<InFlight<'_>> = FuturesUnordered::new();
     // Set once shutdown begins: stop reading, finish in-flight work until then.
     let mut grace_deadline: Option<tokio::time::Instant> = None;
+    // Idle detection: reads and writes only note the time; the timer is
+    // re-armed when it fires, so busy connections never touch the timer.
+    let mut last_io = tokio::time::Instant::now();
+    let mut idle_timer = config
+        .idle_timeout
+        .map(|idle| (idle, Box::pin(tokio::time::sleep(idle))));
 
     loop {
+        // Start the requests already buffered while there is room; the rest
+        // stay in `inbuf` until answers have been written or handlers have
+        // finished, so a peer that pipelines many requests and does not
+        // read gets no more than the caps allow, however many frames one
+        // read brought. Once shutdown has begun nothing new is started:
+        // frames still buffered go with the connection, like unread bytes.
+        if grace_deadline.is_none() {
+            while has_room(&config, inflight.len(), out.len()) {
+                match codec.decode(&mut inbuf) {
+                    Ok(Some(cmd)) => {
+                        if cmd.is_response() {
+                            complete_request(ctx, cmd);
+                        } else {
+                            inflight.push(start_request(ctx, handler, cmd));
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => return CloseReason::Codec(e),
+                }
+            }
+        }
+        if inbuf.is_empty() {
+            inbuf = BytesMut::new();
+        }
         if grace_deadline.is_some() && inflight.is_empty() && out.is_empty() {
             let _ = wr.flush().await;
             return CloseReason::Shutdown;
         }
-        let may_read = grace_deadline.is_none()
-            && inflight.len() < config.max_in_flight
-            && out.len() < config.max_pending_output;
+        let may_read = grace_deadline.is_none() && has_room(&config, inflight.len(), out.len());
+        // Finished handlers are collected only while the output is under
+        // its cap; otherwise their answers would pile up in `out` (a peer
+        // that does not read). Handlers do not hold async locks, so one
+        // left unpolled blocks nothing but its own connection.
+        let may_answer = !inflight.is_empty() && out.len() < config.max_pending_output;
         tokio::select! {
             biased;
 
-            Some((meta, result)) = inflight.next(), if !inflight.is_empty() => {
+            Some((meta, result)) = inflight.next(), if may_answer => {
                 answer(&codec, meta, result, &mut out);
                 // Collect every other answer that is already done, so they
                 // leave in the same write.
-                while let Some(Some((meta, result))) = inflight.next().now_or_never() {
-                    answer(&codec, meta, result, &mut out);
+                while out.len() < config.max_pending_output {
+                    match inflight.next().now_or_never() {
+                        Some(Some((meta, result))) => answer(&codec, meta, result, &mut out),
+                        _ => break,
+                    }
                 }
             }
 
             res = wr.write_buf(&mut out), if !out.is_empty() => {
                 match res {
                     Ok(0) => return CloseReason::PeerClosed,
-                    Ok(_) => {}
+                    Ok(_) => {
+                        last_io = tokio::time::Instant::now();
+                        if out.is_empty() {
+                            out = BytesMut::new();
+                        }
+                    }
                     Err(e) => return CloseReason::Io(e),
                 }
             }
@@ -385,31 +448,11 @@ async fn run<H: RequestHandler>(
                 }
             }
 
-            res = read_some(&mut rd, &mut inbuf, &codec), if may_read => {
+            res = read_some(&rd, &mut inbuf, &codec), if may_read => {
                 match res {
                     Ok(0) => return CloseReason::PeerClosed,
-                    Ok(_) => {}
+                    Ok(_) => last_io = tokio::time::Instant::now(),
                     Err(e) => return CloseReason::Io(e),
-                }
-                loop {
-                    match codec.decode(&mut inbuf) {
-                        Ok(Some(cmd)) => {
-                            if cmd.is_response() {
-                                complete_request(ctx, cmd);
-                            } else {
-                                let meta = RequestMeta {
-                                    opaque: cmd.opaque,
-                                    code: cmd.code,
-                                    serialization: cmd.serialization,
-                                    oneway: cmd.is_oneway(),
-                                };
-                                let fut = AssertUnwindSafe(handler.handle(ctx, cmd)).catch_unwind();
-                                inflight.push(Box::pin(fut.map(move |r| (meta, r))));
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(e) => return CloseReason::Codec(e),
-                    }
                 }
             }
 
@@ -419,25 +462,91 @@ async fn run<H: RequestHandler>(
 
             _ = sleep_until_opt(grace_deadline), if grace_deadline.is_some() => {
                 tracing::info!(conn = ctx.id(), dropped = inflight.len(), "shutdown grace expired");
-                let _ = wr.write_all_buf(&mut out).await;
+                // Best effort: a peer that does not read must not hold up
+                // the server's shutdown.
+                let _ = tokio::time::timeout(FINAL_WRITE_TIMEOUT, wr.write_all_buf(&mut out)).await;
                 return CloseReason::Shutdown;
+            }
+
+            _ = wait_timer(&mut idle_timer), if idle_timer.is_some() => {
+                let Some((idle, timer)) = idle_timer.as_mut() else { continue };
+                let idle = *idle;
+                let now = tokio::time::Instant::now();
+                // Unlike Java's ALL_IDLE, a connection waiting for an answer
+                // (a long-polling pull held up to 30 s, a SYNC send waiting
+                // for its flush, our own request to the peer) is not idle:
+                // cutting it would fail a request the client is rightly
+                // waiting for. It is idle again if those answers sit unwritten
+                // in `out` for the whole period (the peer stopped reading).
+                let awaiting_answer = out.is_empty()
+                    && (!inflight.is_empty() || ctx.pending_requests() > 0);
+                if awaiting_answer {
+                    last_io = now;
+                }
+                if last_io + idle > now {
+                    timer.as_mut().reset(last_io + idle);
+                } else {
+                    return CloseReason::Idle(idle);
+                }
             }
         }
     }
 }
 
-/// Reads more bytes, growing the buffer only as data arrives (never by
-/// the declared size of a frame that has not been sent).
-async fn read_some<R: tokio::io::AsyncRead + Unpin>(
-    rd: &mut R,
+/// Below both per-connection caps, so another request may be started.
+fn has_room(config: &ConnectionConfig, in_flight: usize, pending_output: usize) -> bool {
+    in_flight < config.max_in_flight && pending_output < config.max_pending_output
+}
+
+/// Calls the handler for `request`; the future yields what is needed to
+/// answer it, and catches a panicking handler.
+fn start_request<'a, H: RequestHandler>(
+    ctx: &'a ConnectionContext,
+    handler: &'a H,
+    request: RemotingCommand,
+) -> InFlight<'a> {
+    let meta = RequestMeta {
+        opaque: request.opaque,
+        code: request.code,
+        serialization: request.serialization,
+        oneway: request.is_oneway(),
+    };
+    let fut = AssertUnwindSafe(handler.handle(ctx, request)).catch_unwind();
+    Box::pin(fut.map(move |r| (meta, r)))
+}
+
+/// Reads more bytes once some are waiting. The buffer is grown only then
+/// (an idle connection keeps none), and only as data arrives, never by the
+/// declared size of a frame that has not been sent.
+async fn read_some(
+    rd: &tokio::net::tcp::ReadHalf<'_>,
     buf: &mut BytesMut,
     codec: &FrameCodec,
 ) -> std::io::Result<usize> {
-    let want = codec.missing(buf).unwrap_or(0).clamp(16 * 1024, 256 * 1024);
-    if buf.capacity() - buf.len() < want / 2 {
-        buf.reserve(want);
+    loop {
+        rd.readable().await?;
+        let want = codec.missing(buf).unwrap_or(0).clamp(16 * 1024, 256 * 1024);
+        if buf.capacity() - buf.len() < want / 2 {
+            buf.reserve(want);
+        }
+        match rd.try_read_buf(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                // Readiness can be spurious (every new socket reports it
+                // once): give the buffer back before waiting again.
+                if buf.is_empty() {
+                    *buf = BytesMut::new();
+                }
+            }
+            res => return res,
+        }
     }
-    rd.read_buf(buf).await
+}
+
+async fn wait_timer(timer: &mut Option<(Duration, Pin<Box<tokio::time::Sleep>>)>) {
+    match timer {
+        Some((_, t)) => t.as_mut().await,
+        None => std::future::pending::<()>().await,
+    }
 }
 
 async fn wait_shutdown(rx: &mut Option<watch::Receiver<bool>>) {

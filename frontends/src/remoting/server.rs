@@ -9,6 +9,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::sync::{watch, Semaphore};
@@ -16,20 +17,40 @@ use tokio::task::JoinSet;
 
 use super::connection::{self, ConnectionConfig, RequestHandler};
 
+/// Java's `NettyServerConfig.serverChannelMaxIdleTimeSeconds`.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Default for [`ServerConfig::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// A `serverChannelMaxIdleTimeSeconds` value as an idle timeout: 0 disables
+/// it, as it does Netty's IdleStateHandler.
+pub fn idle_timeout_from_seconds(seconds: u64) -> Option<Duration> {
+    (seconds > 0).then(|| Duration::from_secs(seconds))
+}
+
 /// Server settings.
 #[derive(Debug, Clone, Copy)]
 pub struct ServerConfig {
-    /// Settings of every accepted connection.
+    /// Settings of every accepted connection. The default closes a
+    /// connection after [`DEFAULT_IDLE_TIMEOUT`] without traffic.
     pub connection: ConnectionConfig,
-    /// Connections beyond this many wait in the accept backlog. Default 10,000.
+    /// Connections beyond this many are not accepted: they wait in the
+    /// listen backlog until a served one closes (idle ones are closed after
+    /// the idle timeout). Java has no such cap, only the process's file
+    /// descriptor limit; ours keeps a flood of connections from taking the
+    /// descriptors the store needs. Default [`DEFAULT_MAX_CONNECTIONS`].
     pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            connection: ConnectionConfig::default(),
-            max_connections: 10_000,
+            connection: ConnectionConfig {
+                idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+                ..ConnectionConfig::default()
+            },
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -90,9 +111,21 @@ async fn accept_loop<H: RequestHandler>(
     handler: Arc<H>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let limit = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    let max_connections = config.max_connections.max(1);
+    let limit = Arc::new(Semaphore::new(max_connections));
     let mut connections = JoinSet::new();
+    let mut last_limit_warning: Option<tokio::time::Instant> = None;
     loop {
+        if limit.available_permits() == 0
+            && last_limit_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+        {
+            // Clients now hang in the backlog: say why (at most once a minute).
+            tracing::warn!(
+                max_connections,
+                "connection limit reached: new connections wait until one closes"
+            );
+            last_limit_warning = Some(tokio::time::Instant::now());
+        }
         let permit = tokio::select! {
             p = limit.clone().acquire_owned() => match p {
                 Ok(p) => p,
@@ -111,7 +144,7 @@ async fn accept_loop<H: RequestHandler>(
             Err(e) => {
                 // Typically EMFILE: back off briefly instead of spinning.
                 tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
