@@ -310,18 +310,7 @@ fn dry_run_changes_nothing() {
         v
     };
     let before = snapshot(&root);
-    let mut lines = Vec::new();
-    let o = fsck::repair(
-        &settings(&root),
-        fsck::RepairOptions {
-            dry_run: true,
-            backup: true,
-            show_progress: false,
-        },
-        &mut |l: &str| lines.push(l.to_string()),
-    )
-    .unwrap();
-    assert!(o.after.is_none());
+    let lines = dry_run_lines(&root);
     assert!(lines.iter().any(|l| l.starts_with("would ")), "{lines:#?}");
     assert!(before == snapshot(&root), "dry run changed files");
 }
@@ -442,17 +431,7 @@ fn topic_missing_from_restored_topics_json_is_recreated() {
     // No topicConfigTable at all: the dry run says what repair would add,
     // and repair adds the table with every topic.
     std::fs::write(cfg.join("topics.json"), "{}").unwrap();
-    let mut lines = Vec::new();
-    fsck::repair(
-        &settings(&root),
-        fsck::RepairOptions {
-            dry_run: true,
-            backup: true,
-            show_progress: false,
-        },
-        &mut |l: &str| lines.push(l.to_string()),
-    )
-    .unwrap();
+    let lines = dry_run_lines(&root);
     assert!(
         lines
             .iter()
@@ -465,4 +444,22 @@ fn topic_missing_from_restored_topics_json_is_recreated() {
     let v = fastjson::parse(&std::fs::read(cfg.join("topics.json")).unwrap()).unwrap();
     assert_eq!(v["topicConfigTable"]["TopicA"]["readQueueNums"], 2);
     assert_readable(&root, &sent);
+}
+
+/// The lines a dry-run repair prints; it must change nothing and report no
+/// "after" check.
+fn dry_run_lines(root: &std::path::Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    let o = fsck::repair(
+        &settings(root),
+        fsck::RepairOptions {
+            dry_run: true,
+            backup: true,
+            show_progress: false,
+        },
+        &mut |l: &str| lines.push(l.to_string()),
+    )
+    .unwrap();
+    assert!(o.after.is_none());
+    lines
 }

@@ -136,13 +136,8 @@ fn damaged_queue_offset_of_first_and_last_entries() {
 fn damaged_topic_is_rewritten_when_nothing_else_has_the_damaged_name() {
     let (_d, root, sent) = build(120);
     let victim = nth_in_queue(&sent, "TopicA", 1, 10);
-    let at = topic_at(&root, &victim);
     // "TopicA" -> "TopicC": no such topic anywhere.
-    flip(
-        &commitlog_file(&root, victim.phys / CL_SIZE * CL_SIZE),
-        victim.phys % CL_SIZE + at + 5,
-        0x02,
-    );
+    flip_topic_suffix(&root, &victim, 0x02);
     assert_fixed_in_place(&root, &sent, &victim, 10);
     assert!(!root.join("consumequeue/TopicC").exists());
 }
@@ -190,12 +185,7 @@ fn damaged_queue_offset_is_fixed_before_its_queue_is_rebuilt() {
 fn damaged_topic_naming_a_real_topic_is_left_and_reported() {
     let (_d, root, sent) = build(120);
     let victim = nth_in_queue(&sent, "TopicA", 1, 10);
-    let at = topic_at(&root, &victim);
-    flip(
-        &commitlog_file(&root, victim.phys / CL_SIZE * CL_SIZE),
-        victim.phys % CL_SIZE + at + 5,
-        0x03,
-    );
+    flip_topic_suffix(&root, &victim, 0x03);
     std::fs::remove_file(root.join("checkpoint")).unwrap();
     let before = check(&root);
     assert_eq!(
@@ -245,4 +235,14 @@ fn damaged_topic_naming_a_real_topic_is_left_and_reported() {
         .filter(|s| !(s.topic == "TopicA" && s.queue_id == 1))
         .collect();
     assert_readable(&root, &without_a1);
+}
+
+/// XORs the last letter of the victim's 6-letter topic ("TopicA") with `bits`.
+fn flip_topic_suffix(root: &std::path::Path, victim: &Sent, bits: u8) {
+    let at = topic_at(root, victim);
+    flip(
+        &commitlog_file(root, victim.phys / CL_SIZE * CL_SIZE),
+        victim.phys % CL_SIZE + at + 5,
+        bits,
+    );
 }
