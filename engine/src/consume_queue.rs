@@ -123,6 +123,9 @@ pub struct ConsumeQueue {
     flush_lock: Mutex<()>,
     /// Set by [`retire`](Self::retire): the topic was deleted.
     retired: AtomicBool,
+    /// Set at load when valid entries followed the first invalid one and were
+    /// cut: the queue lost entries that re-dispatch must put back.
+    lost_entries: AtomicBool,
 }
 
 impl std::fmt::Debug for ConsumeQueue {
@@ -162,6 +165,7 @@ impl ConsumeQueue {
             writer: Mutex::new(()),
             flush_lock: Mutex::new(()),
             retired: AtomicBool::new(false),
+            lost_entries: AtomicBool::new(false),
         }
     }
 
@@ -213,6 +217,12 @@ impl ConsumeQueue {
     /// if it references none. Dispatch restarts from the max over all queues.
     pub fn max_phys_end(&self) -> u64 {
         self.max_phys_end.load(Ordering::Acquire)
+    }
+
+    /// Whether loading cut valid entries that followed a damaged one (see
+    /// [`ConsumeQueue::open`]); they are in the commit log, to re-dispatch.
+    pub fn lost_entries(&self) -> bool {
+        self.lost_entries.load(Ordering::Acquire)
     }
 
     /// Queue offset up to which entries are durable.
@@ -560,8 +570,9 @@ impl ConsumeQueue {
         }
 
         // Scan from the third-last file; stop at the first invalid entry.
-        let mut write = files[files.len().saturating_sub(3)].start;
-        'scan: for f in files.iter().skip(files.len().saturating_sub(3)) {
+        let scanned = files.len().saturating_sub(3);
+        let mut write = files[scanned].start;
+        'scan: for f in files.iter().skip(scanned) {
             let mut rel = 0;
             while rel < self.file_size {
                 if !f.entry_at(rel).is_valid() {
@@ -571,6 +582,22 @@ impl ConsumeQueue {
                 rel += ENTRY;
             }
             write = f.start + self.file_size;
+        }
+        // A torn tail is an invalid entry with nothing valid after it; a
+        // valid entry further on means damage, and the entries cut with it
+        // must come back from the commit log.
+        let lost = files.iter().skip(scanned).any(|f| {
+            (0..self.file_size)
+                .step_by(ENTRY as usize)
+                .any(|rel| f.start + rel > write && f.entry_at(rel).is_valid())
+        });
+        if lost {
+            tracing::warn!(
+                "consume queue {} has valid entries after an invalid one at queue offset {}: cut there, and re-dispatched from the commit log",
+                self.dir.display(),
+                write / ENTRY
+            );
+            self.lost_entries.store(true, Ordering::Release);
         }
         *self.files.write() = files;
         self.cut_after_locked(write)?;

@@ -203,7 +203,18 @@ impl MessageStore {
                 }
             }
         }
+        // As RocketMQ does, never start past what the queues hold: with the
+        // consume queues deleted (how users ask for a rebuild) or cut short,
+        // everything after their end is dispatched again. Records already in
+        // a queue are skipped there.
+        replay_from = replay_from.min(queues.max_phys_end());
+        if let Some(damaged) = queues.lowest_end_of_damaged() {
+            replay_from = replay_from.min(damaged);
+        }
         let replay_from = replay_from.min(end).max(commit_log.min_offset());
+        if replay_from < end {
+            tracing::info!("re-dispatching the commit log from offset {replay_from} to {end}");
+        }
         let derived = Arc::new(Derived {
             queues: queues.clone(),
             index: index.clone(),

@@ -190,6 +190,67 @@ fn derived_files_rebuilt_after_crash_and_loss() {
     }
 }
 
+/// Puts `n` one-byte-body messages to queue 0 of topic "R", stops cleanly.
+fn stopped_store_with(dir: &Path, n: u8) {
+    let store = MessageStore::open(config(dir)).unwrap();
+    for i in 0..n {
+        store
+            .put_message(&MessageToStore::new("R", 0, &[i], ""))
+            .unwrap();
+    }
+    wait_dispatched(&store);
+    store.shutdown().unwrap();
+}
+
+/// Every message of queue R/0 is served at its own queue offset.
+fn assert_queue_whole(store: &MessageStore, n: u8) {
+    assert_eq!(store.max_queue_offset("R", 0), n as u64);
+    let mut bodies = Vec::new();
+    let mut next = 0;
+    while next < n as u64 {
+        let r = store.get_messages("R", 0, next, 32, &AcceptAll);
+        assert_eq!(r.status, GetMessageStatus::Found, "at {next}");
+        bodies.extend(r.messages.iter().map(body_of));
+        next = r.next_begin_offset;
+    }
+    let want: Vec<Vec<u8>> = (0..n).map(|i| vec![i]).collect();
+    assert_eq!(bodies, want);
+    // New sends continue after the acknowledged offsets, never reuse them.
+    let put = store
+        .put_message(&MessageToStore::new("R", 0, b"next", ""))
+        .unwrap();
+    assert_eq!(put.messages[0].queue_offset, n as i64);
+}
+
+/// RocketMQ users delete `consumequeue/` to have it rebuilt: re-dispatch
+/// starts where the queues end, not at the checkpoint.
+#[test]
+fn deleted_consume_queues_are_rebuilt_after_a_clean_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    stopped_store_with(dir.path(), 120);
+    std::fs::remove_dir_all(dir.path().join("consumequeue")).unwrap();
+    let store = MessageStore::open(config(dir.path())).unwrap();
+    assert_queue_whole(&store, 120);
+}
+
+/// Entries zeroed in the middle of a queue's last file: the queue is cut
+/// there at load, and the cut entries come back from the commit log.
+#[test]
+fn a_damaged_consume_queue_is_refilled_from_the_commit_log() {
+    let dir = tempfile::tempdir().unwrap();
+    stopped_store_with(dir.path(), 120);
+    // 50 entries per file: file 100 holds queue offsets 100..149.
+    let cq = dir
+        .path()
+        .join("consumequeue/R/0")
+        .join(format!("{:020}", 100 * 20));
+    let mut bytes = std::fs::read(&cq).unwrap();
+    bytes[5 * 20..8 * 20].fill(0);
+    std::fs::write(&cq, bytes).unwrap();
+    let store = MessageStore::open(config(dir.path())).unwrap();
+    assert_queue_whole(&store, 120);
+}
+
 /// Under a fast burst the reput thread takes dispatch over from the
 /// appenders, nothing is lost in the hand-overs, and once the burst ends a
 /// put is dispatched again before it returns.

@@ -218,6 +218,16 @@ impl ConsumeQueueSet {
             .unwrap_or(0)
     }
 
+    /// The lowest [`ConsumeQueue::max_phys_end`] of the queues that lost
+    /// entries to damage at load: re-dispatch must start there at the latest.
+    pub fn lowest_end_of_damaged(&self) -> Option<u64> {
+        self.queues()
+            .iter()
+            .filter(|q| q.lost_entries())
+            .map(|q| q.max_phys_end())
+            .min()
+    }
+
     /// Truncates every queue at commit log offset `phys_offset` (store.md §11.7 step 4).
     pub fn truncate_dirty_all(&self, phys_offset: u64) -> Result<()> {
         for q in self.queues() {
