@@ -108,17 +108,24 @@ impl Derived {
                 v.tags_code()
             };
             let q = self.queues.get_or_create(v.topic, v.queue_id);
-            if let Err(e) = q.append_entry(
+            match q.append_entry(
                 v.queue_offset as u64,
                 phys,
                 v.total_size() as i32,
                 tags_code,
             ) {
-                tracing::error!(
+                Ok(_) => {}
+                // A record whose queue offset cannot be placed: skip it
+                // rather than stall every queue behind it.
+                Err(e @ StoreError::InvalidArgument(_)) => tracing::error!(
                     "consume queue {}/{}: {e}; record at {phys} skipped",
                     v.topic,
                     v.queue_id
-                );
+                ),
+                // Anything else (ENOSPC creating a queue file): stop here and
+                // try this record again later, as RocketMQ retries; skipping
+                // would lose the entry of an acknowledged message for good.
+                Err(e) => return Err(e),
             }
             if let Some(l) = self.listener.read().as_ref() {
                 l(&Arrival {
@@ -176,6 +183,10 @@ pub struct Reput {
     reached: AtomicU64,
     busy: parking_lot::Mutex<()>,
     last_error_ms: AtomicI64,
+    /// The last failed round's error, until a round succeeds; the flag is
+    /// what every append reads.
+    stalled: parking_lot::Mutex<Option<String>>,
+    is_stalled: AtomicBool,
     /// Set while the background thread follows the log (see the module doc).
     following: AtomicBool,
 }
@@ -197,6 +208,8 @@ impl Reput {
             reached: AtomicU64::new(from),
             busy: parking_lot::Mutex::new(()),
             last_error_ms: AtomicI64::new(0),
+            stalled: parking_lot::Mutex::new(None),
+            is_stalled: AtomicBool::new(false),
             following: AtomicBool::new(false),
         }
     }
@@ -235,6 +248,15 @@ impl Reput {
         self.reached.load(Ordering::Acquire)
     }
 
+    /// Why dispatch is failing, while it is (cleared by the next round
+    /// that succeeds; the reput thread retries every 100 ms).
+    pub fn stalled(&self) -> Option<String> {
+        if !self.is_stalled.load(Ordering::Acquire) {
+            return None;
+        }
+        self.stalled.lock().clone()
+    }
+
     /// Dispatches everything published so far, unless another thread is
     /// already doing so (it will see this thread's records too).
     /// Returns false if a round failed.
@@ -247,12 +269,20 @@ impl Reput {
             let end = self.log.max_offset();
             if pos < end {
                 match self.derived.dispatch_range(&self.log, pos, end) {
-                    Ok(p) => self.reached.store(p, Ordering::Release),
+                    Ok(p) => {
+                        self.reached.store(p, Ordering::Release);
+                        if self.is_stalled.swap(false, Ordering::AcqRel) {
+                            self.stalled.lock().take();
+                            tracing::info!("dispatch resumed at {pos}");
+                        }
+                    }
                     Err(e) => {
                         let now = crate::commit_log::now_ms();
                         if now - self.last_error_ms.swap(now, Ordering::Relaxed) > 5000 {
                             tracing::error!("dispatch stopped at {pos}: {e}");
                         }
+                        *self.stalled.lock() = Some(e.to_string());
+                        self.is_stalled.store(true, Ordering::Release);
                         return false;
                     }
                 }

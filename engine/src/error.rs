@@ -29,6 +29,12 @@ pub enum StoreError {
     /// the broker answers SERVICE_NOT_AVAILABLE.
     #[error("disk full: {0}")]
     DiskFull(String),
+    /// Dispatch into the consume queues or the index is failing (a full
+    /// disk, most likely): appends are refused until it succeeds again, so
+    /// no acknowledged message waits long for its queue entry. Nothing was
+    /// written; the broker answers SERVICE_NOT_AVAILABLE.
+    #[error("dispatch to the consume queues is failing: {0}")]
+    DispatchStalled(String),
     /// The store is a slave's (`brokerRole=SLAVE`): it takes records only
     /// from its master (replication). The broker answers SERVICE_NOT_AVAILABLE.
     #[error("message store is slave mode, so putMessage is forbidden")]

@@ -313,6 +313,9 @@ impl MessageStore {
         if let Some(f) = self.group.failure() {
             return Err(StoreError::ReadOnly(f.to_string()));
         }
+        if let Some(why) = self.reput.stalled() {
+            return Err(StoreError::DispatchStalled(why));
+        }
         self.retention.check_disk()
     }
 

@@ -251,6 +251,48 @@ fn a_damaged_consume_queue_is_refilled_from_the_commit_log() {
     assert_queue_whole(&store, 120);
 }
 
+/// A queue file that cannot be created (here a file sits where the queue's
+/// directory goes; in life, a full disk): dispatch stops at that record
+/// instead of skipping it, appends are refused meanwhile, and once the
+/// obstacle is gone the record gets its entry and appends resume.
+#[test]
+fn a_failing_queue_stalls_dispatch_and_refuses_appends_until_it_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = MessageStore::open(config(dir.path())).unwrap();
+    let blocker = dir.path().join("consumequeue/S/0");
+    std::fs::create_dir_all(blocker.parent().unwrap()).unwrap();
+    std::fs::write(&blocker, b"not a directory").unwrap();
+    let first = store
+        .put_message(&MessageToStore::new("S", 0, b"first", ""))
+        .unwrap();
+    assert_eq!(first.messages[0].queue_offset, 0);
+    let refused = store.put_message(&MessageToStore::new("S", 0, b"second", ""));
+    assert!(
+        matches!(refused, Err(engine::StoreError::DispatchStalled(_))),
+        "{refused:?}"
+    );
+    std::fs::remove_file(&blocker).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match store.put_message(&MessageToStore::new("S", 0, b"second", "")) {
+            Ok(r) => {
+                assert_eq!(r.messages[0].queue_offset, 1);
+                break;
+            }
+            Err(engine::StoreError::DispatchStalled(_)) => {
+                assert!(Instant::now() < deadline, "dispatch did not resume");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    wait_dispatched(&store);
+    let r = store.get_messages("S", 0, 0, 32, &AcceptAll);
+    assert_eq!(r.status, GetMessageStatus::Found);
+    let bodies: Vec<Vec<u8>> = r.messages.iter().map(body_of).collect();
+    assert_eq!(bodies, vec![b"first".to_vec(), b"second".to_vec()]);
+}
+
 /// Under a fast burst the reput thread takes dispatch over from the
 /// appenders, nothing is lost in the hand-overs, and once the burst ends a
 /// put is dispatched again before it returns.

@@ -153,12 +153,15 @@ async fn store_committed(
             | PutStatus::SlaveNotAvailable => Ok(()),
         },
         Err(StoreError::InvalidArgument(_)) => Err(illegal()),
-        Err(StoreError::ReadOnly(_) | StoreError::ShutDown | StoreError::DiskFull(_)) => {
-            Err(error(
-                response::SERVICE_NOT_AVAILABLE,
-                "service not available now.",
-            ))
-        }
+        Err(
+            StoreError::ReadOnly(_)
+            | StoreError::ShutDown
+            | StoreError::DiskFull(_)
+            | StoreError::DispatchStalled(_),
+        ) => Err(error(
+            response::SERVICE_NOT_AVAILABLE,
+            "service not available now.",
+        )),
         Err(e) => Err(error(response::SYSTEM_ERROR, e.to_string())),
     }
 }

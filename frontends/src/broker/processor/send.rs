@@ -428,6 +428,7 @@ fn respond(broker: &Broker, result: engine::Result<PutResult>, queue_id: i32) ->
             e @ (StoreError::ReadOnly(_)
             | StoreError::ShutDown
             | StoreError::DiskFull(_)
+            | StoreError::DispatchStalled(_)
             | StoreError::SlaveMode),
         ) => {
             return Err(error(
