@@ -150,15 +150,20 @@ impl FileAllocator {
     /// Returns the file at `offset`, waiting for the background preparation
     /// (up to 5 s, then preparing it here). If it was not ready, the one
     /// after it is queued too; otherwise the caller queues it with
-    /// [`FileAllocator::prefetch`] once its roll is done.
+    /// [`FileAllocator::prefetch`] once its roll is done. A preparation that
+    /// fails (ENOSPC) is reported at once, and tried afresh by the next call.
     pub fn take(&self, offset: u64) -> Result<Arc<MappedFile>> {
         // The common case in one short critical section: the file is ready.
         // The caller queues the next file when its roll is done
         // ([`FileAllocator::prefetch`]): the worker that wakes for it would
         // otherwise contend for this lock with the writer mid-roll.
         let ready = self.shared.state.lock().ready.remove(&offset);
-        if let Some(r) = ready {
-            return self.handed_over(r);
+        match ready {
+            Some(Ok(f)) => return self.handed_over(Ok(f)),
+            // A failure from an earlier try (a full disk, say) is stale:
+            // try again now rather than report it.
+            Some(Err(e)) => tracing::info!("retrying commit log file {offset} (earlier: {e})"),
+            None => {}
         }
         self.prefetch(offset);
         self.prefetch(offset + self.shared.spec.size);
@@ -351,6 +356,10 @@ fn run(shared: Arc<Shared>) {
         let mut st = shared.state.lock();
         st.preparing = None;
         st.warming = None;
+        if result.is_err() {
+            // Asking again must try again (the disk may have space by then).
+            st.requested.remove(&offset);
+        }
         if !st.taken_early.remove(&offset) {
             st.ready.insert(offset, result);
         }
@@ -380,6 +389,38 @@ mod tests {
             assert!(Instant::now() < deadline, "file {offset} never prepared");
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// A file that cannot be created (ENOSPC in life; here a directory
+    /// squats on its temporary name) fails the take at once, not after the
+    /// 5 s wait, and the next take tries afresh instead of repeating it.
+    #[test]
+    fn a_failed_preparation_is_reported_at_once_and_retried_on_the_next_take() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let squatter = dir.path().join(format!(
+            "{}{}",
+            crate::mapped_file::file_name(0),
+            crate::mapped_file::ALLOC_SUFFIX
+        ));
+        std::fs::create_dir(&squatter).expect("squat");
+        let alloc = FileAllocator::start(FileSpec {
+            warm: None,
+            ..spec(dir.path(), 1 << 20)
+        })
+        .expect("start");
+        for _ in 0..2 {
+            let started = Instant::now();
+            assert!(alloc.take(0).is_err());
+            assert!(
+                started.elapsed() < Duration::from_secs(4),
+                "{:?}",
+                started.elapsed()
+            );
+        }
+        std::fs::remove_dir(&squatter).expect("unsquat");
+        let f = alloc.take(0).expect("created once the obstacle is gone");
+        assert_eq!(f.start_offset(), 0);
+        alloc.shutdown();
     }
 
     #[test]

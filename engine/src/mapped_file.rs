@@ -89,6 +89,8 @@ impl MappedFile {
                 let err = std::io::Error::last_os_error();
                 // Filesystems without fallocate fall back to a sparse file.
                 if err.raw_os_error() != Some(libc::EOPNOTSUPP) {
+                    // Give back what a partial allocation took (ENOSPC).
+                    let _ = std::fs::remove_file(&tmp);
                     return Err(StoreError::io(&tmp, err));
                 }
                 file.set_len(size).map_err(|e| StoreError::io(&tmp, e))?;
