@@ -239,3 +239,59 @@ fn a_burst_is_dispatched_by_the_reput_thread_and_a_lone_put_inline() {
     );
     store.shutdown().unwrap();
 }
+
+/// A crash while a consume queue or index file was being created leaves a
+/// temporary file behind (`<name>.alloc`, still empty). It must not stop
+/// the store from opening, and the file created later under that name has
+/// its full size.
+#[test]
+fn leftover_temporary_files_do_not_stop_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let put = |store: &MessageStore, from: u32, to: u32| {
+        for i in from..to {
+            store
+                .put_message(&MessageToStore::new("L", 0, &i.to_be_bytes(), ""))
+                .unwrap();
+        }
+        wait_dispatched(store);
+    };
+    {
+        let store = MessageStore::open(config(dir.path())).unwrap();
+        put(&store, 0, 10);
+        store.abandon();
+    }
+    // 50 entries per consume queue file: the next two files start at
+    // queue offsets 50 and 100 (byte names 1000 and 2000).
+    let queue_dir = dir.path().join("consumequeue").join("L").join("0");
+    for start in [1000u64, 2000] {
+        std::fs::write(queue_dir.join(format!("{start:020}.alloc")), b"").unwrap();
+    }
+    let index_dir = dir.path().join("index");
+    std::fs::create_dir_all(&index_dir).unwrap();
+    std::fs::write(index_dir.join("20240101000000000.alloc"), b"").unwrap();
+
+    let store = MessageStore::open(config(dir.path())).unwrap();
+    assert_eq!(store.max_queue_offset("L", 0), 10);
+    put(&store, 10, 120);
+    for start in [0u64, 1000, 2000] {
+        let len = std::fs::metadata(queue_dir.join(format!("{start:020}")))
+            .unwrap()
+            .len();
+        assert_eq!(len, 1000, "consume queue file {start}");
+    }
+    assert!(!queue_dir.join(format!("{:020}.alloc", 1000)).exists());
+    store.shutdown().unwrap();
+    drop(store);
+
+    let store = MessageStore::open(config(dir.path())).unwrap();
+    let mut off = 0;
+    while off < 120 {
+        let r = store.get_messages("L", 0, off, 32, &AcceptAll);
+        assert_eq!(r.status, GetMessageStatus::Found, "at {off}");
+        for (i, m) in r.messages.iter().enumerate() {
+            assert_eq!(body_of(m), (off as u32 + i as u32).to_be_bytes());
+        }
+        off = r.next_begin_offset;
+    }
+    assert_eq!(off, 120);
+}
