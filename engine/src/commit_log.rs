@@ -193,6 +193,51 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Errors if a genuine record follows the invalid one at `pos` in the same
+/// file: then the rest of the file is not a torn tail but damaged data with
+/// acknowledged records after it, and zeroing it would destroy them.
+fn ensure_torn_tail(file: &MappedFile, pos: usize, why: &str) -> Result<()> {
+    let start = file.start_offset();
+    match genuine_record_after(file.whole(), start, pos) {
+        Some(next) => Err(StoreError::corruption(
+            file.path(),
+            format!(
+                "valid records follow an invalid one in {} (invalid at offset {}: {why}; next valid record at offset {}); refusing to drop them — run `rmq-fsck check`",
+                file.path().display(),
+                start + pos as u64,
+                start + next as u64
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The first position after `bad` in `data` (a file starting at commit log
+/// offset `file_start`) where a genuine record starts: one that decodes
+/// whole, whose body CRC matches and whose PHYSICALOFFSET field names that
+/// very position. Every record the appender wrote passes; a torn record or
+/// garbage essentially never passes all three.
+///
+/// Only candidates whose MAGICCODE matches are decoded, found with `memmem`
+/// (SIMD): the rest of a file after a crash is mostly zeros, and this runs
+/// on every recovery that meets an invalid record. Over 1 GiB of zeros
+/// (a preallocated file) it took 110 ms with the pages not yet mapped and
+/// 40 ms mapped, on the 2-core dev box; the non-zero scan recovery makes
+/// over the same tail anyway took 300 ms (test `genuine_record_scan_cost`).
+/// Only the v1 MAGICCODE is searched for: it is the only one
+/// [`record::decode`] accepts (RocketMQ 4.x writes no v2 records).
+fn genuine_record_after(data: &[u8], file_start: u64, bad: usize) -> Option<usize> {
+    let first = bad + 1;
+    let haystack = data.get(first + record::pos::MAGIC..)?;
+    let magic = record::MESSAGE_MAGIC.to_be_bytes();
+    memchr::memmem::find_iter(haystack, &magic)
+        .map(|hit| first + hit)
+        .find(|&p| match record::decode(&data[p..], true) {
+            Decoded::Message(v) => v.physical_offset == (file_start + p as u64) as i64,
+            _ => false,
+        })
+}
+
 impl CommitLog {
     /// Opens the commit log directory, checking that files are named by
     /// contiguous offsets and sized as configured. Positions are unknown until
@@ -285,9 +330,9 @@ impl CommitLog {
     ///
     /// Validation starts at `start_file_index` (normal recovery: the
     /// third-last file). Only the last file holding data may end in garbage:
-    /// an invalid record followed by valid records in a later file is
-    /// corruption, not a crash, and is refused (run `rmq-fsck`) rather than
-    /// silently dropping everything after it.
+    /// an invalid record followed by valid records, later in its file or in
+    /// a later file, is corruption, not a crash, and is refused (run
+    /// `rmq-fsck`) rather than silently dropping everything after it.
     pub fn recover(&self, start_file_index: usize, check_crc: bool) -> Result<Recovered> {
         let mut files = self.files.write();
         let mut report = Recovered {
@@ -305,11 +350,9 @@ impl CommitLog {
                     Decoded::Message(v) => {
                         if v.physical_offset != (file.start_offset() + pos as u64) as i64 {
                             report.end_offset = file.start_offset() + pos as u64;
-                            self.ensure_tail_only(
-                                &files,
-                                i,
-                                "record's physical offset field disagrees with its position",
-                            )?;
+                            let why = "record's physical offset field disagrees with its position";
+                            self.ensure_tail_only(&files, i, why)?;
+                            ensure_torn_tail(file, pos, why)?;
                             break 'files;
                         }
                         report.last_store_timestamp = v.store_timestamp;
@@ -329,6 +372,7 @@ impl CommitLog {
                     Decoded::Invalid(why) => {
                         report.end_offset = file.start_offset() + pos as u64;
                         self.ensure_tail_only(&files, i, &why)?;
+                        ensure_torn_tail(file, pos, &why)?;
                         tracing::warn!(
                             "commit log recovery: torn tail at offset {} ({why})",
                             report.end_offset
@@ -1184,5 +1228,26 @@ mod tests {
         log.append("T", 0, &mut rec).expect("append");
         assert!(matches!(log.commit_staged(), Err(StoreError::ReadOnly(_))));
         assert_eq!(log.committed.load(Ordering::Acquire), 0);
+    }
+
+    /// What the search for a genuine record after an invalid one costs over
+    /// the rest of a 1 GiB file of zeros (see `genuine_record_after`), next
+    /// to the scan for non-zero bytes recovery already makes there. Run with
+    /// `cargo test --release -p engine --lib genuine_record_scan_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "needs 1 GiB of disk and page cache; prints timings"]
+    fn genuine_record_scan_cost() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let size = 1u64 << 30;
+        let f = MappedFile::create(dir.path(), 0, size, true).expect("create");
+        for round in ["cold", "cached"] {
+            let t = std::time::Instant::now();
+            assert_eq!(genuine_record_after(f.whole(), 0, 0), None);
+            let genuine = t.elapsed();
+            let t = std::time::Instant::now();
+            assert!(!f.whole().iter().any(|b| *b != 0));
+            let nonzero = t.elapsed();
+            println!("{round}: genuine-record search {genuine:?}, non-zero scan {nonzero:?}");
+        }
     }
 }

@@ -2,9 +2,11 @@
 //! queue from an offset, filter by tag code, and hand back slices of the
 //! commit log mapping that the frontend can send without copying.
 
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
 use crate::commit_log::{CommitLog, MappedSlice};
 use crate::config::StoreConfig;
-use crate::consume_queue::ConsumeQueue;
+use crate::consume_queue::{ConsumeQueue, CqEntry};
 use crate::record;
 
 /// RocketMQ's GetMessageStatus.
@@ -15,7 +17,8 @@ pub enum GetMessageStatus {
     NoMatchedMessage,
     /// The referenced commit log data was already deleted.
     MessageWasRemoving,
-    /// The consume-queue file holding the offset is missing.
+    /// The consume-queue file holding the offset is missing, or the entry
+    /// at the offset points at no record of its size (damaged).
     OffsetFoundNull,
     OffsetOverflowBadly,
     /// The offset equals the max offset: nothing new yet.
@@ -154,7 +157,10 @@ pub(crate) fn get_messages(
     let mut consumed = 0u64;
     let mut last_phys = None;
     let mut removing = false;
-    for (_, e) in batch {
+    // Queue offset of an entry whose record does not decode: the batch
+    // stops there and the next pull starts at it again.
+    let mut damaged = None;
+    for (queue_offset, e) in batch {
         if !e.is_message() {
             consumed += 1;
             continue;
@@ -185,17 +191,33 @@ pub(crate) fn get_messages(
             removing = true;
             continue;
         };
-        if let record::Decoded::Message(v) = record::decode(slice.as_bytes(), false) {
-            if !filter.matches_properties(v.properties) {
-                continue;
+        // A damaged entry (pointing off a record, or with the wrong size)
+        // must not hand consumers garbage as a message. Skipping it would
+        // lose the record it was meant to point at, so the batch stops
+        // here and the queue waits for `rmq-fsck`.
+        match record::decode(slice.as_bytes(), false) {
+            record::Decoded::Message(v) if v.total_size() == e.size as usize => {
+                if !filter.matches_properties(v.properties) {
+                    continue;
+                }
+            }
+            _ => {
+                warn_damaged_entry(cq, queue_offset, &e);
+                damaged = Some(queue_offset);
+                break;
             }
         }
         r.total_bytes += slice.as_bytes().len();
         r.messages.push(slice);
     }
-    r.next_begin_offset = offset + consumed;
+    r.next_begin_offset = damaged.unwrap_or(offset + consumed);
     r.status = if !r.messages.is_empty() {
         GetMessageStatus::Found
+    } else if damaged.is_some() {
+        // PULL_NOT_FOUND: the broker holds the pull (long polling) instead
+        // of having the consumer retry at once, as a "removing" or "no
+        // match" status would, in a loop on the same entry.
+        GetMessageStatus::OffsetFoundNull
     } else if removing {
         GetMessageStatus::MessageWasRemoving
     } else {
@@ -205,4 +227,34 @@ pub(crate) fn get_messages(
         r.suggest_pull_from_slave = log_max.saturating_sub(p) > limits.in_memory_threshold;
     }
     r
+}
+
+/// Least time between two warnings about damaged entries: every pull of a
+/// queue stuck on one meets it again.
+const DAMAGED_ENTRY_WARN_INTERVAL_MS: i64 = 10_000;
+/// When the last warning was logged (ms), and how many were held back since.
+static DAMAGED_ENTRY_LAST_WARN_MS: AtomicI64 = AtomicI64::new(i64::MIN);
+static DAMAGED_ENTRIES_NOT_LOGGED: AtomicU64 = AtomicU64::new(0);
+
+/// Logs a consume queue entry whose record does not decode, at most once
+/// per [`DAMAGED_ENTRY_WARN_INTERVAL_MS`] for the whole store.
+fn warn_damaged_entry(cq: &ConsumeQueue, queue_offset: u64, e: &CqEntry) {
+    let now = crate::commit_log::now_ms();
+    let last = DAMAGED_ENTRY_LAST_WARN_MS.load(Ordering::Relaxed);
+    let due = now.saturating_sub(last) >= DAMAGED_ENTRY_WARN_INTERVAL_MS
+        && DAMAGED_ENTRY_LAST_WARN_MS
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok();
+    if !due {
+        DAMAGED_ENTRIES_NOT_LOGGED.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let held_back = DAMAGED_ENTRIES_NOT_LOGGED.swap(0, Ordering::Relaxed);
+    tracing::warn!(
+        "consume queue {}/{} entry at queue offset {queue_offset} points at physical offset {} ({} bytes), where no such record decodes; not served, pulls stop there — run `rmq-fsck check` ({held_back} more such reads not logged)",
+        cq.topic(),
+        cq.queue_id(),
+        e.phys_offset,
+        e.size
+    );
 }

@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::{Result, StoreError};
+use crate::mapped_file::ALLOC_SUFFIX;
 
 /// A mapped file of fixed length, accessed in aligned 32-bit atomic words.
 pub(crate) struct WordMap {
@@ -38,14 +39,52 @@ pub(crate) struct WordMap {
 
 impl WordMap {
     /// Creates `path` (which must not exist) with `len` bytes (sparse zeros) and maps it.
+    ///
+    /// The file is sized under a temporary name (`path` + [`ALLOC_SUFFIX`])
+    /// and renamed into place, as commit log files are
+    /// ([`MappedFile::create`](crate::mapped_file::MappedFile::create)): a
+    /// crash between creating and sizing it must not leave a short file
+    /// under the real name, which [`WordMap::open`] refuses and with it the
+    /// whole store. A temporary file left by a crash is reused by the next
+    /// creation of the same name; directory listings skip it (its name is
+    /// not an offset or a timestamp). Like commit log files, nothing is
+    /// fsynced: a killed process leaves the page cache intact, and a
+    /// journaling file system logs the size change before the rename.
     pub(crate) fn create(path: &Path, len: u64) -> Result<Self> {
-        let file = OpenOptions::new()
+        check_len(path, len)?;
+        // The rename would replace an existing file. Callers create files
+        // under their queue's or index's writer lock, and the store's lock
+        // file keeps other processes out, so nothing appears between this
+        // check and the rename.
+        match std::fs::symlink_metadata(path) {
+            Ok(_) => {
+                return Err(StoreError::io(
+                    path,
+                    std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+                ))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io(path, e)),
+        }
+        let tmp = temp_path(path);
+        let sized = OpenOptions::new()
             .read(true)
             .write(true)
-            .create_new(true)
-            .open(path)
-            .map_err(|e| StoreError::io(path, e))?;
-        file.set_len(len).map_err(|e| StoreError::io(path, e))?;
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .and_then(|file| file.set_len(len).map(|()| file));
+        let file = match sized {
+            Ok(file) => file,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(StoreError::io(&tmp, e));
+            }
+        };
+        if let Err(e) = std::fs::rename(&tmp, path) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(StoreError::io(path, e));
+        }
         Self::map(path, file, len)
     }
 
@@ -67,11 +106,7 @@ impl WordMap {
     }
 
     fn map(path: &Path, file: File, len: u64) -> Result<Self> {
-        if len == 0 || !len.is_multiple_of(4) || usize::try_from(len).is_err() {
-            return Err(StoreError::InvalidArgument(format!(
-                "mapped file length {len} must be a positive multiple of 4"
-            )));
-        }
+        check_len(path, len)?;
         let map = MmapOptions::new()
             .len(len as usize)
             .map_raw(&file)
@@ -181,6 +216,24 @@ impl WordMap {
     }
 }
 
+/// Refuses a length the word accessors cannot map.
+fn check_len(path: &Path, len: u64) -> Result<()> {
+    if len == 0 || !len.is_multiple_of(4) || usize::try_from(len).is_err() {
+        return Err(StoreError::InvalidArgument(format!(
+            "mapped file length {len} of {} must be a positive multiple of 4",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The name `path` is created under before it has its full size.
+fn temp_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(ALLOC_SUFFIX);
+    PathBuf::from(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,5 +262,32 @@ mod tests {
             WordMap::create(&p, 4096).is_err(),
             "create must not clobber"
         );
+    }
+
+    /// A crash between creating and sizing leaves only the temporary file:
+    /// the next creation of that name reuses it, and the created file has
+    /// its full size with no temporary file left beside it.
+    #[test]
+    fn create_sizes_under_a_temporary_name_and_reuses_a_leftover() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let p = dir.path().join("00000000000000000000");
+        let tmp = temp_path(&p);
+        std::fs::write(&tmp, b"").expect("leftover");
+        let m = WordMap::create(&p, 6000).expect("create over a leftover");
+        assert_eq!(std::fs::metadata(&p).expect("created").len(), 6000);
+        assert!(!tmp.exists(), "temporary file renamed into place");
+        drop(m);
+        let fresh = dir.path().join("00000000000000006000");
+        WordMap::create(&fresh, 6000).expect("create");
+        assert_eq!(std::fs::metadata(&fresh).expect("created").len(), 6000);
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        // A bad length is refused before anything is created.
+        let bad = dir.path().join("bad");
+        assert!(WordMap::create(&bad, 6).is_err());
+        assert!(!bad.exists() && !temp_path(&bad).exists());
     }
 }

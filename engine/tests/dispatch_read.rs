@@ -342,3 +342,115 @@ fn a_burst_is_dispatched_by_the_reput_thread_and_a_lone_put_inline() {
     );
     store.shutdown().unwrap();
 }
+
+/// A crash while a consume queue or index file was being created leaves a
+/// temporary file behind (`<name>.alloc`, still empty). It must not stop
+/// the store from opening, and the file created later under that name has
+/// its full size.
+#[test]
+fn leftover_temporary_files_do_not_stop_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let put = |store: &MessageStore, from: u32, to: u32| {
+        for i in from..to {
+            store
+                .put_message(&MessageToStore::new("L", 0, &i.to_be_bytes(), ""))
+                .unwrap();
+        }
+        wait_dispatched(store);
+    };
+    {
+        let store = MessageStore::open(config(dir.path())).unwrap();
+        put(&store, 0, 10);
+        store.abandon();
+    }
+    // 50 entries per consume queue file: the next two files start at
+    // queue offsets 50 and 100 (byte names 1000 and 2000).
+    let queue_dir = dir.path().join("consumequeue").join("L").join("0");
+    for start in [1000u64, 2000] {
+        std::fs::write(queue_dir.join(format!("{start:020}.alloc")), b"").unwrap();
+    }
+    let index_dir = dir.path().join("index");
+    std::fs::create_dir_all(&index_dir).unwrap();
+    std::fs::write(index_dir.join("20240101000000000.alloc"), b"").unwrap();
+
+    let store = MessageStore::open(config(dir.path())).unwrap();
+    assert_eq!(store.max_queue_offset("L", 0), 10);
+    put(&store, 10, 120);
+    for start in [0u64, 1000, 2000] {
+        let len = std::fs::metadata(queue_dir.join(format!("{start:020}")))
+            .unwrap()
+            .len();
+        assert_eq!(len, 1000, "consume queue file {start}");
+    }
+    assert!(!queue_dir.join(format!("{:020}.alloc", 1000)).exists());
+    store.shutdown().unwrap();
+    drop(store);
+
+    let store = MessageStore::open(config(dir.path())).unwrap();
+    let mut off = 0;
+    while off < 120 {
+        let r = store.get_messages("L", 0, off, 32, &AcceptAll);
+        assert_eq!(r.status, GetMessageStatus::Found, "at {off}");
+        for (i, m) in r.messages.iter().enumerate() {
+            assert_eq!(body_of(m), (off as u32 + i as u32).to_be_bytes());
+        }
+        off = r.next_begin_offset;
+    }
+    assert_eq!(off, 120);
+}
+
+/// A damaged consume queue entry (pointing 4 bytes off its record, or
+/// giving the wrong size) is never served: a pull returns what precedes it
+/// and its next offset is the damaged entry, where a pull finds nothing
+/// (OFFSET_FOUND_NULL, which the broker answers by holding the pull).
+#[test]
+fn a_damaged_consume_queue_entry_is_not_served() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = MessageStore::open(config(dir.path())).unwrap();
+        for i in 0..6u32 {
+            store
+                .put_message(&MessageToStore::new("D", 0, &i.to_be_bytes(), ""))
+                .unwrap();
+        }
+        wait_dispatched(&store);
+        store.shutdown().unwrap();
+    }
+    // Entries are PHYSICALOFFSET (8 bytes), SIZE (4), tag code (8).
+    let path = dir
+        .path()
+        .join("consumequeue")
+        .join("D")
+        .join("0")
+        .join(format!("{:020}", 0));
+    let mut cq = std::fs::read(&path).unwrap();
+    let field = |cq: &[u8], at: usize, n: usize| -> i64 {
+        cq[at..at + n]
+            .iter()
+            .fold(0i64, |acc, b| (acc << 8) | *b as i64)
+    };
+    let phys2 = field(&cq, 2 * 20, 8) + 4;
+    cq[2 * 20..2 * 20 + 8].copy_from_slice(&phys2.to_be_bytes());
+    let size4 = field(&cq, 4 * 20 + 8, 4) as i32 + 4;
+    cq[4 * 20 + 8..4 * 20 + 12].copy_from_slice(&size4.to_be_bytes());
+    std::fs::write(&path, &cq).unwrap();
+
+    let store = MessageStore::open(config(dir.path())).unwrap();
+    assert_eq!(store.max_queue_offset("D", 0), 6);
+    let r = store.get_messages("D", 0, 0, 32, &AcceptAll);
+    assert_eq!(r.status, GetMessageStatus::Found);
+    assert_eq!(r.messages.len(), 2);
+    assert_eq!(body_of(&r.messages[1]), 1u32.to_be_bytes());
+    assert_eq!(r.next_begin_offset, 2);
+    for damaged in [2, 4] {
+        let r = store.get_messages("D", 0, damaged, 32, &AcceptAll);
+        assert_eq!(r.status, GetMessageStatus::OffsetFoundNull, "at {damaged}");
+        assert!(r.messages.is_empty());
+        assert_eq!(r.next_begin_offset, damaged);
+    }
+    let r = store.get_messages("D", 0, 3, 32, &AcceptAll);
+    assert_eq!(r.status, GetMessageStatus::Found);
+    assert_eq!(r.messages.len(), 1);
+    assert_eq!(body_of(&r.messages[0]), 3u32.to_be_bytes());
+    assert_eq!(r.next_begin_offset, 4);
+}
