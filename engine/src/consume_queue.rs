@@ -454,7 +454,8 @@ impl ConsumeQueue {
         }
         let f = Arc::new(CqFile {
             start,
-            map: WordMap::create(&path, self.file_size)?,
+            // Whole: every entry is written through the mapping.
+            map: WordMap::create(&path, self.file_size, self.file_size)?,
         });
         self.files.write().push(f.clone());
         Ok(f)

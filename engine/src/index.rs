@@ -259,10 +259,10 @@ impl IndexService {
         }
         for key in keys {
             let hash = key_hash(&build_key(topic, key));
-            if !file.put(hash, phy, store_timestamp) {
+            if !file.put(hash, phy, store_timestamp)? {
                 file = self.create_file_locked(Some(&file))?;
                 out.rolled = true;
-                if !file.put(hash, phy, store_timestamp) {
+                if !file.put(hash, phy, store_timestamp)? {
                     return Err(StoreError::InvalidArgument(
                         "index layout leaves no room for an entry".into(),
                     ));

@@ -30,15 +30,15 @@ use crate::mapped_file::ALLOC_SUFFIX;
 /// A mapped file of fixed length, accessed in aligned 32-bit atomic words.
 pub(crate) struct WordMap {
     path: PathBuf,
-    // Kept open for the lifetime of the mapping (not strictly required by mmap,
-    // but makes the ownership obvious and allows fd-based syncs later).
-    _file: File,
+    // Kept open for the lifetime of the mapping: fd-based allocation
+    // (`fallocate`) ahead of writes goes through it.
+    file: File,
     map: MmapRaw,
     len: usize,
 }
 
 impl WordMap {
-    /// Creates `path` (which must not exist) with `len` bytes (sparse zeros) and maps it.
+    /// Creates `path` (which must not exist) with `len` bytes of zeros and maps it.
     ///
     /// The file is sized under a temporary name (`path` + [`ALLOC_SUFFIX`])
     /// and renamed into place, as commit log files are
@@ -50,7 +50,9 @@ impl WordMap {
     /// not an offset or a timestamp). Like commit log files, nothing is
     /// fsynced: a killed process leaves the page cache intact, and a
     /// journaling file system logs the size change before the rename.
-    pub(crate) fn create(path: &Path, len: u64) -> Result<Self> {
+    /// `allocated` bytes from the start get their blocks now (see
+    /// [`WordMap::allocate`]); the rest of `len` is a hole until then.
+    pub(crate) fn create(path: &Path, len: u64, allocated: u64) -> Result<Self> {
         check_len(path, len)?;
         // The rename would replace an existing file. Callers create files
         // under their queue's or index's writer lock, and the store's lock
@@ -73,7 +75,8 @@ impl WordMap {
             .create(true)
             .truncate(true)
             .open(&tmp)
-            .and_then(|file| file.set_len(len).map(|()| file));
+            .and_then(|file| file.set_len(len).map(|()| file))
+            .and_then(|file| allocate(&file, 0, allocated.min(len)).map(|()| file));
         let file = match sized {
             Ok(file) => file,
             Err(e) => {
@@ -88,7 +91,15 @@ impl WordMap {
         Self::map(path, file, len)
     }
 
+    /// Gives `[from, to)` its blocks before it is written (see [`allocate`]).
+    pub(crate) fn allocate(&self, from: u64, to: u64) -> Result<()> {
+        allocate(&self.file, from, to.min(self.len as u64))
+            .map_err(|e| StoreError::io(self.path(), e))
+    }
+
     /// Opens and maps an existing file, which must be exactly `len` bytes long.
+    /// (A file written by Apache RocketMQ may be sparse: a write into a hole
+    /// then needs a free block, as in Java.)
     pub(crate) fn open(path: &Path, len: u64) -> Result<Self> {
         let file = OpenOptions::new()
             .read(true)
@@ -113,7 +124,7 @@ impl WordMap {
             .map_err(|e| StoreError::io(path, e))?;
         Ok(WordMap {
             path: path.to_path_buf(),
-            _file: file,
+            file,
             map,
             len: len as usize,
         })
@@ -234,6 +245,35 @@ fn temp_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Gives `[from, to)` of `file` its blocks (`fallocate`, size kept): these
+/// files are written through the mapping, and a store into a page the disk
+/// cannot allocate kills the process with SIGBUS. Allocating before writing
+/// turns a full disk into an error instead. Filesystems without fallocate
+/// keep their holes.
+fn allocate(file: &File, from: u64, to: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    if to <= from {
+        return Ok(());
+    }
+    // SAFETY: plain syscall on an owned fd.
+    let rc = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_KEEP_SIZE,
+            from as libc::off_t,
+            (to - from) as libc::off_t,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EOPNOTSUPP) {
+        return Ok(());
+    }
+    Err(err)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,7 +282,7 @@ mod tests {
     fn words_are_big_endian_on_disk() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f");
-        let m = WordMap::create(&p, 4096).unwrap();
+        let m = WordMap::create(&p, 4096, 4096).unwrap();
         m.put_i64(4, 0x0102_0304_0506_0708);
         m.put_i32(12, -2);
         m.flush().unwrap();
@@ -259,7 +299,7 @@ mod tests {
         drop(m);
         assert!(WordMap::open(&p, 8192).is_err());
         assert!(
-            WordMap::create(&p, 4096).is_err(),
+            WordMap::create(&p, 4096, 4096).is_err(),
             "create must not clobber"
         );
     }
@@ -267,18 +307,30 @@ mod tests {
     /// A crash between creating and sizing leaves only the temporary file:
     /// the next creation of that name reuses it, and the created file has
     /// its full size with no temporary file left beside it.
+    /// No holes: a store through the mapping must never need a block the
+    /// disk no longer has (SIGBUS).
+    #[test]
+    fn created_files_have_their_blocks_allocated() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let p = dir.path().join("00000000000000000000");
+        let _m = WordMap::create(&p, 1 << 20, 1 << 20).expect("create");
+        let meta = std::fs::metadata(&p).expect("created");
+        assert!(meta.blocks() * 512 >= 1 << 20, "{} blocks", meta.blocks());
+    }
+
     #[test]
     fn create_sizes_under_a_temporary_name_and_reuses_a_leftover() {
         let dir = tempfile::tempdir().expect("temp dir");
         let p = dir.path().join("00000000000000000000");
         let tmp = temp_path(&p);
         std::fs::write(&tmp, b"").expect("leftover");
-        let m = WordMap::create(&p, 6000).expect("create over a leftover");
+        let m = WordMap::create(&p, 6000, 6000).expect("create over a leftover");
         assert_eq!(std::fs::metadata(&p).expect("created").len(), 6000);
         assert!(!tmp.exists(), "temporary file renamed into place");
         drop(m);
         let fresh = dir.path().join("00000000000000006000");
-        WordMap::create(&fresh, 6000).expect("create");
+        WordMap::create(&fresh, 6000, 6000).expect("create");
         assert_eq!(std::fs::metadata(&fresh).expect("created").len(), 6000);
         let names: Vec<String> = std::fs::read_dir(dir.path())
             .expect("list")
@@ -287,7 +339,7 @@ mod tests {
         assert_eq!(names.len(), 2, "{names:?}");
         // A bad length is refused before anything is created.
         let bad = dir.path().join("bad");
-        assert!(WordMap::create(&bad, 6).is_err());
+        assert!(WordMap::create(&bad, 6, 6).is_err());
         assert!(!bad.exists() && !temp_path(&bad).exists());
     }
 }

@@ -8,9 +8,9 @@
 //! entry and every older entry of the chain complete.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU64, Ordering};
 
-use super::format::{time_diff, IndexEntry, IndexHeader, IndexLayout};
+use super::format::{time_diff, IndexEntry, IndexHeader, IndexLayout, INDEX_ENTRY_SIZE};
 use crate::error::Result;
 use crate::word_map::WordMap;
 
@@ -26,7 +26,14 @@ pub(crate) struct IndexFile {
     index_count: AtomicI32,
     /// Set after every change, cleared by a flush that will cover it.
     dirty: AtomicBool,
+    /// Bytes from the start known to have their blocks (writer only).
+    allocated: AtomicU64,
 }
+
+/// How far ahead of the next entry an index file's blocks are allocated:
+/// a default file is 420 MB, nearly all entries, and a sparse page written
+/// through the mapping on a full disk is a SIGBUS.
+const ENTRY_ALLOCATION_STEP: u64 = 1 << 20;
 
 impl IndexFile {
     /// Creates a new file whose header begin/end values are pre-set to `prev`'s
@@ -37,12 +44,19 @@ impl IndexFile {
         layout: IndexLayout,
         prev_end: Option<(i64, i64)>,
     ) -> Result<Self> {
-        let map = WordMap::create(&dir.join(name), layout.file_size())?;
+        // The header and hash slots (written anywhere) now; the entries,
+        // written in order, a step at a time ahead of the writer (`put`).
+        let map = WordMap::create(
+            &dir.join(name),
+            layout.file_size(),
+            layout.entry_pos(0) as u64 + ENTRY_ALLOCATION_STEP,
+        )?;
         let (ts, phy) = prev_end.unwrap_or((0, 0));
         let f = Self::with_header(
             name,
             map,
             layout,
+            layout.entry_pos(0) as u64 + ENTRY_ALLOCATION_STEP,
             IndexHeader {
                 begin_timestamp: ts,
                 end_timestamp: ts,
@@ -73,14 +87,23 @@ impl IndexFile {
             );
             h.index_count = layout.index_num as i32;
         }
-        Ok(Self::with_header(name, map, layout, h))
+        // Blocks of a file from before a restart (or from Java) are not
+        // known: the first put allocates from the start.
+        Ok(Self::with_header(name, map, layout, 0, h))
     }
 
-    fn with_header(name: &str, map: WordMap, layout: IndexLayout, h: IndexHeader) -> Self {
+    fn with_header(
+        name: &str,
+        map: WordMap,
+        layout: IndexLayout,
+        allocated: u64,
+        h: IndexHeader,
+    ) -> Self {
         IndexFile {
             name: name.to_string(),
             map,
             layout,
+            allocated: AtomicU64::new(allocated),
             begin_timestamp: AtomicI64::new(h.begin_timestamp),
             end_timestamp: AtomicI64::new(h.end_timestamp),
             begin_phy_offset: AtomicI64::new(h.begin_phy_offset),
@@ -167,10 +190,17 @@ impl IndexFile {
     /// Writer only. Unlike Java, the first entry's begin values are set
     /// *before* its timeDiff is computed, so its reconstructed time is exact
     /// (Java computes it against the pre-set begin of a rolled file).
-    pub(crate) fn put(&self, key_hash: i32, phy_offset: i64, store_timestamp: i64) -> bool {
+    pub(crate) fn put(&self, key_hash: i32, phy_offset: i64, store_timestamp: i64) -> Result<bool> {
         let count = self.index_count.load(Ordering::Relaxed);
         if count as u32 >= self.layout.index_num {
-            return false;
+            return Ok(false);
+        }
+        let entry_end = (self.layout.entry_pos(count as u32) + INDEX_ENTRY_SIZE) as u64;
+        let allocated = self.allocated.load(Ordering::Relaxed);
+        if entry_end > allocated {
+            let to = entry_end + ENTRY_ALLOCATION_STEP;
+            self.map.allocate(allocated, to)?;
+            self.allocated.store(to, Ordering::Relaxed);
         }
         let slot = self.layout.slot_of(key_hash);
         let mut s = self.slot_value(slot);
@@ -205,7 +235,7 @@ impl IndexFile {
         self.index_count.store(count + 1, Ordering::Release);
         self.write_header();
         self.dirty.store(true, Ordering::Release);
-        true
+        Ok(true)
     }
 
     /// RocketMQ's `selectPhyOffset`: walks `key_hash`'s chain newest → oldest,

@@ -542,3 +542,33 @@ fn concurrent_queries_while_writing() {
     }
     assert_eq!(q(&s, "k3").len(), 64);
 }
+
+/// Entries get their blocks a step ahead of the writer, never all 420 MB
+/// of a default file at once, and never behind it (a hole written through
+/// the mapping on a full disk is a SIGBUS).
+#[test]
+fn entries_get_their_blocks_ahead_of_the_writer() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    // 16 slots, 200,000 entries: about 4 MB of entries.
+    let s = service(dir.path(), IndexLayout::new(16, 200_000).unwrap());
+    let blocks = || -> (u64, u64) {
+        let f = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.is_file())
+            .expect("an index file");
+        let m = std::fs::metadata(f).unwrap();
+        (m.blocks() * 512, m.len())
+    };
+    put(&s, "k0", 100, 1000);
+    let (allocated, len) = blocks();
+    assert!(allocated >= 1 << 20, "{allocated}");
+    assert!(allocated < len, "{allocated} of {len}: not all at once");
+    // Past the first step: the next one is allocated before it is written.
+    for i in 1..60_000u64 {
+        put(&s, &format!("k{i}"), 100 + i * 10, 1000);
+    }
+    let (allocated, _) = blocks();
+    assert!(allocated >= 40 + 16 * 4 + 60_000 * 20, "{allocated}");
+}
