@@ -412,15 +412,26 @@ fn a_flipped_body_byte_mid_file_refuses_and_changes_nothing() {
     }
 }
 
+/// A one-file store of 30 records, its file's path and bytes, and the
+/// position halfway through the last record (where a test tears it).
+#[allow(clippy::type_complexity)]
+fn one_file_cut_in_its_last_record(
+    dir: &std::path::Path,
+) -> (Vec<(u64, usize, usize)>, std::path::PathBuf, Vec<u8>, usize) {
+    let written = write_one_file(dir, 30, false);
+    let path = first_file(dir);
+    let data = std::fs::read(&path).unwrap();
+    let (last_at, last_size, _) = *written.last().unwrap();
+    let cut = last_at as usize + last_size / 2;
+    (written, path, data, cut)
+}
+
 /// A record cut mid-way with zeros after it is a torn tail: recovered.
 #[test]
 fn a_record_cut_mid_way_is_still_recovered_as_a_torn_tail() {
     let dir = tempfile::tempdir().unwrap();
-    let written = write_one_file(dir.path(), 30, false);
-    let path = first_file(dir.path());
-    let mut data = std::fs::read(&path).unwrap();
-    let (last_at, last_size, _) = *written.last().unwrap();
-    let cut = last_at as usize + last_size / 2;
+    let (written, path, mut data, cut) = one_file_cut_in_its_last_record(dir.path());
+    let last_at = written.last().unwrap().0;
     data[cut..].fill(0);
     std::fs::write(&path, &data).unwrap();
 
@@ -437,11 +448,8 @@ fn a_record_cut_mid_way_is_still_recovered_as_a_torn_tail() {
 fn a_torn_record_followed_by_garbage_is_still_recovered() {
     use rand::{Rng, SeedableRng};
     let dir = tempfile::tempdir().unwrap();
-    let written = write_one_file(dir.path(), 30, false);
-    let path = first_file(dir.path());
-    let mut data = std::fs::read(&path).unwrap();
-    let (last_at, last_size, _) = *written.last().unwrap();
-    let cut = last_at as usize + last_size / 2;
+    let (written, path, mut data, cut) = one_file_cut_in_its_last_record(dir.path());
+    let last_at = written.last().unwrap().0;
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     rng.fill(&mut data[cut..cut + 8192]);
     let (first_at, first_size, _) = written[0];
