@@ -271,7 +271,11 @@ impl Reput {
                 match self.derived.dispatch_range(&self.log, pos, end) {
                     Ok(p) => {
                         self.reached.store(p, Ordering::Release);
-                        if self.is_stalled.swap(false, Ordering::AcqRel) {
+                        // Read first: a swap on every round would pull the
+                        // flag's line away from the appenders that read it.
+                        if self.is_stalled.load(Ordering::Relaxed)
+                            && self.is_stalled.swap(false, Ordering::AcqRel)
+                        {
                             self.stalled.lock().take();
                             tracing::info!("dispatch resumed at {pos}");
                         }
