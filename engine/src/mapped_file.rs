@@ -21,6 +21,42 @@ pub const OS_PAGE_SIZE: u64 = 4096;
 /// Suffix of a file being created (see [`MappedFile::create`]); leftovers are deleted at open.
 pub const ALLOC_SUFFIX: &str = ".alloc";
 
+/// The name `path` is created under before it has its full size (see
+/// [`MappedFile::create`]).
+pub(crate) fn temp_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(ALLOC_SUFFIX);
+    PathBuf::from(name)
+}
+
+/// Gives `[from, to)` of `file` its blocks (`fallocate`, size kept), so that
+/// writes there never allocate: for a file written through a mapping, a
+/// store into a page the disk cannot allocate kills the process with
+/// SIGBUS, and allocating first turns a full disk into this error instead.
+/// Filesystems without fallocate keep their holes.
+pub(crate) fn allocate_blocks(file: &File, from: u64, to: u64) -> std::io::Result<()> {
+    if to <= from {
+        return Ok(());
+    }
+    // SAFETY: plain syscall on an owned fd.
+    let rc = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_KEEP_SIZE,
+            from as libc::off_t,
+            (to - from) as libc::off_t,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EOPNOTSUPP) {
+        return Ok(());
+    }
+    Err(err)
+}
+
 /// A commit log file of fixed size, named by its start offset.
 pub struct MappedFile {
     path: PathBuf,
@@ -74,7 +110,7 @@ impl MappedFile {
                 return Self::open(&path, start_offset, size);
             }
         }
-        let tmp = dir.join(format!("{}{ALLOC_SUFFIX}", file_name(start_offset)));
+        let tmp = temp_path(&path);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -82,21 +118,13 @@ impl MappedFile {
             .truncate(true)
             .open(&tmp)
             .map_err(|e| StoreError::io(&tmp, e))?;
-        if preallocate {
-            // SAFETY: plain syscall on an owned fd.
-            let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, size as libc::off_t) };
-            if rc != 0 {
-                let err = std::io::Error::last_os_error();
-                // Filesystems without fallocate fall back to a sparse file.
-                if err.raw_os_error() != Some(libc::EOPNOTSUPP) {
-                    // Give back what a partial allocation took (ENOSPC).
-                    let _ = std::fs::remove_file(&tmp);
-                    return Err(StoreError::io(&tmp, err));
-                }
-                file.set_len(size).map_err(|e| StoreError::io(&tmp, e))?;
-            }
-        } else {
-            file.set_len(size).map_err(|e| StoreError::io(&tmp, e))?;
+        let sized = file
+            .set_len(size)
+            .and_then(|()| allocate_blocks(&file, 0, if preallocate { size } else { 0 }));
+        if let Err(e) = sized {
+            // Give back what a partial allocation took (ENOSPC).
+            let _ = std::fs::remove_file(&tmp);
+            return Err(StoreError::io(&tmp, e));
         }
         std::fs::rename(&tmp, &path).map_err(|e| StoreError::io(&path, e))?;
         Self::map(path, file, start_offset, size)

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::{Result, StoreError};
-use crate::mapped_file::ALLOC_SUFFIX;
+use crate::mapped_file::{allocate_blocks, temp_path};
 
 /// A mapped file of fixed length, accessed in aligned 32-bit atomic words.
 pub(crate) struct WordMap {
@@ -40,7 +40,7 @@ pub(crate) struct WordMap {
 impl WordMap {
     /// Creates `path` (which must not exist) with `len` bytes of zeros and maps it.
     ///
-    /// The file is sized under a temporary name (`path` + [`ALLOC_SUFFIX`])
+    /// The file is sized under a temporary name (`path` + [`ALLOC_SUFFIX`](crate::mapped_file::ALLOC_SUFFIX))
     /// and renamed into place, as commit log files are
     /// ([`MappedFile::create`](crate::mapped_file::MappedFile::create)): a
     /// crash between creating and sizing it must not leave a short file
@@ -76,7 +76,7 @@ impl WordMap {
             .truncate(true)
             .open(&tmp)
             .and_then(|file| file.set_len(len).map(|()| file))
-            .and_then(|file| allocate(&file, 0, allocated.min(len)).map(|()| file));
+            .and_then(|file| allocate_blocks(&file, 0, allocated.min(len)).map(|()| file));
         let file = match sized {
             Ok(file) => file,
             Err(e) => {
@@ -91,9 +91,10 @@ impl WordMap {
         Self::map(path, file, len)
     }
 
-    /// Gives `[from, to)` its blocks before it is written (see [`allocate`]).
+    /// Gives `[from, to)` its blocks before it is written (see
+    /// [`allocate_blocks`]).
     pub(crate) fn allocate(&self, from: u64, to: u64) -> Result<()> {
-        allocate(&self.file, from, to.min(self.len as u64))
+        allocate_blocks(&self.file, from, to.min(self.len as u64))
             .map_err(|e| StoreError::io(self.path(), e))
     }
 
@@ -238,42 +239,6 @@ fn check_len(path: &Path, len: u64) -> Result<()> {
     Ok(())
 }
 
-/// The name `path` is created under before it has its full size.
-fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(ALLOC_SUFFIX);
-    PathBuf::from(name)
-}
-
-/// Gives `[from, to)` of `file` its blocks (`fallocate`, size kept): these
-/// files are written through the mapping, and a store into a page the disk
-/// cannot allocate kills the process with SIGBUS. Allocating before writing
-/// turns a full disk into an error instead. Filesystems without fallocate
-/// keep their holes.
-fn allocate(file: &File, from: u64, to: u64) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    if to <= from {
-        return Ok(());
-    }
-    // SAFETY: plain syscall on an owned fd.
-    let rc = unsafe {
-        libc::fallocate(
-            file.as_raw_fd(),
-            libc::FALLOC_FL_KEEP_SIZE,
-            from as libc::off_t,
-            (to - from) as libc::off_t,
-        )
-    };
-    if rc == 0 {
-        return Ok(());
-    }
-    let err = std::io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::EOPNOTSUPP) {
-        return Ok(());
-    }
-    Err(err)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,9 +269,6 @@ mod tests {
         );
     }
 
-    /// A crash between creating and sizing leaves only the temporary file:
-    /// the next creation of that name reuses it, and the created file has
-    /// its full size with no temporary file left beside it.
     /// No holes: a store through the mapping must never need a block the
     /// disk no longer has (SIGBUS).
     #[test]
@@ -319,6 +281,9 @@ mod tests {
         assert!(meta.blocks() * 512 >= 1 << 20, "{} blocks", meta.blocks());
     }
 
+    /// A crash between creating and sizing leaves only the temporary file:
+    /// the next creation of that name reuses it, and the created file has
+    /// its full size with no temporary file left beside it.
     #[test]
     fn create_sizes_under_a_temporary_name_and_reuses_a_leftover() {
         let dir = tempfile::tempdir().expect("temp dir");

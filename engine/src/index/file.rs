@@ -46,17 +46,14 @@ impl IndexFile {
     ) -> Result<Self> {
         // The header and hash slots (written anywhere) now; the entries,
         // written in order, a step at a time ahead of the writer (`put`).
-        let map = WordMap::create(
-            &dir.join(name),
-            layout.file_size(),
-            layout.entry_pos(0) as u64 + ENTRY_ALLOCATION_STEP,
-        )?;
+        let allocated = layout.entry_pos(0) as u64 + ENTRY_ALLOCATION_STEP;
+        let map = WordMap::create(&dir.join(name), layout.file_size(), allocated)?;
         let (ts, phy) = prev_end.unwrap_or((0, 0));
         let f = Self::with_header(
             name,
             map,
             layout,
-            layout.entry_pos(0) as u64 + ENTRY_ALLOCATION_STEP,
+            allocated,
             IndexHeader {
                 begin_timestamp: ts,
                 end_timestamp: ts,
