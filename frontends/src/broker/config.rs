@@ -18,7 +18,6 @@ use std::path::Path;
 
 use engine::config::{apply_properties, render, ConfigError, Properties, StoreConfig};
 
-use crate::remoting::server::idle_timeout_from_seconds;
 use crate::remoting::ServerConfig;
 
 fn default_broker_name() -> String {
@@ -203,11 +202,10 @@ impl BrokerConfig {
 
     /// Settings of both remoting ports.
     pub fn server_config(&self) -> ServerConfig {
-        let mut server = ServerConfig::default();
-        server.connection.idle_timeout =
-            idle_timeout_from_seconds(self.server_channel_max_idle_time_seconds);
-        server.max_connections = self.server_max_connections;
-        server
+        ServerConfig::with_limits(
+            self.server_channel_max_idle_time_seconds,
+            self.server_max_connections,
+        )
     }
 }
 

@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::remoting::server::idle_timeout_from_seconds;
 use crate::remoting::{Server, ServerConfig, ServerHandle};
 
 pub use config::NamesrvConfig;
@@ -57,11 +56,11 @@ impl NameServer {
             kv: Arc::new(kv),
             order_message_enable: config.order_message_enable,
         });
-        let mut server_config = ServerConfig::default();
+        let mut server_config = ServerConfig::with_limits(
+            config.server_channel_max_idle_time_seconds,
+            config.server_max_connections,
+        );
         server_config.connection.codec.max_frame_size = config.server_max_frame_size;
-        server_config.connection.idle_timeout =
-            idle_timeout_from_seconds(config.server_channel_max_idle_time_seconds);
-        server_config.max_connections = config.server_max_connections;
         let server = Server::start(bind_addr, server_config, processor).await?;
 
         let (stop_scan, mut stop_rx) = watch::channel(false);

@@ -23,12 +23,6 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Default for [`ServerConfig::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
-/// A `serverChannelMaxIdleTimeSeconds` value as an idle timeout: 0 disables
-/// it, as it does Netty's IdleStateHandler.
-pub fn idle_timeout_from_seconds(seconds: u64) -> Option<Duration> {
-    (seconds > 0).then(|| Duration::from_secs(seconds))
-}
-
 /// Server settings.
 #[derive(Debug, Clone, Copy)]
 pub struct ServerConfig {
@@ -41,6 +35,19 @@ pub struct ServerConfig {
     /// descriptor limit; ours keeps a flood of connections from taking the
     /// descriptors the store needs. Default [`DEFAULT_MAX_CONNECTIONS`].
     pub max_connections: usize,
+}
+
+impl ServerConfig {
+    /// The defaults with the `serverChannelMaxIdleTimeSeconds` (0: never,
+    /// as for Netty's IdleStateHandler) and `serverMaxConnections` settings
+    /// that the broker and the name server both take.
+    pub fn with_limits(idle_seconds: u64, max_connections: usize) -> Self {
+        let mut config = ServerConfig::default();
+        config.connection.idle_timeout =
+            (idle_seconds > 0).then(|| Duration::from_secs(idle_seconds));
+        config.max_connections = max_connections;
+        config
+    }
 }
 
 impl Default for ServerConfig {
