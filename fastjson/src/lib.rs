@@ -192,6 +192,19 @@ fn write_value<'a>(
     }
 }
 
+/// The Integer-keyed maps of `consumerOffset.json` (for [`to_pretty`] and
+/// [`to_compact`]): each `topic@group` table of queue id → offset under
+/// `offsetTable`. Every other key fastjson writes quoted, even one of digits.
+pub fn consumer_offset_int_keys(path: &[&str]) -> bool {
+    path.len() == 2 && path[0] == "offsetTable"
+}
+
+/// The Integer-keyed map of `delayOffset.json`: `offsetTable`, delay level
+/// → offset.
+pub fn delay_offset_int_keys(path: &[&str]) -> bool {
+    path == ["offsetTable"]
+}
+
 /// Reads an integer from a JSON number or numeric string.
 pub fn as_i64(v: Option<&Value>) -> Option<i64> {
     match v? {

@@ -320,9 +320,9 @@ fn apply_fix(ctx: &mut Ctx<'_>, fix: &Fix, last_ts: i64) -> Result<()> {
 fn write_config(name: &str, v: &Value) -> String {
     let int_keys = |path: &[&str]| match name {
         "consumerOffset.json" | "lmqConsumerOffset.json" => {
-            path.len() == 2 && path[0] == "offsetTable"
+            fastjson::consumer_offset_int_keys(path)
         }
-        "delayOffset.json" => path == ["offsetTable"],
+        "delayOffset.json" => fastjson::delay_offset_int_keys(path),
         _ => false,
     };
     fastjson::to_pretty(v, &int_keys)

@@ -26,11 +26,6 @@ fn key(topic: &str, group: &str) -> String {
     format!("{topic}@{group}")
 }
 
-/// Integer keys live one level below `offsetTable`.
-fn int_keys(path: &[&str]) -> bool {
-    path.len() == 2 && path[0] == "offsetTable"
-}
-
 impl ConsumerOffsetTable {
     pub fn load(config_dir: PathBuf) -> Self {
         let path = config_dir.join("consumerOffset.json");
@@ -112,9 +107,9 @@ impl ConsumerOffsetTable {
     pub fn to_json(&self, pretty: bool) -> String {
         let v = self.to_value();
         if pretty {
-            fastjson::to_pretty(&v, &int_keys)
+            fastjson::to_pretty(&v, &fastjson::consumer_offset_int_keys)
         } else {
-            fastjson::to_compact(&v, &int_keys)
+            fastjson::to_compact(&v, &fastjson::consumer_offset_int_keys)
         }
     }
 

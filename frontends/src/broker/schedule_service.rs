@@ -93,10 +93,6 @@ pub struct Schedule {
     progress: Notify,
 }
 
-fn int_keys(path: &[&str]) -> bool {
-    path.len() == 1 && path[0] == "offsetTable"
-}
-
 impl Schedule {
     /// Loads `delayOffset.json` and clamps every level's offset into its
     /// queue's [min, max].
@@ -202,9 +198,9 @@ impl Schedule {
         }
         let v = serde_json::json!({ "offsetTable": t });
         if pretty {
-            fastjson::to_pretty(&v, &int_keys)
+            fastjson::to_pretty(&v, &fastjson::delay_offset_int_keys)
         } else {
-            fastjson::to_compact(&v, &int_keys)
+            fastjson::to_compact(&v, &fastjson::delay_offset_int_keys)
         }
     }
 
