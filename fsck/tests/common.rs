@@ -130,18 +130,25 @@ pub fn assert_readable(root: &Path, expected: &[Sent]) {
     store.shutdown().expect("shutdown");
 }
 
-pub fn repair_quiet(root: &Path) -> fsck::RepairOutcome {
+/// Runs repair (with backups, or as a dry run); its outcome and the lines
+/// it printed.
+pub fn repair_printing(root: &Path, dry_run: bool) -> (fsck::RepairOutcome, Vec<String>) {
     let mut lines = Vec::new();
     let o = fsck::repair(
         &settings(root),
         RepairOptions {
-            dry_run: false,
+            dry_run,
             backup: true,
             show_progress: false,
         },
         &mut |l: &str| lines.push(l.to_string()),
     )
     .expect("repair runs");
+    (o, lines)
+}
+
+pub fn repair_quiet(root: &Path) -> fsck::RepairOutcome {
+    let (o, lines) = repair_printing(root, false);
     assert!(!lines.is_empty());
     o
 }

@@ -449,17 +449,7 @@ fn topic_missing_from_restored_topics_json_is_recreated() {
 /// The lines a dry-run repair prints; it must change nothing and report no
 /// "after" check.
 fn dry_run_lines(root: &std::path::Path) -> Vec<String> {
-    let mut lines = Vec::new();
-    let o = fsck::repair(
-        &settings(root),
-        fsck::RepairOptions {
-            dry_run: true,
-            backup: true,
-            show_progress: false,
-        },
-        &mut |l: &str| lines.push(l.to_string()),
-    )
-    .unwrap();
+    let (o, lines) = repair_printing(root, true);
     assert!(o.after.is_none());
     lines
 }

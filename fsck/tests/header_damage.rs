@@ -63,21 +63,6 @@ fn read_at(
     out
 }
 
-fn repair_lines(root: &std::path::Path) -> (fsck::RepairOutcome, Vec<String>) {
-    let mut lines = Vec::new();
-    let o = fsck::repair(
-        &settings(root),
-        fsck::RepairOptions {
-            dry_run: false,
-            backup: true,
-            show_progress: false,
-        },
-        &mut |l: &str| lines.push(l.to_string()),
-    )
-    .expect("repair runs");
-    (o, lines)
-}
-
 /// One repair rewrites the field in place, keeps every derived file, and
 /// leaves the store clean with the message served where it was.
 fn assert_fixed_in_place(root: &std::path::Path, sent: &[Sent], victim: &Sent, queue_offset: u64) {
@@ -88,7 +73,7 @@ fn assert_fixed_in_place(root: &std::path::Path, sent: &[Sent], victim: &Sent, q
         "{:#?}",
         before.problems
     );
-    let (o, lines) = repair_lines(root);
+    let (o, lines) = repair_printing(root, false);
     let after = o.after.expect("repair ran");
     assert!(after.is_clean(), "{:#?}\n{lines:#?}", after.problems);
     assert!(o.unfixable.is_empty());
@@ -195,7 +180,7 @@ fn damaged_topic_naming_a_real_topic_is_left_and_reported() {
         before.problems
     );
     for _ in 0..2 {
-        let (o, lines) = repair_lines(&root);
+        let (o, lines) = repair_printing(&root, false);
         assert!(
             lines
                 .iter()
