@@ -10,6 +10,8 @@
 
 use serde_json::Value;
 
+pub mod config_file;
+
 /// Text that is not JSON even with bare keys quoted.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

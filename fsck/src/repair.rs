@@ -28,7 +28,6 @@
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -334,23 +333,10 @@ fn file_name(path: &Path) -> &str {
 }
 
 /// Replaces a file's contents so that a crash leaves the old or the new
-/// text, never a mix: written to `<file>.tmp`, synced, renamed over it (as
-/// RocketMQ persists its config files).
+/// text, never a mix ([`fastjson::config_file::replace`]: no `.bak` copy,
+/// since the file replaced may be the damaged one and its `.bak` the good).
 fn replace_file(path: &Path, text: &str) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut f = std::fs::File::create(&tmp).at(&tmp)?;
-    f.write_all(text.as_bytes()).at(&tmp)?;
-    f.sync_all().at(&tmp)?;
-    std::fs::rename(&tmp, path).at(path)?;
-    if let Some(dir) = path.parent() {
-        // The rename is durable once the directory is.
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
+    fastjson::config_file::replace(path, text).at(path)
 }
 
 /// Step 4 of repair: in each parsed config file, offsets past their queue's

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 
-use super::json_file;
 use fastjson::as_i64;
+use fastjson::config_file;
 
 /// The offset table.
 pub struct ConsumerOffsetTable {
@@ -30,7 +30,7 @@ impl ConsumerOffsetTable {
     pub fn load(config_dir: PathBuf) -> Self {
         let path = config_dir.join("consumerOffset.json");
         let mut table = HashMap::new();
-        if let Some(v) = json_file::load(&path) {
+        if let Some(v) = config_file::load(&path) {
             table = parse_offset_table(&v);
         }
         ConsumerOffsetTable {
@@ -139,7 +139,7 @@ impl ConsumerOffsetTable {
 
     pub fn persist(&self) -> std::io::Result<()> {
         let _guard = self.persist_lock.lock();
-        json_file::persist(&self.path, &self.to_json(true))
+        config_file::persist(&self.path, &self.to_json(true))
     }
 }
 

@@ -1,7 +1,6 @@
 //! The broker: RocketMQ 4.x's broker protocol over the engine's store.
 //!
 //! * [`config`] — `broker.conf` keys (BrokerConfig) next to the store's;
-//! * [`json_file`] — config-file persistence and fastjson's JSON dialect;
 //! * [`topic_config`], [`subscription_group`], [`consumer_offset`] — the
 //!   persisted tables (`config/*.json`);
 //! * [`client_registry`] — connected producers/consumers, subscriptions;
@@ -29,7 +28,6 @@ pub mod client_registry;
 pub mod config;
 pub mod consumer_offset;
 pub mod filter;
-pub mod json_file;
 pub mod long_polling;
 pub mod processor;
 pub mod rebalance_lock;

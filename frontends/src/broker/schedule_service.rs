@@ -22,7 +22,7 @@
 //! * the *persisted* offset of a level only moves past a delivery once the
 //!   delivered copy is durable in the commit log (`durable_offset`), so a
 //!   crash — even a power loss — never loses a scheduled message;
-//! * it is written (atomically, [`json_file::persist`]) soon after every
+//! * it is written (atomically, [`fastjson::config_file::persist`]) soon after every
 //!   delivery batch once durable, every `flushDelayOffsetInterval`, and at
 //!   shutdown after the store's final flush. A write costs three fsyncs
 //!   (tmp file, backup, directory), about 7 ms on the development VM; it
@@ -55,10 +55,10 @@ use serde_json::Value;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
-use super::json_file;
 use super::topic_config::TRANS_HALF_TOPIC;
 use super::Broker;
 use fastjson::as_i64;
+use fastjson::config_file;
 
 /// First run of the delivery tasks after start (Java: 1 s).
 const FIRST_RUN: Duration = Duration::from_secs(1);
@@ -102,7 +102,7 @@ impl Schedule {
         let path = config_dir.join("delayOffset.json");
         let mut saved = BTreeMap::new();
         if let Some(Value::Object(t)) =
-            json_file::load(&path).and_then(|v| v.get("offsetTable").cloned())
+            config_file::load(&path).and_then(|v| v.get("offsetTable").cloned())
         {
             for (k, v) in t {
                 if let (Ok(level), Some(off)) = (k.trim().parse::<i32>(), as_i64(Some(&v))) {
@@ -220,7 +220,7 @@ impl Schedule {
             ));
         };
         let mut written = self.written.lock();
-        json_file::persist(&self.path, text)?;
+        config_file::persist(&self.path, text)?;
         let mut table = self.table.lock();
         for (k, v) in t {
             if let (Ok(level), Some(off)) = (k.trim().parse::<i32>(), as_i64(Some(&v))) {
@@ -264,7 +264,7 @@ impl Schedule {
         let text = self.to_json(true);
         let mut written = self.written.lock();
         if *written != text {
-            json_file::persist(&self.path, &text)?;
+            config_file::persist(&self.path, &text)?;
             *written = text;
         }
         Ok(())

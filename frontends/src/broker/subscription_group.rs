@@ -10,9 +10,9 @@ use std::path::PathBuf;
 use parking_lot::{Mutex, RwLock};
 use serde_json::{json, Value};
 
-use super::json_file;
 use super::topic_config::next_version;
 use crate::namesrv::route_table::DataVersion;
+use fastjson::config_file;
 use fastjson::{as_bool, as_i64};
 
 /// Groups every broker has from the start.
@@ -114,7 +114,7 @@ impl SubscriptionGroupTable {
         for g in PRECREATED_GROUPS {
             groups.insert(g.to_string(), SubscriptionGroupConfig::new(g));
         }
-        if let Some(v) = json_file::load(&path) {
+        if let Some(v) = config_file::load(&path) {
             if let Some(dv) = v.get("dataVersion") {
                 data_version = DataVersion::from_value(dv);
             }
@@ -239,6 +239,6 @@ impl SubscriptionGroupTable {
     pub fn persist(&self) -> std::io::Result<()> {
         let _guard = self.persist_lock.lock();
         let text = fastjson::to_pretty(&self.wrapper_value(), &|_| false);
-        json_file::persist(&self.path, &text)
+        config_file::persist(&self.path, &text)
     }
 }

@@ -14,8 +14,8 @@ use serde_json::{json, Value};
 use tokio::sync::Notify;
 
 use super::config::BrokerConfig;
-use super::json_file;
 use crate::namesrv::route_table::DataVersion;
+use fastjson::config_file;
 use fastjson::{as_bool, as_i64, as_string};
 
 /// Permission bits (semantics.md §1.1).
@@ -196,7 +196,7 @@ impl TopicConfigTable {
             timestamp: now_ms(),
             counter: 0,
         };
-        if let Some(v) = json_file::load(&path) {
+        if let Some(v) = config_file::load(&path) {
             if let Some(dv) = v.get("dataVersion") {
                 data_version = DataVersion::from_value(dv);
             }
@@ -440,7 +440,7 @@ impl TopicConfigTable {
     pub fn persist(&self) -> std::io::Result<()> {
         let _guard = self.persist_lock.lock();
         let text = fastjson::to_pretty(&self.wrapper_value(), &|_| false);
-        json_file::persist(&self.path, &text)
+        config_file::persist(&self.path, &text)
     }
 }
 

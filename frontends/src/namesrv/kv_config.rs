@@ -25,32 +25,23 @@ impl KvConfig {
         Self::default()
     }
 
-    /// Loads `path` if it exists (an unreadable or malformed file is logged
-    /// and ignored, as Java does); writes go back to it.
+    /// Loads `path` (or its `.bak`) if it exists; an unreadable or malformed
+    /// file is logged and ignored, as Java does. Writes go back to it.
     pub fn load(path: &Path) -> Self {
         let mut table = Table::new();
-        match std::fs::read(path) {
-            Ok(bytes) => match super::wire::parse_lenient(&bytes) {
-                Ok(v) => {
-                    if let Some(serde_json::Value::Object(ns)) = v.get("configTable") {
-                        for (name, kv) in ns {
-                            if let serde_json::Value::Object(kv) = kv {
-                                let entry = table.entry(name.clone()).or_default();
-                                for (k, v) in kv {
-                                    if let Some(s) = v.as_str() {
-                                        entry.insert(k.clone(), s.to_string());
-                                    }
-                                }
-                            }
+        if let Some(serde_json::Value::Object(ns)) = fastjson::config_file::load(path)
+            .and_then(|mut v| v.get_mut("configTable").map(serde_json::Value::take))
+        {
+            for (name, kv) in ns {
+                if let serde_json::Value::Object(kv) = kv {
+                    let entry = table.entry(name).or_default();
+                    for (k, v) in kv {
+                        if let Some(s) = v.as_str() {
+                            entry.insert(k, s.to_string());
                         }
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), "ignoring malformed KV config: {e}")
-                }
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!(path = %path.display(), "cannot read KV config: {e}"),
+            }
         }
         KvConfig {
             table: RwLock::new(table),
@@ -90,19 +81,45 @@ impl KvConfig {
         self.persist(&t);
     }
 
-    /// Writes the table (temp file + rename); failures are logged, the
+    /// Writes the table as Java does (`.tmp`, `.bak`, rename; see
+    /// [`fastjson::config_file::persist`]). Failures are logged, the
     /// in-memory state stays authoritative.
     fn persist(&self, t: &Table) {
         let Some(path) = &self.path else { return };
         let text = serde_json::json!({ "configTable": t }).to_string();
-        let tmp = path.with_extension("json.tmp");
-        let result = path
-            .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|_| std::fs::write(&tmp, text))
-            .and_then(|_| std::fs::rename(&tmp, path));
-        if let Err(e) = result {
+        if let Err(e) = fastjson::config_file::persist(path, &text) {
             tracing::error!(path = %path.display(), "cannot persist KV config: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_survive_a_reload_and_keep_a_backup() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kvConfig.json");
+        let kv = KvConfig::load(&path);
+        kv.put(NAMESPACE_ORDER_TOPIC_CONFIG, "T", "broker-a:4");
+        kv.put(NAMESPACE_ORDER_TOPIC_CONFIG, "U", "broker-b:2");
+        assert!(
+            dir.path().join("kvConfig.json.bak").exists(),
+            "Java keeps a .bak"
+        );
+        let again = KvConfig::load(&path);
+        assert_eq!(
+            again.get(NAMESPACE_ORDER_TOPIC_CONFIG, "T").as_deref(),
+            Some("broker-a:4")
+        );
+        // A damaged file falls back to the backup (one write behind).
+        std::fs::write(&path, "{\"configTable\":").unwrap();
+        let from_bak = KvConfig::load(&path);
+        assert_eq!(
+            from_bak.get(NAMESPACE_ORDER_TOPIC_CONFIG, "T").as_deref(),
+            Some("broker-a:4")
+        );
+        assert_eq!(from_bak.get(NAMESPACE_ORDER_TOPIC_CONFIG, "U"), None);
     }
 }

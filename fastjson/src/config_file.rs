@@ -1,12 +1,13 @@
-//! RocketMQ's config-file persistence (`MixAll.string2File` / `ConfigManager`).
+//! RocketMQ's config files (`MixAll.string2File` / `ConfigManager`): the
+//! broker's `config/*.json`, the name server's `kvConfig.json`.
 //!
-//! Writing `<name>`: the new text goes to `<name>.tmp` (fsynced), the
-//! current file is copied to `<name>.bak`, then `<name>.tmp` is renamed over
-//! `<name>` and the directory fsynced. A crash leaves either the old or the
-//! new file in place, plus a backup. Loading reads `<name>`, or `<name>.bak`
-//! when the first is missing or unparsable.
-//! The text is fastjson's dialect (the `fastjson` crate): offset tables
-//! keep their integer keys unquoted on disk.
+//! [`persist`] writes `<name>`: the new text goes to `<name>.tmp` (fsynced),
+//! the current file is copied to `<name>.bak`, then `<name>.tmp` is renamed
+//! over `<name>` and the directory fsynced. A crash leaves either the old or
+//! the new file in place, plus a backup. [`load`] reads `<name>`, or
+//! `<name>.bak` when the first is missing or unparsable. [`replace`] is
+//! [`persist`] without the backup, for a repair tool whose current file may
+//! be the damaged one and whose `.bak` may be the good one.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -25,7 +26,7 @@ pub fn load(path: &Path) -> Option<Value> {
     for candidate in [path.to_path_buf(), with_suffix(path, ".bak")] {
         match fs::read(&candidate) {
             Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => continue,
-            Ok(bytes) => match fastjson::parse(&bytes) {
+            Ok(bytes) => match crate::parse(&bytes) {
                 Ok(v) => {
                     tracing::info!(path = %candidate.display(), "loaded config file");
                     return Some(v);
@@ -42,7 +43,18 @@ pub fn load(path: &Path) -> Option<Value> {
 }
 
 /// Atomically replaces `path` with `text` (tmp + fsync, copy to .bak, rename).
+/// Durable when it returns `Ok`.
 pub fn persist(path: &Path, text: &str) -> io::Result<()> {
+    write_via_temp(path, text, true)
+}
+
+/// Atomically replaces `path` with `text` (tmp + fsync, rename), leaving any
+/// `.bak` as it is. Durable when it returns `Ok`.
+pub fn replace(path: &Path, text: &str) -> io::Result<()> {
+    write_via_temp(path, text, false)
+}
+
+fn write_via_temp(path: &Path, text: &str, backup: bool) -> io::Result<()> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir)?;
     }
@@ -56,12 +68,13 @@ pub fn persist(path: &Path, text: &str) -> io::Result<()> {
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
     }
-    if path.exists() {
+    if backup && path.exists() {
         let bak = with_suffix(path, ".bak");
         fs::copy(path, &bak)?;
         File::open(&bak)?.sync_all()?;
     }
     fs::rename(&tmp, path)?;
+    // The rename is durable once the directory is.
     if let Some(dir) = path.parent() {
         if let Ok(d) = File::open(dir) {
             let _ = d.sync_all();
@@ -88,5 +101,12 @@ mod tests {
         assert_eq!(load(&path).unwrap()["a"], 2);
         fs::write(&path, "garbage{").unwrap();
         assert_eq!(load(&path).unwrap()["a"], 1);
+        replace(&path, "{\"a\":3}").unwrap();
+        assert_eq!(load(&path).unwrap()["a"], 3);
+        assert_eq!(
+            fs::read_to_string(with_suffix(&path, ".bak")).unwrap(),
+            "{\"a\":1}",
+            "replace leaves the backup alone"
+        );
     }
 }
