@@ -9,8 +9,8 @@ use bytes::{BufMut, BytesMut};
 use frontends::remoting::codes::response;
 use frontends::remoting::frame::{encode_to_bytes, FrameCodec};
 use frontends::remoting::{
-    ClientConfig, ConnectionContext, RemotingClient, RemotingCommand, RequestHandler, Server,
-    ServerConfig, ServerHandle,
+    ClientConfig, ConnectionContext, RemotingClient, RemotingCommand, RemotingError,
+    RequestHandler, Server, ServerConfig, ServerHandle,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -658,4 +658,64 @@ async fn shutdown_is_not_held_up_by_a_peer_that_does_not_read() {
     timeout(T, server.shutdown())
         .await
         .expect("shutdown completes although the peer reads nothing");
+}
+
+/// Keeps the context of the last connection, so the test can call the peer.
+#[derive(Default)]
+struct KeepsContext {
+    ctx: parking_lot::Mutex<Option<ConnectionContext>>,
+}
+
+impl RequestHandler for KeepsContext {
+    async fn handle(&self, _: &ConnectionContext, _: RemotingCommand) -> Option<RemotingCommand> {
+        None
+    }
+
+    fn on_connected(&self, ctx: &ConnectionContext) {
+        *self.ctx.lock() = Some(ctx.clone());
+    }
+}
+
+#[tokio::test]
+async fn our_requests_to_a_peer_that_does_not_read_are_capped_and_it_can_still_be_closed() {
+    const BODY: usize = 256 << 10;
+    let mut config = ServerConfig::default();
+    config.connection.max_pending_output = 1 << 20;
+    config.connection.max_queued_requests = 16;
+    let handler = Arc::new(KeepsContext::default());
+    let server = Server::start("127.0.0.1:0", config, handler.clone())
+        .await
+        .expect("bind");
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let _greedy = socket.connect(server.local_addr()).await.unwrap();
+    eventually("connection registered", || handler.ctx.lock().is_some()).await;
+    let ctx = handler.ctx.lock().clone().expect("context");
+
+    // Like the broker's transaction checks with message bodies. Each send
+    // leaves the connection task time to encode what it may: without the
+    // output cap on our requests none would ever wait, and none would fail.
+    let mut sent = 0;
+    let refused = loop {
+        match ctx.send_oneway(RemotingCommand::request(39).with_body(vec![1u8; BODY])) {
+            Ok(()) => sent += 1,
+            Err(e) => break e,
+        }
+        assert!(
+            sent < 400,
+            "{sent} requests of 256 KiB queued for a peer that reads nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    assert!(
+        matches!(refused, RemotingError::TooManyRequests { queued: 16 }),
+        "{refused}"
+    );
+
+    // Closing does not wait for the peer to read what is queued.
+    ctx.close();
+    timeout(T, ctx.closed())
+        .await
+        .expect("closed although the peer reads nothing");
+    server.shutdown().await;
 }

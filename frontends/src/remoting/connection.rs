@@ -20,7 +20,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,7 +30,7 @@ use futures_util::{FutureExt, StreamExt};
 use parking_lot::Mutex;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use super::codes::response;
 use super::command::{RemotingCommand, SerializeType};
@@ -91,6 +91,13 @@ pub struct ConnectionConfig {
     /// handler is collected and nothing is read, so the output exceeds this
     /// by at most one answer. Default 4 MiB.
     pub max_pending_output: usize,
+    /// At most this many of our own requests (to the peer) wait to be
+    /// encoded; more fail at once with [`RemotingError::TooManyRequests`].
+    /// They wait only while `max_pending_output` is reached (a peer that
+    /// does not read), so this bounds what such a peer costs us. Java caps
+    /// a server's outstanding oneway calls at 256
+    /// (`serverOnewaySemaphoreValue`). Default 1024.
+    pub max_queued_requests: usize,
     /// On server shutdown, how long in-flight requests may still finish.
     pub shutdown_grace: Duration,
     /// Close the connection after this long without a read or a write
@@ -105,6 +112,7 @@ impl Default for ConnectionConfig {
             codec: FrameCodec::default(),
             max_in_flight: 4096,
             max_pending_output: 4 << 20,
+            max_queued_requests: 1024,
             shutdown_grace: Duration::from_secs(5),
             idle_timeout: None,
         }
@@ -132,18 +140,22 @@ struct Shared {
     peer_addr: SocketAddr,
     local_addr: SocketAddr,
     outbound: mpsc::UnboundedSender<Outbound>,
+    /// Commands in `outbound` not yet encoded (see `max_queued_requests`).
+    queued: AtomicUsize,
+    max_queued: usize,
     pending: Mutex<HashMap<i32, oneshot::Sender<RemotingCommand>>>,
     next_opaque: AtomicI32,
     closed: AtomicBool,
     closed_tx: watch::Sender<bool>,
+    /// `close()` was called. Not a message in `outbound`, which waits while
+    /// the peer does not read: closing such a peer must not wait for it.
+    close_requested: Notify,
 }
 
-enum Outbound {
-    /// Boxed: the channel allocates its first block of 32 slots up front,
-    /// and every connection has one (256 bytes instead of ~3 KiB).
-    Command(Box<RemotingCommand>),
-    Close,
-}
+/// Our request to the peer. Boxed: the channel allocates its first block
+/// of 32 slots up front, and every connection has one (256 bytes instead of
+/// ~3 KiB).
+type Outbound = Box<RemotingCommand>;
 
 impl std::fmt::Debug for ConnectionContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -188,11 +200,12 @@ impl ConnectionContext {
 
     /// Asks the connection to close (pending answers are dropped).
     pub fn close(&self) {
-        let _ = self.inner.outbound.send(Outbound::Close);
+        self.inner.close_requested.notify_one();
     }
 
     /// Sends `request` oneway: sets the oneway flag and an opaque; no answer
-    /// is expected. Fails only if the connection is closed.
+    /// is expected. Fails if the connection is closed or too many of our
+    /// requests already wait for a peer that does not read.
     pub fn send_oneway(&self, mut request: RemotingCommand) -> Result<(), RemotingError> {
         request.flag |= super::command::FLAG_ONEWAY;
         request.flag &= !super::command::FLAG_RESPONSE;
@@ -250,9 +263,14 @@ impl ConnectionContext {
         if self.is_closed() {
             return Err(RemotingError::ConnectionClosed);
         }
+        let max = self.inner.max_queued;
+        if self.inner.queued.fetch_add(1, Ordering::AcqRel) >= max {
+            self.inner.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(RemotingError::TooManyRequests { queued: max });
+        }
         self.inner
             .outbound
-            .send(Outbound::Command(Box::new(cmd)))
+            .send(Box::new(cmd))
             .map_err(|_| RemotingError::ConnectionClosed)
     }
 }
@@ -287,10 +305,13 @@ pub(crate) fn spawn<H: RequestHandler>(
             peer_addr,
             local_addr,
             outbound: tx,
+            queued: AtomicUsize::new(0),
+            max_queued: config.max_queued_requests,
             pending: Mutex::new(HashMap::new()),
             next_opaque: AtomicI32::new(0),
             closed: AtomicBool::new(false),
             closed_tx,
+            close_requested: Notify::new(),
         }),
     };
     let task_ctx = ctx.clone();
@@ -426,27 +447,29 @@ async fn run<H: RequestHandler>(
                 }
             }
 
-            msg = outbound.recv() => {
-                let mut next = msg;
+            // Our own requests wait while the output is at its cap, like
+            // answers: a peer that does not read must not grow `out`.
+            msg = outbound.recv(), if out.len() < config.max_pending_output => {
+                // The context holds a sender: `None` cannot happen while we run.
+                let Some(mut cmd) = msg else { return CloseReason::Requested };
                 loop {
-                    match next {
-                        Some(Outbound::Command(cmd)) => {
-                            if let Err(e) = codec.encode(&cmd, &mut out) {
-                                tracing::error!(conn = ctx.id(), code = cmd.code, "cannot send request: {e}");
-                                // Fail the waiter now rather than at its timeout.
-                                ctx.inner.pending.lock().remove(&cmd.opaque);
-                            }
-                        }
-                        Some(Outbound::Close) => return CloseReason::Requested,
-                        // The context holds a sender; cannot happen while we run.
-                        None => return CloseReason::Requested,
+                    ctx.inner.queued.fetch_sub(1, Ordering::AcqRel);
+                    if let Err(e) = codec.encode(&cmd, &mut out) {
+                        tracing::error!(conn = ctx.id(), code = cmd.code, "cannot send request: {e}");
+                        // Fail the waiter now rather than at its timeout.
+                        ctx.inner.pending.lock().remove(&cmd.opaque);
+                    }
+                    if out.len() >= config.max_pending_output {
+                        break;
                     }
                     match outbound.try_recv() {
-                        Ok(m) => next = Some(m),
+                        Ok(m) => cmd = m,
                         Err(_) => break,
                     }
                 }
             }
+
+            _ = ctx.inner.close_requested.notified() => return CloseReason::Requested,
 
             res = read_some(&rd, &mut inbuf, &codec), if may_read => {
                 match res {

@@ -51,6 +51,10 @@ pub enum RemotingError {
     /// The connection closed before the response arrived (or before sending).
     #[error("connection closed")]
     ConnectionClosed,
+    /// Too many of our requests already wait to be written to a peer that
+    /// does not read (Java's RemotingTooMuchRequestException).
+    #[error("{queued} requests already wait for this connection's peer to read")]
+    TooManyRequests { queued: usize },
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
     #[error(transparent)]
