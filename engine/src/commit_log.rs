@@ -918,6 +918,15 @@ impl CommitLog {
         self.max_offset.load(Ordering::Acquire)
     }
 
+    /// End of the bytes written to the files: [`CommitLog::max_offset`], or
+    /// past it, with staged appends, what a commit wrote ahead of the flush
+    /// that makes it readable. A master may have sent a slave up to here
+    /// ([`CommitLog::slice_to_file_end`] reads what is written).
+    pub fn written_end(&self) -> u64 {
+        self.max_offset()
+            .max(self.committed.load(Ordering::Acquire))
+    }
+
     /// First offset still on disk.
     pub fn min_offset(&self) -> u64 {
         self.files

@@ -515,6 +515,12 @@ impl MessageStore {
             .map(|s| s.prefix(max_len))
     }
 
+    /// End of the commit log bytes a slave can have been sent (see
+    /// [`CommitLog::written_end`]): no honest slave reports more.
+    pub fn transfer_end(&self) -> u64 {
+        self.commit_log.written_end()
+    }
+
     /// Waits until the commit log grows past `offset` or `timeout` passes.
     pub async fn wait_for_append(&self, offset: u64, timeout: Duration) {
         self.replication

@@ -219,3 +219,100 @@ async fn slave_appends_frames_reports_and_rejects_a_wrong_offset() {
     env.stop().await;
     source.shutdown().unwrap();
 }
+
+/// Reads (heartbeats, frames) until the master hangs up; false if it is
+/// still talking after `within`.
+async fn hung_up_within(s: &mut TcpStream, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut sink = vec![0u8; 64 * 1024];
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut sink)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_never_counts_an_ack_for_bytes_it_does_not_have() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = common::start(
+        dir.path(),
+        &[
+            "brokerRole=SYNC_MASTER",
+            "slaveTimeout=300",
+            "haSendHeartbeatInterval=200",
+        ],
+    )
+    .await;
+    for i in 0..20 {
+        let r = env
+            .call(common::send_v2(
+                "HaAck",
+                0,
+                format!("m{i}").as_bytes(),
+                "WAIT\u{1}false",
+            ))
+            .await;
+        assert_eq!(r.code, response::SUCCESS);
+    }
+    let store = env.broker.broker().store.clone();
+    let max = store.max_offset();
+    let ha = env.broker.ha_addr().expect("a master listens for slaves");
+
+    // A slave whose log is ahead of the master's (diverged, or lying): its
+    // first report is no acknowledgement of anything the master holds.
+    let mut ahead = TcpStream::connect(("127.0.0.1", ha.port())).await.unwrap();
+    ahead
+        .write_all(&((max + (1 << 20)) as i64).to_be_bytes())
+        .await
+        .unwrap();
+    eventually("the report handled", || {
+        store.replication().acked_offset() > max || store.replication().connected_slaves() == 0
+    })
+    .await;
+    assert!(
+        store.replication().acked_offset() <= max,
+        "acknowledged {} of a log that ends at {max}",
+        store.replication().acked_offset()
+    );
+    assert!(
+        hung_up_within(&mut ahead, T).await,
+        "a slave ahead of the master is dropped"
+    );
+
+    // A slave at the master's end that then acknowledges bytes it was never sent.
+    let mut liar = TcpStream::connect(("127.0.0.1", ha.port())).await.unwrap();
+    liar.write_all(&(max as i64).to_be_bytes()).await.unwrap();
+    eventually("the first report recorded", || {
+        store.replication().acked_offset() == max
+    })
+    .await;
+    liar.write_all(&i64::MAX.to_be_bytes()).await.unwrap();
+    eventually("the report handled", || {
+        store.replication().acked_offset() > max || store.replication().connected_slaves() == 0
+    })
+    .await;
+    assert_eq!(
+        store.replication().acked_offset(),
+        max,
+        "an acknowledgement beyond what was sent counts"
+    );
+    assert!(
+        hung_up_within(&mut liar, T).await,
+        "a lying slave is dropped"
+    );
+
+    // No slave holds the next message: it is never SEND_OK.
+    let r = env
+        .call(common::send_v2(
+            "HaAck",
+            0,
+            b"unreplicated",
+            "WAIT\u{1}true",
+        ))
+        .await;
+    assert_eq!(r.code, response::SLAVE_NOT_AVAILABLE);
+    env.stop().await;
+}
