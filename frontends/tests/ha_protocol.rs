@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use engine::config::StoreConfig;
 use engine::record::MessageToStore;
-use engine::{AcceptAll, GetMessageStatus, MessageStore};
+use engine::{AcceptAll, BrokerRole, GetMessageStatus, MessageStore};
 use frontends::remoting::codes::response;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -314,5 +314,65 @@ async fn master_never_counts_an_ack_for_bytes_it_does_not_have() {
         ))
         .await;
     assert_eq!(r.code, response::SLAVE_NOT_AVAILABLE);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_drops_a_slave_behind_its_first_file() {
+    const FILE: u64 = 64 * 1024;
+    // A log that reaches its third file.
+    let src_dir = tempfile::tempdir().unwrap();
+    let source = MessageStore::open(StoreConfig {
+        store_path_root_dir: src_dir.path().to_path_buf(),
+        mapped_file_size_commit_log: FILE,
+        ..StoreConfig::default()
+    })
+    .unwrap();
+    while source.max_offset() < 2 * FILE + 1000 {
+        source
+            .put_message(&MessageToStore::new("Old", 0, &[b'o'; 500], ""))
+            .unwrap();
+    }
+    // A store holding that log from its second file on (as a slave that
+    // started empty holds its master's last files), then run as a master:
+    // its commit log starts at FILE.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = MessageStore::open(StoreConfig {
+        store_path_root_dir: dir.path().to_path_buf(),
+        mapped_file_size_commit_log: FILE,
+        mapped_file_size_consume_queue: 60_000,
+        broker_role: BrokerRole::Slave,
+        ..StoreConfig::default()
+    })
+    .unwrap();
+    let mut at = FILE;
+    while at < source.max_offset() {
+        let s = source.read_for_transfer(at, 1 << 20).unwrap();
+        copy.append_replicated(at, s.as_bytes()).unwrap();
+        at += s.len();
+    }
+    copy.shutdown().unwrap();
+    drop(copy);
+    source.shutdown().unwrap();
+    let env = common::start(
+        dir.path(),
+        &[
+            "mappedFileSizeCommitLog=65536",
+            "haSendHeartbeatInterval=200",
+        ],
+    )
+    .await;
+    let store = env.broker.broker().store.clone();
+    assert_eq!(store.min_offset(), FILE);
+
+    // A slave that needs bytes the master no longer has can never catch up:
+    // the master says so by hanging up (it used to spin, heartbeating).
+    let ha = env.broker.ha_addr().expect("a master listens for slaves");
+    let mut slave = TcpStream::connect(("127.0.0.1", ha.port())).await.unwrap();
+    slave.write_all(&100i64.to_be_bytes()).await.unwrap();
+    assert!(
+        hung_up_within(&mut slave, Duration::from_secs(3)).await,
+        "the master keeps a slave it cannot serve"
+    );
     env.stop().await;
 }

@@ -14,7 +14,9 @@
 //!   current commit log file in frames of at most `haTransferBatchSize`,
 //!   straight from the mapping; when there is nothing new, park until an
 //!   append (at most 100 ms) and send a header-only heartbeat after
-//!   `haSendHeartbeatInterval` of silence.
+//!   `haSendHeartbeatInterval` of silence. A slave that needs bytes from
+//!   before the first file still stored can never catch up: it is dropped
+//!   (Java keeps it, idle, for good).
 //!
 //! The connection counts as a live slave (the SYNC_MASTER slave-OK rule)
 //! from accept to close.
@@ -51,6 +53,10 @@ enum ConnectionEnd {
     Ahead { reported: u64, end: u64 },
     #[error("slave acknowledged offset {reported}, but it holds at most {sent}")]
     AckBeyondSent { reported: u64, sent: u64 },
+    #[error(
+        "slave needs offset {needs}, but our commit log starts at {first}: it cannot catch up"
+    )]
+    Behind { needs: u64, first: u64 },
     #[error("network: {0}")]
     Io(#[from] std::io::Error),
     #[error("broker stopping")]
@@ -229,6 +235,13 @@ async fn transfer(
             next += slice.len();
             last_write = Instant::now();
             continue;
+        }
+        // Nothing to send. If that is because the bytes the slave needs
+        // were deleted (retention, or a log that starts later), nothing
+        // ever will be, and waiting for an append would return at once.
+        let first = store.min_offset();
+        if next < first {
+            return ConnectionEnd::Behind { needs: next, first };
         }
         if last_write.elapsed() >= heartbeat {
             if let Err(e) = wr.write_all(&protocol::header(next, 0)).await {
