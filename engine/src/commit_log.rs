@@ -169,6 +169,9 @@ pub struct CommitLog {
     append_marks: CachePadded<AppendMarks>,
     /// Appends are staged in memory and written by [`CommitLog::commit_staged`].
     staged: AtomicBool,
+    /// A slave's log ([`CommitLog::follow_master`]): while empty, its first
+    /// file is wherever the master's stream starts.
+    follows_master: AtomicBool,
     /// One commit at a time, so staged bytes reach the files in order.
     commit_lock: Mutex<()>,
     /// The first failed commit. Its staged bytes are gone from staging but
@@ -313,6 +316,7 @@ impl CommitLog {
             early_commit_due: CachePadded::new(AtomicBool::new(false)),
             append_marks: CachePadded::new(AppendMarks::default()),
             staged: AtomicBool::new(false),
+            follows_master: AtomicBool::new(false),
             commit_lock: Mutex::new(()),
             commit_failure: std::sync::OnceLock::new(),
         })
@@ -320,6 +324,16 @@ impl CommitLog {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Marks a slave's log, before [`CommitLog::recover`]: an empty one
+    /// starts where its master's stream does ([`CommitLog::append_replicated`]:
+    /// the master's last file, rarely offset 0), so recovery prepares no
+    /// first files for it. Files prepared at 0 would be left before a gap
+    /// in the file names once the log starts further on, and a crash that
+    /// leaves them on disk makes the log refuse to open.
+    pub fn follow_master(&self) {
+        self.follows_master.store(true, Ordering::Release);
     }
     pub fn file_size(&self) -> u64 {
         self.file_size
@@ -436,6 +450,7 @@ impl CommitLog {
         if let Some(a) = &self.allocator {
             match &st.current {
                 Some(f) => a.prefetch(f.start_offset() + f.size()),
+                None if files.is_empty() && self.follows_master.load(Ordering::Acquire) => {}
                 None => {
                     let first = end - end % self.file_size;
                     a.prefetch(first);

@@ -169,6 +169,9 @@ impl MessageStore {
         } else {
             abnormal_start_file(&commit_log, &checkpoint, &config)
         };
+        if config.broker_role == BrokerRole::Slave {
+            commit_log.follow_master();
+        }
         let recovered = commit_log.recover(start, config.check_crc_on_recover)?;
         if !was_clean {
             tracing::warn!(

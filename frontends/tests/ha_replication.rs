@@ -455,3 +455,66 @@ async fn slave_refuses_sends() {
     assert!(r.remark.unwrap_or_default().contains("slave"));
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slave_started_empty_past_the_first_file_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let ns = name_server().await;
+    let ns_addr = ns.local_addr().to_string();
+    let (mstore, sstore) = (dir.path().join("master"), dir.path().join("slave"));
+    provision_topic(&mstore);
+    provision_topic(&sstore);
+    let master = BrokerProc::start(
+        &mstore,
+        &ns_addr,
+        FILE_SIZE,
+        &["brokerRole=ASYNC_MASTER".into()],
+    );
+    let client = RemotingClient::default();
+    // The master's log reaches its fourth file before the slave exists.
+    let first = send_all(&client, &master.addr, 0..2500, 32).await;
+    assert!(first.values().all(|(c, _, _)| *c == response::SUCCESS));
+    let files = commit_log(&mstore);
+    let last_with_data = files
+        .iter()
+        .filter(|(_, f)| f.iter().any(|b| *b != 0))
+        .map(|(n, _)| n.parse::<u64>().unwrap())
+        .max()
+        .unwrap();
+    assert!(last_with_data >= 3 * FILE_SIZE, "{last_with_data}");
+
+    // An empty slave starts at the master's last file, catches up, dies.
+    let slave_args = vec![
+        "brokerRole=SLAVE".to_string(),
+        "brokerId=1".to_string(),
+        format!("haMasterAddress={}", master.ha_addr()),
+    ];
+    let mut slave = BrokerProc::start(&sstore, &ns_addr, FILE_SIZE, &slave_args);
+    wait_caught_up(&client, &master.addr, &slave).await;
+    slave.kill();
+
+    // It restarts on what it holds and follows the master again.
+    let second = send_all(&client, &master.addr, 2500..2600, 32).await;
+    assert!(second.values().all(|(c, _, _)| *c == response::SUCCESS));
+    let slave = BrokerProc::start(&sstore, &ns_addr, FILE_SIZE, &slave_args);
+    wait_caught_up(&client, &master.addr, &slave).await;
+    assert_log_prefix_identical(&mstore, &slave.store);
+    // It serves what it holds, at the master's queue offsets.
+    for (i, (_, q, off)) in second.iter().step_by(7) {
+        let r = call(
+            &client,
+            &slave.addr,
+            common::pull_everything("HaCG", TOPIC, *q, *off),
+        )
+        .await;
+        assert_eq!(r.code, response::SUCCESS, "pull {q}@{off}: {:?}", r.remark);
+        match decode(&r.body, true) {
+            Decoded::Message(v) => {
+                assert_eq!((v.queue_offset as u64, v.body), (*off, &body(*i)[..]))
+            }
+            other => panic!("bad record in pull body: {other:?}"),
+        }
+    }
+    drop((slave, master));
+    ns.shutdown().await;
+}
