@@ -136,7 +136,8 @@ pub struct Recovered {
     pub end_offset: u64,
     /// Bytes of torn or garbage tail that were zeroed.
     pub zeroed_bytes: u64,
-    /// Files after the end that were deleted.
+    /// Files deleted: those after the end, and a slave's files when they
+    /// hold no record ([`CommitLog::follow_master`]).
     pub deleted_files: usize,
     /// Store timestamp of the last valid record (0 if none).
     pub last_store_timestamp: i64,
@@ -331,7 +332,9 @@ impl CommitLog {
     /// the master's last file, rarely offset 0), so recovery prepares no
     /// first files for it. Files prepared at 0 would be left before a gap
     /// in the file names once the log starts further on, and a crash that
-    /// leaves them on disk makes the log refuse to open.
+    /// leaves them on disk makes the log refuse to open. For the same
+    /// reason recovery deletes the files of a slave's log that holds no
+    /// record.
     pub fn follow_master(&self) {
         self.follows_master.store(true, Ordering::Release);
     }
@@ -401,7 +404,7 @@ impl CommitLog {
             }
         }
         // Delete files wholly past the end, zero the tail of the last one.
-        let end = report.end_offset;
+        let mut end = report.end_offset;
         while let Some(last) = files.last() {
             if last.start_offset() <= end {
                 break;
@@ -409,6 +412,19 @@ impl CommitLog {
             last.delete()?;
             files.pop();
             report.deleted_files += 1;
+        }
+        // A slave's log holding no record (a file prepared but never
+        // written, left by a crash) is empty: it reports 0 and starts where
+        // its master's stream does, which is rarely this file's offset.
+        if self.follows_master.load(Ordering::Acquire)
+            && files.first().is_some_and(|f| f.start_offset() == end)
+        {
+            for f in files.drain(..) {
+                f.delete()?;
+                report.deleted_files += 1;
+            }
+            end = 0;
+            report.end_offset = 0;
         }
         for f in files.iter() {
             let start = f.start_offset();

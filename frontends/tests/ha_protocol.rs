@@ -376,3 +376,75 @@ async fn master_drops_a_slave_behind_its_first_file() {
     );
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slave_whose_log_holds_no_record_starts_where_the_master_streams() {
+    const FILE: u64 = 64 * 1024;
+    // The master's log reaches its third file.
+    let src_dir = tempfile::tempdir().unwrap();
+    let source = MessageStore::open(StoreConfig {
+        store_path_root_dir: src_dir.path().to_path_buf(),
+        mapped_file_size_commit_log: FILE,
+        ..StoreConfig::default()
+    })
+    .unwrap();
+    while source.max_offset() < 2 * FILE + 1000 {
+        source
+            .put_message(&MessageToStore::new("Late", 0, &[b'l'; 500], ""))
+            .unwrap();
+    }
+    let start = 2 * FILE;
+    let tail = source.read_for_transfer(start, FILE).unwrap();
+    let tail = tail.as_bytes().to_vec();
+
+    // The slave's commit log is one file of zeros (prepared, never
+    // written, left by a kill -9): its max offset is 0, it holds nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let log_dir = dir.path().join("commitlog");
+    std::fs::create_dir_all(&log_dir).unwrap();
+    std::fs::File::create(log_dir.join("00000000000000000000"))
+        .unwrap()
+        .set_len(FILE)
+        .unwrap();
+    let master = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ha_master = format!("haMasterAddress={}", master.local_addr().unwrap());
+    let env = common::start(
+        dir.path(),
+        &[
+            "brokerRole=SLAVE",
+            "brokerId=1",
+            &ha_master,
+            "mappedFileSizeCommitLog=65536",
+        ],
+    )
+    .await;
+    let store = env.broker.broker().store.clone();
+    let (mut conn, _) = timeout(T, master.accept()).await.unwrap().unwrap();
+    let mut report = [0u8; 8];
+    timeout(T, conn.read_exact(&mut report))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(i64::from_be_bytes(report), 0);
+
+    // So the master streams from its last file, and the slave takes it.
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&(start as i64).to_be_bytes());
+    frame.extend_from_slice(&(tail.len() as i32).to_be_bytes());
+    frame.extend_from_slice(&tail);
+    conn.write_all(&frame).await.unwrap();
+    let want = start + tail.len() as u64;
+    loop {
+        let read = timeout(T, conn.read_exact(&mut report)).await.unwrap();
+        assert!(
+            read.is_ok(),
+            "the slave hung up instead of taking the frame at {start}"
+        );
+        if i64::from_be_bytes(report) == want as i64 {
+            break;
+        }
+    }
+    assert_eq!((store.min_offset(), store.max_offset()), (start, want));
+    env.stop().await;
+    source.shutdown().unwrap();
+}
