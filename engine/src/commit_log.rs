@@ -136,7 +136,8 @@ pub struct Recovered {
     pub end_offset: u64,
     /// Bytes of torn or garbage tail that were zeroed.
     pub zeroed_bytes: u64,
-    /// Files after the end that were deleted.
+    /// Files deleted: those after the end, and a slave's files when they
+    /// hold no record ([`CommitLog::follow_master`]).
     pub deleted_files: usize,
     /// Store timestamp of the last valid record (0 if none).
     pub last_store_timestamp: i64,
@@ -169,6 +170,9 @@ pub struct CommitLog {
     append_marks: CachePadded<AppendMarks>,
     /// Appends are staged in memory and written by [`CommitLog::commit_staged`].
     staged: AtomicBool,
+    /// A slave's log ([`CommitLog::follow_master`]): while empty, its first
+    /// file is wherever the master's stream starts.
+    follows_master: AtomicBool,
     /// One commit at a time, so staged bytes reach the files in order.
     commit_lock: Mutex<()>,
     /// The first failed commit. Its staged bytes are gone from staging but
@@ -313,6 +317,7 @@ impl CommitLog {
             early_commit_due: CachePadded::new(AtomicBool::new(false)),
             append_marks: CachePadded::new(AppendMarks::default()),
             staged: AtomicBool::new(false),
+            follows_master: AtomicBool::new(false),
             commit_lock: Mutex::new(()),
             commit_failure: std::sync::OnceLock::new(),
         })
@@ -320,6 +325,18 @@ impl CommitLog {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Marks a slave's log, before [`CommitLog::recover`]: an empty one
+    /// starts where its master's stream does ([`CommitLog::append_replicated`]:
+    /// the master's last file, rarely offset 0), so recovery prepares no
+    /// first files for it. Files prepared at 0 would be left before a gap
+    /// in the file names once the log starts further on, and a crash that
+    /// leaves them on disk makes the log refuse to open. For the same
+    /// reason recovery deletes the files of a slave's log that holds no
+    /// record.
+    pub fn follow_master(&self) {
+        self.follows_master.store(true, Ordering::Release);
     }
     pub fn file_size(&self) -> u64 {
         self.file_size
@@ -387,7 +404,7 @@ impl CommitLog {
             }
         }
         // Delete files wholly past the end, zero the tail of the last one.
-        let end = report.end_offset;
+        let mut end = report.end_offset;
         while let Some(last) = files.last() {
             if last.start_offset() <= end {
                 break;
@@ -395,6 +412,19 @@ impl CommitLog {
             last.delete()?;
             files.pop();
             report.deleted_files += 1;
+        }
+        // A slave's log holding no record (a file prepared but never
+        // written, left by a crash) is empty: it reports 0 and starts where
+        // its master's stream does, which is rarely this file's offset.
+        if self.follows_master.load(Ordering::Acquire)
+            && files.first().is_some_and(|f| f.start_offset() == end)
+        {
+            for f in files.drain(..) {
+                f.delete()?;
+                report.deleted_files += 1;
+            }
+            end = 0;
+            report.end_offset = 0;
         }
         for f in files.iter() {
             let start = f.start_offset();
@@ -436,6 +466,7 @@ impl CommitLog {
         if let Some(a) = &self.allocator {
             match &st.current {
                 Some(f) => a.prefetch(f.start_offset() + f.size()),
+                None if files.is_empty() && self.follows_master.load(Ordering::Acquire) => {}
                 None => {
                     let first = end - end % self.file_size;
                     a.prefetch(first);
@@ -916,6 +947,15 @@ impl CommitLog {
     /// Readable end of the commit log.
     pub fn max_offset(&self) -> u64 {
         self.max_offset.load(Ordering::Acquire)
+    }
+
+    /// End of the bytes written to the files: [`CommitLog::max_offset`], or
+    /// past it, with staged appends, what a commit wrote ahead of the flush
+    /// that makes it readable. A master may have sent a slave up to here
+    /// ([`CommitLog::slice_to_file_end`] reads what is written).
+    pub fn written_end(&self) -> u64 {
+        self.max_offset()
+            .max(self.committed.load(Ordering::Acquire))
     }
 
     /// First offset still on disk.

@@ -169,6 +169,9 @@ impl MessageStore {
         } else {
             abnormal_start_file(&commit_log, &checkpoint, &config)
         };
+        if config.broker_role == BrokerRole::Slave {
+            commit_log.follow_master();
+        }
         let recovered = commit_log.recover(start, config.check_crc_on_recover)?;
         if !was_clean {
             tracing::warn!(
@@ -513,6 +516,12 @@ impl MessageStore {
         self.commit_log
             .slice_to_file_end(offset)
             .map(|s| s.prefix(max_len))
+    }
+
+    /// End of the commit log bytes a slave can have been sent (see
+    /// [`CommitLog::written_end`]): no honest slave reports more.
+    pub fn transfer_end(&self) -> u64 {
+        self.commit_log.written_end()
     }
 
     /// Waits until the commit log grows past `offset` or `timeout` passes.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use engine::config::StoreConfig;
 use engine::record::MessageToStore;
-use engine::{AcceptAll, GetMessageStatus, MessageStore};
+use engine::{AcceptAll, BrokerRole, GetMessageStatus, MessageStore};
 use frontends::remoting::codes::response;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -216,6 +216,235 @@ async fn slave_appends_frames_reports_and_rejects_a_wrong_offset() {
         }
     }
     assert_eq!(store.max_offset(), max, "nothing appended");
+    env.stop().await;
+    source.shutdown().unwrap();
+}
+
+/// Reads (heartbeats, frames) until the master hangs up; false if it is
+/// still talking after `within`.
+async fn hung_up_within(s: &mut TcpStream, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut sink = vec![0u8; 64 * 1024];
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut sink)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_never_counts_an_ack_for_bytes_it_does_not_have() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = common::start(
+        dir.path(),
+        &[
+            "brokerRole=SYNC_MASTER",
+            "slaveTimeout=300",
+            "haSendHeartbeatInterval=200",
+        ],
+    )
+    .await;
+    for i in 0..20 {
+        let r = env
+            .call(common::send_v2(
+                "HaAck",
+                0,
+                format!("m{i}").as_bytes(),
+                "WAIT\u{1}false",
+            ))
+            .await;
+        assert_eq!(r.code, response::SUCCESS);
+    }
+    let store = env.broker.broker().store.clone();
+    let max = store.max_offset();
+    let ha = env.broker.ha_addr().expect("a master listens for slaves");
+
+    // A slave whose log is ahead of the master's (diverged, or lying): its
+    // first report is no acknowledgement of anything the master holds.
+    let mut ahead = TcpStream::connect(("127.0.0.1", ha.port())).await.unwrap();
+    ahead
+        .write_all(&((max + (1 << 20)) as i64).to_be_bytes())
+        .await
+        .unwrap();
+    eventually("the report handled", || {
+        store.replication().acked_offset() > max || store.replication().connected_slaves() == 0
+    })
+    .await;
+    assert!(
+        store.replication().acked_offset() <= max,
+        "acknowledged {} of a log that ends at {max}",
+        store.replication().acked_offset()
+    );
+    assert!(
+        hung_up_within(&mut ahead, T).await,
+        "a slave ahead of the master is dropped"
+    );
+
+    // A slave at the master's end that then acknowledges bytes it was never sent.
+    let mut liar = TcpStream::connect(("127.0.0.1", ha.port())).await.unwrap();
+    liar.write_all(&(max as i64).to_be_bytes()).await.unwrap();
+    eventually("the first report recorded", || {
+        store.replication().acked_offset() == max
+    })
+    .await;
+    liar.write_all(&i64::MAX.to_be_bytes()).await.unwrap();
+    eventually("the report handled", || {
+        store.replication().acked_offset() > max || store.replication().connected_slaves() == 0
+    })
+    .await;
+    assert_eq!(
+        store.replication().acked_offset(),
+        max,
+        "an acknowledgement beyond what was sent counts"
+    );
+    assert!(
+        hung_up_within(&mut liar, T).await,
+        "a lying slave is dropped"
+    );
+
+    // No slave holds the next message: it is never SEND_OK.
+    let r = env
+        .call(common::send_v2(
+            "HaAck",
+            0,
+            b"unreplicated",
+            "WAIT\u{1}true",
+        ))
+        .await;
+    assert_eq!(r.code, response::SLAVE_NOT_AVAILABLE);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_drops_a_slave_behind_its_first_file() {
+    const FILE: u64 = 64 * 1024;
+    // A log that reaches its third file.
+    let src_dir = tempfile::tempdir().unwrap();
+    let source = MessageStore::open(StoreConfig {
+        store_path_root_dir: src_dir.path().to_path_buf(),
+        mapped_file_size_commit_log: FILE,
+        ..StoreConfig::default()
+    })
+    .unwrap();
+    while source.max_offset() < 2 * FILE + 1000 {
+        source
+            .put_message(&MessageToStore::new("Old", 0, &[b'o'; 500], ""))
+            .unwrap();
+    }
+    // A store holding that log from its second file on (as a slave that
+    // started empty holds its master's last files), then run as a master:
+    // its commit log starts at FILE.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = MessageStore::open(StoreConfig {
+        store_path_root_dir: dir.path().to_path_buf(),
+        mapped_file_size_commit_log: FILE,
+        mapped_file_size_consume_queue: 60_000,
+        broker_role: BrokerRole::Slave,
+        ..StoreConfig::default()
+    })
+    .unwrap();
+    let mut at = FILE;
+    while at < source.max_offset() {
+        let s = source.read_for_transfer(at, 1 << 20).unwrap();
+        copy.append_replicated(at, s.as_bytes()).unwrap();
+        at += s.len();
+    }
+    copy.shutdown().unwrap();
+    drop(copy);
+    source.shutdown().unwrap();
+    let env = common::start(
+        dir.path(),
+        &[
+            "mappedFileSizeCommitLog=65536",
+            "haSendHeartbeatInterval=200",
+        ],
+    )
+    .await;
+    let store = env.broker.broker().store.clone();
+    assert_eq!(store.min_offset(), FILE);
+
+    // A slave that needs bytes the master no longer has can never catch up:
+    // the master says so by hanging up (it used to spin, heartbeating).
+    let ha = env.broker.ha_addr().expect("a master listens for slaves");
+    let mut slave = TcpStream::connect(("127.0.0.1", ha.port())).await.unwrap();
+    slave.write_all(&100i64.to_be_bytes()).await.unwrap();
+    assert!(
+        hung_up_within(&mut slave, Duration::from_secs(3)).await,
+        "the master keeps a slave it cannot serve"
+    );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slave_whose_log_holds_no_record_starts_where_the_master_streams() {
+    const FILE: u64 = 64 * 1024;
+    // The master's log reaches its third file.
+    let src_dir = tempfile::tempdir().unwrap();
+    let source = MessageStore::open(StoreConfig {
+        store_path_root_dir: src_dir.path().to_path_buf(),
+        mapped_file_size_commit_log: FILE,
+        ..StoreConfig::default()
+    })
+    .unwrap();
+    while source.max_offset() < 2 * FILE + 1000 {
+        source
+            .put_message(&MessageToStore::new("Late", 0, &[b'l'; 500], ""))
+            .unwrap();
+    }
+    let start = 2 * FILE;
+    let tail = source.read_for_transfer(start, FILE).unwrap();
+    let tail = tail.as_bytes().to_vec();
+
+    // The slave's commit log is one file of zeros (prepared, never
+    // written, left by a kill -9): its max offset is 0, it holds nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let log_dir = dir.path().join("commitlog");
+    std::fs::create_dir_all(&log_dir).unwrap();
+    std::fs::File::create(log_dir.join("00000000000000000000"))
+        .unwrap()
+        .set_len(FILE)
+        .unwrap();
+    let master = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ha_master = format!("haMasterAddress={}", master.local_addr().unwrap());
+    let env = common::start(
+        dir.path(),
+        &[
+            "brokerRole=SLAVE",
+            "brokerId=1",
+            &ha_master,
+            "mappedFileSizeCommitLog=65536",
+        ],
+    )
+    .await;
+    let store = env.broker.broker().store.clone();
+    let (mut conn, _) = timeout(T, master.accept()).await.unwrap().unwrap();
+    let mut report = [0u8; 8];
+    timeout(T, conn.read_exact(&mut report))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(i64::from_be_bytes(report), 0);
+
+    // So the master streams from its last file, and the slave takes it.
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&(start as i64).to_be_bytes());
+    frame.extend_from_slice(&(tail.len() as i32).to_be_bytes());
+    frame.extend_from_slice(&tail);
+    conn.write_all(&frame).await.unwrap();
+    let want = start + tail.len() as u64;
+    loop {
+        let read = timeout(T, conn.read_exact(&mut report)).await.unwrap();
+        assert!(
+            read.is_ok(),
+            "the slave hung up instead of taking the frame at {start}"
+        );
+        if i64::from_be_bytes(report) == want as i64 {
+            break;
+        }
+    }
+    assert_eq!((store.min_offset(), store.max_offset()), (start, want));
     env.stop().await;
     source.shutdown().unwrap();
 }

@@ -42,7 +42,17 @@ impl BrokerProc {
     /// Starts a broker on a fresh port with its store in `store` (kept
     /// across restarts) and waits for its ready banner.
     fn start(store: &Path, namesrv: &str, file_size: u64, extra: &[String]) -> BrokerProc {
-        let port = common::free_port_pair();
+        Self::start_on(store, namesrv, file_size, extra, common::free_port_pair())
+    }
+
+    /// [`BrokerProc::start`] on a given port (a restart on the same address).
+    fn start_on(
+        store: &Path,
+        namesrv: &str,
+        file_size: u64,
+        extra: &[String],
+        port: u16,
+    ) -> BrokerProc {
         std::fs::create_dir_all(store).unwrap();
         let log = store.with_extension(format!("{port}.log"));
         let mut args = vec![
@@ -454,4 +464,142 @@ async fn slave_refuses_sends() {
     assert_eq!(r.code, response::SERVICE_NOT_AVAILABLE);
     assert!(r.remark.unwrap_or_default().contains("slave"));
     env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slave_started_empty_past_the_first_file_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let ns = name_server().await;
+    let ns_addr = ns.local_addr().to_string();
+    let (mstore, sstore) = (dir.path().join("master"), dir.path().join("slave"));
+    provision_topic(&mstore);
+    provision_topic(&sstore);
+    let master = BrokerProc::start(
+        &mstore,
+        &ns_addr,
+        FILE_SIZE,
+        &["brokerRole=ASYNC_MASTER".into()],
+    );
+    let client = RemotingClient::default();
+    // The master's log reaches its fourth file before the slave exists.
+    let first = send_all(&client, &master.addr, 0..2500, 32).await;
+    assert!(first.values().all(|(c, _, _)| *c == response::SUCCESS));
+    let files = commit_log(&mstore);
+    let last_with_data = files
+        .iter()
+        .filter(|(_, f)| f.iter().any(|b| *b != 0))
+        .map(|(n, _)| n.parse::<u64>().unwrap())
+        .max()
+        .unwrap();
+    assert!(last_with_data >= 3 * FILE_SIZE, "{last_with_data}");
+
+    // An empty slave starts at the master's last file, catches up, dies.
+    let slave_args = vec![
+        "brokerRole=SLAVE".to_string(),
+        "brokerId=1".to_string(),
+        format!("haMasterAddress={}", master.ha_addr()),
+    ];
+    let mut slave = BrokerProc::start(&sstore, &ns_addr, FILE_SIZE, &slave_args);
+    wait_caught_up(&client, &master.addr, &slave).await;
+    slave.kill();
+
+    // It restarts on what it holds and follows the master again.
+    let second = send_all(&client, &master.addr, 2500..2600, 32).await;
+    assert!(second.values().all(|(c, _, _)| *c == response::SUCCESS));
+    let slave = BrokerProc::start(&sstore, &ns_addr, FILE_SIZE, &slave_args);
+    wait_caught_up(&client, &master.addr, &slave).await;
+    assert_log_prefix_identical(&mstore, &slave.store);
+    // It serves what it holds, at the master's queue offsets.
+    for (i, (_, q, off)) in second.iter().step_by(7) {
+        let r = call(
+            &client,
+            &slave.addr,
+            common::pull_everything("HaCG", TOPIC, *q, *off),
+        )
+        .await;
+        assert_eq!(r.code, response::SUCCESS, "pull {q}@{off}: {:?}", r.remark);
+        match decode(&r.body, true) {
+            Decoded::Message(v) => {
+                assert_eq!((v.queue_offset as u64, v.body), (*off, &body(*i)[..]))
+            }
+            other => panic!("bad record in pull body: {other:?}"),
+        }
+    }
+    drop((slave, master));
+    ns.shutdown().await;
+}
+
+/// Sends probes (indexes from `from`) to a SYNC_MASTER until one is
+/// acknowledged: SLAVE_NOT_AVAILABLE until its slave has connected.
+async fn acked_once_connected(
+    client: &RemotingClient,
+    master: &str,
+    slave: &BrokerProc,
+    from: usize,
+) {
+    let deadline = Instant::now() + T;
+    let mut i = from;
+    loop {
+        let (code, _, _) = send(client, master, i).await;
+        i += 1;
+        if code == response::SUCCESS {
+            return;
+        }
+        assert_eq!(code, response::SLAVE_NOT_AVAILABLE);
+        assert!(
+            Instant::now() < deadline,
+            "slave never connected:\n{}",
+            slave.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slave_follows_a_restarted_sync_master() {
+    let dir = tempfile::tempdir().unwrap();
+    let ns = name_server().await;
+    let ns_addr = ns.local_addr().to_string();
+    let (mstore, sstore) = (dir.path().join("master"), dir.path().join("slave"));
+    provision_topic(&mstore);
+    provision_topic(&sstore);
+    let master_args = vec![
+        "brokerRole=SYNC_MASTER".to_string(),
+        "slaveTimeout=20000".into(),
+    ];
+    let mut master = BrokerProc::start(&mstore, &ns_addr, FILE_SIZE, &master_args);
+    let slave = BrokerProc::start(
+        &sstore,
+        &ns_addr,
+        FILE_SIZE,
+        &[
+            "brokerRole=SLAVE".into(),
+            "brokerId=1".into(),
+            format!("haMasterAddress={}", master.ha_addr()),
+        ],
+    );
+    let client = RemotingClient::default();
+    acked_once_connected(&client, &master.addr, &slave, 1_000_000).await;
+    let first = send_all(&client, &master.addr, 0..500, 32).await;
+    assert!(first.values().all(|(c, _, _)| *c == response::SUCCESS));
+
+    // kill -9, restart on the same ports: the slave reconnects by itself.
+    let port = master.port;
+    master.kill();
+    master = BrokerProc::start_on(&mstore, &ns_addr, FILE_SIZE, &master_args, port);
+    acked_once_connected(&client, &master.addr, &slave, 2_000_000).await;
+    let second = send_all(&client, &master.addr, 500..1000, 32).await;
+    assert!(second.values().all(|(c, _, _)| *c == response::SUCCESS));
+    master.kill();
+    let on_slave = pull_all(&client, &slave.addr).await;
+    for (i, (_, q, off)) in first.iter().chain(second.iter()) {
+        assert_eq!(
+            on_slave.get(&(*q, *off)),
+            Some(&body(*i)),
+            "message {i} not on the slave"
+        );
+    }
+    assert_log_prefix_identical(&mstore, &sstore);
+    drop(slave);
+    ns.shutdown().await;
 }

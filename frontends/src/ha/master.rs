@@ -5,18 +5,24 @@
 //!   first one says where streaming starts, each one is an acknowledgement
 //!   fed to the store ([`engine::Replication::record_ack`]) so SYNC_MASTER
 //!   puts waiting for it return. Nothing read for `haHousekeepingInterval`
-//!   closes the connection.
+//!   closes the connection. So does a report of bytes the slave cannot
+//!   hold: a first report past the master's log end (a diverged slave) or a
+//!   later one past what this connection sent (Java closes when a report
+//!   passes its max offset). Counted, either would answer SYNC_MASTER puts
+//!   SEND_OK for messages no slave has.
 //! * **transfer** — from the start offset, send the readable bytes of the
 //!   current commit log file in frames of at most `haTransferBatchSize`,
 //!   straight from the mapping; when there is nothing new, park until an
 //!   append (at most 100 ms) and send a header-only heartbeat after
-//!   `haSendHeartbeatInterval` of silence.
+//!   `haSendHeartbeatInterval` of silence. A slave that needs bytes from
+//!   before the first file still stored can never catch up: it is dropped
+//!   (Java keeps it, idle, for good).
 //!
 //! The connection counts as a live slave (the SYNC_MASTER slave-OK rule)
 //! from accept to close.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +49,14 @@ enum ConnectionEnd {
     Silent(Duration),
     #[error("slave reported negative offset {0}")]
     Negative(i64),
+    #[error("slave reported offset {reported}, past the end of our commit log ({end}): its log diverged from ours")]
+    Ahead { reported: u64, end: u64 },
+    #[error("slave acknowledged offset {reported}, but it holds at most {sent}")]
+    AckBeyondSent { reported: u64, sent: u64 },
+    #[error(
+        "slave needs offset {needs}, but our commit log starts at {first}: it cannot catch up"
+    )]
+    Behind { needs: u64, first: u64 },
     #[error("network: {0}")]
     Io(#[from] std::io::Error),
     #[error("broker stopping")]
@@ -127,8 +141,10 @@ async fn serve_slave(
     // The slave's first report (-1 until it arrives).
     let requested = AtomicI64::new(-1);
     let first_report = Notify::new();
-    let reports = read_reports(rd, store, &requested, &first_report);
-    let transfer = transfer(wr, store, &requested, &first_report);
+    // End of the bytes sent (or being sent) on this connection.
+    let sent = AtomicU64::new(0);
+    let reports = read_reports(rd, store, &requested, &first_report, &sent);
+    let transfer = transfer(wr, store, &requested, &first_report, &sent);
     tokio::select! {
         end = reports => end,
         end = transfer => end,
@@ -141,6 +157,7 @@ async fn read_reports(
     store: &MessageStore,
     requested: &AtomicI64,
     first_report: &Notify,
+    sent: &AtomicU64,
 ) -> ConnectionEnd {
     let housekeeping = Duration::from_millis(store.config().ha_housekeeping_interval.max(1));
     let mut reader = ReportReader::default();
@@ -158,14 +175,28 @@ async fn read_reports(
         if v < 0 {
             return ConnectionEnd::Negative(v);
         }
-        // A report may exceed `store.max_offset()` for a moment: a file's
-        // bytes are readable (and sent) just before the commit log's max
-        // offset moves past them. So, as in Java, no upper check here.
-        if requested.load(Ordering::Acquire) < 0 {
+        let reported = v as u64;
+        let first = requested.load(Ordering::Acquire);
+        if first < 0 {
+            // Bytes may be sent (and so held by the slave) a little before
+            // the commit log's max offset moves past them: the bound is
+            // what is written, not what is readable.
+            let end = store.transfer_end();
+            if reported > end {
+                return ConnectionEnd::Ahead { reported, end };
+            }
             requested.store(v, Ordering::Release);
             first_report.notify_one();
+        } else {
+            let holds = (first as u64).max(sent.load(Ordering::Acquire));
+            if reported > holds {
+                return ConnectionEnd::AckBeyondSent {
+                    reported,
+                    sent: holds,
+                };
+            }
         }
-        store.replication().record_ack(v as u64);
+        store.replication().record_ack(reported);
     }
 }
 
@@ -174,6 +205,7 @@ async fn transfer(
     store: &MessageStore,
     requested: &AtomicI64,
     first_report: &Notify,
+    sent: &AtomicU64,
 ) -> ConnectionEnd {
     let cfg = store.config();
     let heartbeat = Duration::from_millis(cfg.ha_send_heartbeat_interval.max(1));
@@ -193,6 +225,9 @@ async fn transfer(
     loop {
         if let Some(slice) = store.read_for_transfer(next, batch) {
             let header = protocol::header(next, slice.len() as usize);
+            // Before the write: the slave may acknowledge these bytes as
+            // soon as they leave.
+            sent.store(next + slice.len(), Ordering::Release);
             let mut frame = Buf::chain(&header[..], slice.as_bytes());
             if let Err(e) = wr.write_all_buf(&mut frame).await {
                 return e.into();
@@ -200,6 +235,13 @@ async fn transfer(
             next += slice.len();
             last_write = Instant::now();
             continue;
+        }
+        // Nothing to send. If that is because the bytes the slave needs
+        // were deleted (retention, or a log that starts later), nothing
+        // ever will be, and waiting for an append would return at once.
+        let first = store.min_offset();
+        if next < first {
+            return ConnectionEnd::Behind { needs: next, first };
         }
         if last_write.elapsed() >= heartbeat {
             if let Err(e) = wr.write_all(&protocol::header(next, 0)).await {
