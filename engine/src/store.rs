@@ -672,7 +672,10 @@ impl MessageStore {
         let Some(index) = &self.derived.index else {
             return Vec::new();
         };
-        let found = index.query(topic, key, max_num.max(1) * 2, begin_ms, end_ms);
+        if max_num == 0 {
+            return Vec::new();
+        }
+        let found = index.query(topic, key, max_num.saturating_mul(2), begin_ms, end_ms);
         let mut out = Vec::new();
         for phys in found.phys_offsets {
             let Some(slice) = self.commit_log.read_record(phys) else {

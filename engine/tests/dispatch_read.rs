@@ -454,3 +454,26 @@ fn a_damaged_consume_queue_entry_is_not_served() {
     assert_eq!(body_of(&r.messages[0]), 3u32.to_be_bytes());
     assert_eq!(r.next_begin_offset, 4);
 }
+
+/// Puts one message of `topic` with `KEYS` = `keys` and waits for dispatch.
+fn put_keyed(store: &MessageStore, topic: &str, keys: &str, body: &str) {
+    let props = format!("KEYS\u{1}{keys}");
+    store
+        .put_message(&MessageToStore::new(topic, 0, body.as_bytes(), &props))
+        .unwrap();
+}
+
+#[test]
+fn query_by_key_with_max_num_zero_returns_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = MessageStore::open(config(dir.path())).unwrap();
+    for i in 0..3 {
+        put_keyed(&store, "Q", "k", &format!("m{i}"));
+    }
+    wait_dispatched(&store);
+    assert_eq!(store.query_by_key("Q", "k", 2, 0, i64::MAX).len(), 2);
+    assert!(
+        store.query_by_key("Q", "k", 0, 0, i64::MAX).is_empty(),
+        "at most max_num = 0 messages"
+    );
+}
