@@ -660,7 +660,10 @@ impl MessageStore {
 
     /// Messages of `topic` whose KEYS or UNIQ_KEY contain `key`, stored in
     /// `[begin_ms, end_ms]`, newest first, at most `max_num`. Keys are
-    /// re-checked here, so hash collisions never return a wrong message.
+    /// re-checked here while the index is walked, so a key whose Java hash
+    /// collides with another's never returns the other's messages, and the
+    /// other's newer messages do not use up `max_num` (up to
+    /// [`crate::index::MAX_CHECKED_CANDIDATES`] records are read per query).
     pub fn query_by_key(
         &self,
         topic: &str,
@@ -675,25 +678,23 @@ impl MessageStore {
         if max_num == 0 {
             return Vec::new();
         }
-        let found = index.query(topic, key, max_num.saturating_mul(2), begin_ms, end_ms);
         let mut out = Vec::new();
-        for phys in found.phys_offsets {
+        index.query_checked(topic, key, max_num, begin_ms, end_ms, &mut |phys| {
             let Some(slice) = self.commit_log.read_record(phys) else {
-                continue;
+                return false;
             };
-            if let record::Decoded::Message(v) = record::decode(slice.as_bytes(), false) {
-                let matches = v.topic == topic
-                    && (v.property(record::property::UNIQ_KEY) == Some(key)
-                        || v.property(record::property::KEYS)
-                            .is_some_and(|k| k.split(' ').any(|w| w == key)));
-                if matches {
-                    out.push(slice);
-                    if out.len() >= max_num {
-                        break;
-                    }
-                }
+            let record::Decoded::Message(v) = record::decode(slice.as_bytes(), false) else {
+                return false;
+            };
+            let matches = v.topic == topic
+                && (v.property(record::property::UNIQ_KEY) == Some(key)
+                    || v.property(record::property::KEYS)
+                        .is_some_and(|k| k.split(' ').any(|w| w == key)));
+            if matches {
+                out.push(slice);
             }
-        }
+            matches
+        });
         out
     }
 
