@@ -512,3 +512,39 @@ async fn malformed_frame_closes_only_that_connection() {
     assert_eq!(resp.code, response::SUCCESS);
     env.stop().await;
 }
+
+/// VIEW_MESSAGE_BY_ID with an offset that is not the start of a message
+/// (a malformed or forged offsetMsgId) answers "can not find message",
+/// never bytes that are not a record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn view_by_id_refuses_offsets_inside_a_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = start(dir.path()).await;
+    let resp = env
+        .call(send_v2("ViewTopic", 1, b"body", "WAIT\u{1}true"))
+        .await;
+    assert_eq!(resp.code, response::SUCCESS, "{:?}", resp.remark);
+    let (_, phys) = parse_offset_msg_id(resp.ext("msgId").unwrap()).unwrap();
+    let view = |offset: i64| {
+        env.call(RemotingCommand::request(request::VIEW_MESSAGE_BY_ID).with_ext("offset", offset))
+    };
+    let ok = view(phys).await;
+    assert_eq!(ok.code, response::SUCCESS);
+    assert!(matches!(decode(&ok.body, true), Decoded::Message(_)));
+    // phys + 12 is the QUEUEID field (1): read as a record size it names
+    // one readable byte.
+    for offset in [phys + 12, phys + 1, -1] {
+        let r = view(offset).await;
+        assert_eq!(
+            r.code,
+            response::SYSTEM_ERROR,
+            "offset {offset}: {} bytes",
+            r.body.len()
+        );
+        assert_eq!(
+            r.remark.as_deref(),
+            Some(format!("can not find message by the offset, {offset}").as_str())
+        );
+    }
+    env.stop().await;
+}

@@ -41,10 +41,19 @@ pub fn handle(broker: &Broker, req: &RemotingCommand) -> Reply {
 
 fn view_by_id(broker: &Broker, req: &RemotingCommand) -> Reply {
     let offset = required_i64(req, "offset")?;
-    match u64::try_from(offset)
+    // The offset comes from a client-decoded offsetMsgId: only a record that
+    // decodes as a message and names this very offset is one (RocketMQ
+    // returns whatever bytes a size read there covers).
+    let record = u64::try_from(offset)
         .ok()
         .and_then(|o| broker.store.read_record(o))
-    {
+        .filter(|rec| {
+            matches!(
+                engine::record::decode(rec.as_bytes(), false),
+                engine::record::Decoded::Message(v) if v.physical_offset == offset
+            )
+        });
+    match record {
         Some(rec) => Ok(success().with_body(bytes::Bytes::copy_from_slice(rec.as_bytes()))),
         None => Err(error(
             response::SYSTEM_ERROR,
