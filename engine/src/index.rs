@@ -205,6 +205,18 @@ impl IndexService {
         self.files.read().iter().map(|f| f.header()).collect()
     }
 
+    /// The newest file's endTimestamp and endPhyOffset (store time and
+    /// offset of the last indexed message; QUERY_MESSAGE's
+    /// `indexLastUpdateTimestamp` / `indexLastUpdatePhyoffset`); zeros
+    /// without files.
+    pub fn last_update(&self) -> (i64, i64) {
+        self.files
+            .read()
+            .last()
+            .map(|f| (f.end_timestamp(), f.end_phy_offset()))
+            .unwrap_or((0, 0))
+    }
+
     /// The newest file's endPhyOffset (offset of the last indexed message), if any file exists.
     pub fn end_phy_offset(&self) -> Option<i64> {
         self.files.read().last().map(|f| f.end_phy_offset())

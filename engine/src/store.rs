@@ -698,6 +698,17 @@ impl MessageStore {
         out
     }
 
+    /// Store time and commit log offset of the last indexed message
+    /// (QUERY_MESSAGE's `indexLastUpdateTimestamp` /
+    /// `indexLastUpdatePhyoffset`); zeros without an index.
+    pub fn index_last_update(&self) -> (i64, i64) {
+        self.derived
+            .index
+            .as_ref()
+            .map(|i| i.last_update())
+            .unwrap_or((0, 0))
+    }
+
     /// Forgets a topic: its consume queues are deleted from disk and its
     /// queue offsets restart at 0. Commit log records stay until retention.
     pub fn delete_topic(&self, topic: &str) -> Result<()> {

@@ -548,3 +548,50 @@ async fn view_by_id_refuses_offsets_inside_a_record() {
     }
     env.stop().await;
 }
+
+/// QUERY_MESSAGE's `indexLastUpdateTimestamp` / `indexLastUpdatePhyoffset`
+/// describe the index (its newest file's endTimestamp and endPhyOffset: the
+/// store time and offset of the last indexed message), as RocketMQ sends them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_message_reports_the_index_last_update() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = start(dir.path()).await;
+    let mut last = (0, 0);
+    for i in 0..2 {
+        let resp = env
+            .call(send_v2("QueryTopic", 0, b"x", &format!("KEYS\u{1}k{i}")))
+            .await;
+        assert_eq!(resp.code, response::SUCCESS, "{:?}", resp.remark);
+        let (_, phys) = parse_offset_msg_id(resp.ext("msgId").unwrap()).unwrap();
+        last.1 = phys;
+    }
+    // A message without keys is not indexed.
+    let resp = env.call(send_v2("QueryTopic", 0, b"unkeyed", "")).await;
+    assert_eq!(resp.code, response::SUCCESS, "{:?}", resp.remark);
+    let view = env
+        .call(RemotingCommand::request(request::VIEW_MESSAGE_BY_ID).with_ext("offset", last.1))
+        .await;
+    let Decoded::Message(rec) = decode(&view.body, true) else {
+        panic!("not a record")
+    };
+    last.0 = rec.store_timestamp;
+    // Not the time of the answer either.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let query = RemotingCommand::request(request::QUERY_MESSAGE)
+        .with_ext("topic", "QueryTopic")
+        .with_ext("key", "k0")
+        .with_ext("maxNum", 32)
+        .with_ext("beginTimestamp", 0)
+        .with_ext("endTimestamp", i64::MAX);
+    let mut r = env.call(query.clone()).await;
+    let deadline = tokio::time::Instant::now() + T;
+    while r.code != response::SUCCESS && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        r = env.call(query.clone()).await;
+    }
+    assert_eq!(r.code, response::SUCCESS, "{:?}", r.remark);
+    let header = |k: &str| r.ext(k).and_then(|v| v.parse::<i64>().ok());
+    assert_eq!(header("indexLastUpdateTimestamp"), Some(last.0));
+    assert_eq!(header("indexLastUpdatePhyoffset"), Some(last.1));
+    env.stop().await;
+}

@@ -33,9 +33,10 @@ pub fn handle(broker: &Broker, req: &RemotingCommand) -> Reply {
     for r in &records {
         body.extend_from_slice(r.as_bytes());
     }
+    let (timestamp, phy_offset) = broker.store.index_last_update();
     Ok(success()
-        .with_ext("indexLastUpdateTimestamp", super::now_ms())
-        .with_ext("indexLastUpdatePhyoffset", broker.store.max_offset())
+        .with_ext("indexLastUpdateTimestamp", timestamp)
+        .with_ext("indexLastUpdatePhyoffset", phy_offset)
         .with_body(body.freeze()))
 }
 
