@@ -56,6 +56,10 @@ use crate::config::StoreConfig;
 use crate::error::{Result, StoreError};
 use file::IndexFile;
 
+/// Most candidate offsets one [`IndexService::query_checked`] offers to its
+/// check (matches and colliding keys together).
+pub const MAX_CHECKED_CANDIDATES: usize = 4096;
+
 /// What to do with existing files at load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IndexLoad {
@@ -201,6 +205,18 @@ impl IndexService {
         self.files.read().iter().map(|f| f.header()).collect()
     }
 
+    /// The newest file's endTimestamp and endPhyOffset (store time and
+    /// offset of the last indexed message; QUERY_MESSAGE's
+    /// `indexLastUpdateTimestamp` / `indexLastUpdatePhyoffset`); zeros
+    /// without files.
+    pub fn last_update(&self) -> (i64, i64) {
+        self.files
+            .read()
+            .last()
+            .map(|f| (f.end_timestamp(), f.end_phy_offset()))
+            .unwrap_or((0, 0))
+    }
+
     /// The newest file's endPhyOffset (offset of the last indexed message), if any file exists.
     pub fn end_phy_offset(&self) -> Option<i64> {
         self.files.read().last().map(|f| f.end_phy_offset())
@@ -305,7 +321,8 @@ impl IndexService {
     /// `[begin, end]` (ms), newest first, at most `min(max_num,
     /// maxMsgsNumBatch)` (store.md §8 "Query"): files newest → oldest whose
     /// time range overlaps, stopping after a file that begins before `begin`
-    /// or once enough offsets are found.
+    /// or once enough offsets are found. Hash collisions are not resolved
+    /// (see [`query_checked`](Self::query_checked)).
     pub fn query(
         &self,
         topic: &str,
@@ -313,6 +330,25 @@ impl IndexService {
         max_num: usize,
         begin: i64,
         end: i64,
+    ) -> IndexQueryResult {
+        self.query_checked(topic, key, max_num, begin, end, &mut |_| true)
+    }
+
+    /// [`query`](Self::query), keeping only the offsets `accept` says are
+    /// really `key`'s messages: keys with the same Java hash share a chain,
+    /// and counting their entries against `max_num` (as RocketMQ's index
+    /// does) lets newer messages of a colliding key hide every older match.
+    /// At most [`MAX_CHECKED_CANDIDATES`] offsets are offered to `accept`
+    /// per query, so a flood of colliding keys costs a bounded number of
+    /// record reads.
+    pub fn query_checked(
+        &self,
+        topic: &str,
+        key: &str,
+        max_num: usize,
+        begin: i64,
+        end: i64,
+        accept: &mut dyn FnMut(u64) -> bool,
     ) -> IndexQueryResult {
         let max_num = max_num.min(self.max_msgs_num_batch);
         let files: Vec<Arc<IndexFile>> = self.files.read().clone();
@@ -326,12 +362,23 @@ impl IndexService {
             return out;
         }
         let hash = key_hash(&build_key(topic, key));
+        let mut select = file::Select {
+            key_hash: hash,
+            max_num,
+            begin,
+            end,
+            budget: MAX_CHECKED_CANDIDATES,
+            accept,
+        };
         for f in files.iter().rev() {
             let h = f.header();
             if h.index_count > 1 && h.time_matched(begin, end) {
-                f.select(hash, max_num, begin, end, &mut out.phys_offsets);
+                f.select(&mut select, &mut out.phys_offsets);
             }
-            if f.begin_timestamp() < begin || out.phys_offsets.len() >= max_num {
+            if f.begin_timestamp() < begin
+                || out.phys_offsets.len() >= max_num
+                || select.budget == 0
+            {
                 break;
             }
         }

@@ -240,7 +240,10 @@ impl Settings {
                 .split(';')
                 .filter_map(|h| h.trim().parse().ok())
                 .collect(),
-            reserved_ms: (c.file_reserved_time as i64).saturating_mul(3_600_000),
+            // Beyond i64 hours is "forever", never a negative (all expired) time.
+            reserved_ms: i64::try_from(c.file_reserved_time)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(3_600_000),
             max_used_ratio: c.disk_max_used_space_ratio.clamp(10, 95) as f64 / 100.0,
             interval: Duration::from_millis(c.clean_resource_interval.max(1)),
             commit_log_file_interval: Duration::from_millis(c.delete_commit_log_files_interval),

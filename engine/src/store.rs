@@ -669,7 +669,10 @@ impl MessageStore {
 
     /// Messages of `topic` whose KEYS or UNIQ_KEY contain `key`, stored in
     /// `[begin_ms, end_ms]`, newest first, at most `max_num`. Keys are
-    /// re-checked here, so hash collisions never return a wrong message.
+    /// re-checked here while the index is walked, so a key whose Java hash
+    /// collides with another's never returns the other's messages, and the
+    /// other's newer messages do not use up `max_num` (up to
+    /// [`crate::index::MAX_CHECKED_CANDIDATES`] records are read per query).
     pub fn query_by_key(
         &self,
         topic: &str,
@@ -681,26 +684,38 @@ impl MessageStore {
         let Some(index) = &self.derived.index else {
             return Vec::new();
         };
-        let found = index.query(topic, key, max_num.max(1) * 2, begin_ms, end_ms);
-        let mut out = Vec::new();
-        for phys in found.phys_offsets {
-            let Some(slice) = self.commit_log.read_record(phys) else {
-                continue;
-            };
-            if let record::Decoded::Message(v) = record::decode(slice.as_bytes(), false) {
-                let matches = v.topic == topic
-                    && (v.property(record::property::UNIQ_KEY) == Some(key)
-                        || v.property(record::property::KEYS)
-                            .is_some_and(|k| k.split(' ').any(|w| w == key)));
-                if matches {
-                    out.push(slice);
-                    if out.len() >= max_num {
-                        break;
-                    }
-                }
-            }
+        if max_num == 0 {
+            return Vec::new();
         }
+        let mut out = Vec::new();
+        index.query_checked(topic, key, max_num, begin_ms, end_ms, &mut |phys| {
+            let Some(slice) = self.commit_log.read_record(phys) else {
+                return false;
+            };
+            let record::Decoded::Message(v) = record::decode(slice.as_bytes(), false) else {
+                return false;
+            };
+            let matches = v.topic == topic
+                && (v.property(record::property::UNIQ_KEY) == Some(key)
+                    || v.property(record::property::KEYS)
+                        .is_some_and(|k| k.split(' ').any(|w| w == key)));
+            if matches {
+                out.push(slice);
+            }
+            matches
+        });
         out
+    }
+
+    /// Store time and commit log offset of the last indexed message
+    /// (QUERY_MESSAGE's `indexLastUpdateTimestamp` /
+    /// `indexLastUpdatePhyoffset`); zeros without an index.
+    pub fn index_last_update(&self) -> (i64, i64) {
+        self.derived
+            .index
+            .as_ref()
+            .map(|i| i.last_update())
+            .unwrap_or((0, 0))
     }
 
     /// Forgets a topic: its consume queues are deleted from disk and its

@@ -454,3 +454,48 @@ fn a_damaged_consume_queue_entry_is_not_served() {
     assert_eq!(body_of(&r.messages[0]), 3u32.to_be_bytes());
     assert_eq!(r.next_begin_offset, 4);
 }
+
+/// Puts one message of `topic` with `KEYS` = `keys` and waits for dispatch.
+fn put_keyed(store: &MessageStore, topic: &str, keys: &str, body: &str) {
+    let props = format!("KEYS\u{1}{keys}");
+    store
+        .put_message(&MessageToStore::new(topic, 0, body.as_bytes(), &props))
+        .unwrap();
+}
+
+#[test]
+fn query_by_key_with_max_num_zero_returns_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = MessageStore::open(config(dir.path())).unwrap();
+    for i in 0..3 {
+        put_keyed(&store, "Q", "k", &format!("m{i}"));
+    }
+    wait_dispatched(&store);
+    assert_eq!(store.query_by_key("Q", "k", 2, 0, i64::MAX).len(), 2);
+    assert!(
+        store.query_by_key("Q", "k", 0, 0, i64::MAX).is_empty(),
+        "at most max_num = 0 messages"
+    );
+}
+#[test]
+fn query_by_key_finds_a_key_behind_newer_hash_collisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = MessageStore::open(config(dir.path())).unwrap();
+    // "Aa" and "BB" have the same Java hash code, so do "Q#Aa" and "Q#BB":
+    // one chain of equal hashes, the wanted key at its old end.
+    assert_eq!(
+        engine::index::key_hash("Q#Aa"),
+        engine::index::key_hash("Q#BB")
+    );
+    put_keyed(&store, "Q", "Aa", "wanted");
+    for i in 0..100 {
+        put_keyed(&store, "Q", "BB", &format!("other{i}"));
+    }
+    wait_dispatched(&store);
+    for max in [1, 4, 32, 64] {
+        let got = store.query_by_key("Q", "Aa", max, 0, i64::MAX);
+        assert_eq!(got.len(), 1, "maxNum {max}");
+        assert_eq!(body_of(&got[0]), b"wanted");
+        assert_eq!(store.query_by_key("Q", "BB", max, 0, i64::MAX).len(), max);
+    }
+}

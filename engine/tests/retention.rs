@@ -229,6 +229,22 @@ fn reserved_time_oldest_first_no_holes() {
 }
 
 #[test]
+fn a_huge_reserved_time_keeps_every_file() {
+    // 2^64 - 1 hours: "keep forever", not a negative reserved time that
+    // makes every file expired.
+    let e = open_env(
+        |c| c.file_reserved_time = u64::MAX,
+        Duration::from_secs(3600),
+    );
+    fill(&e.store, 3);
+    e.clock.set_local_hour(4);
+    let r = e.store.run_retention_round().unwrap();
+    assert!(r.time_trigger, "{r:?}");
+    assert_eq!(r.deleted_commit_log_files, 0, "{r:?}");
+    assert_eq!(e.store.commit_log().files().len(), 3);
+}
+
+#[test]
 fn at_most_ten_files_per_round() {
     let e = env();
     fill(&e.store, 13);

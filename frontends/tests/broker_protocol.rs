@@ -512,3 +512,86 @@ async fn malformed_frame_closes_only_that_connection() {
     assert_eq!(resp.code, response::SUCCESS);
     env.stop().await;
 }
+
+/// VIEW_MESSAGE_BY_ID with an offset that is not the start of a message
+/// (a malformed or forged offsetMsgId) answers "can not find message",
+/// never bytes that are not a record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn view_by_id_refuses_offsets_inside_a_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = start(dir.path()).await;
+    let resp = env
+        .call(send_v2("ViewTopic", 1, b"body", "WAIT\u{1}true"))
+        .await;
+    assert_eq!(resp.code, response::SUCCESS, "{:?}", resp.remark);
+    let (_, phys) = parse_offset_msg_id(resp.ext("msgId").unwrap()).unwrap();
+    let view = |offset: i64| {
+        env.call(RemotingCommand::request(request::VIEW_MESSAGE_BY_ID).with_ext("offset", offset))
+    };
+    let ok = view(phys).await;
+    assert_eq!(ok.code, response::SUCCESS);
+    assert!(matches!(decode(&ok.body, true), Decoded::Message(_)));
+    // phys + 12 is the QUEUEID field (1): read as a record size it names
+    // one readable byte.
+    for offset in [phys + 12, phys + 1, -1] {
+        let r = view(offset).await;
+        assert_eq!(
+            r.code,
+            response::SYSTEM_ERROR,
+            "offset {offset}: {} bytes",
+            r.body.len()
+        );
+        assert_eq!(
+            r.remark.as_deref(),
+            Some(format!("can not find message by the offset, {offset}").as_str())
+        );
+    }
+    env.stop().await;
+}
+
+/// QUERY_MESSAGE's `indexLastUpdateTimestamp` / `indexLastUpdatePhyoffset`
+/// describe the index (its newest file's endTimestamp and endPhyOffset: the
+/// store time and offset of the last indexed message), as RocketMQ sends them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_message_reports_the_index_last_update() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = start(dir.path()).await;
+    let mut last = (0, 0);
+    for i in 0..2 {
+        let resp = env
+            .call(send_v2("QueryTopic", 0, b"x", &format!("KEYS\u{1}k{i}")))
+            .await;
+        assert_eq!(resp.code, response::SUCCESS, "{:?}", resp.remark);
+        let (_, phys) = parse_offset_msg_id(resp.ext("msgId").unwrap()).unwrap();
+        last.1 = phys;
+    }
+    // A message without keys is not indexed.
+    let resp = env.call(send_v2("QueryTopic", 0, b"unkeyed", "")).await;
+    assert_eq!(resp.code, response::SUCCESS, "{:?}", resp.remark);
+    let view = env
+        .call(RemotingCommand::request(request::VIEW_MESSAGE_BY_ID).with_ext("offset", last.1))
+        .await;
+    let Decoded::Message(rec) = decode(&view.body, true) else {
+        panic!("not a record")
+    };
+    last.0 = rec.store_timestamp;
+    // Not the time of the answer either.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let query = RemotingCommand::request(request::QUERY_MESSAGE)
+        .with_ext("topic", "QueryTopic")
+        .with_ext("key", "k0")
+        .with_ext("maxNum", 32)
+        .with_ext("beginTimestamp", 0)
+        .with_ext("endTimestamp", i64::MAX);
+    let mut r = env.call(query.clone()).await;
+    let deadline = tokio::time::Instant::now() + T;
+    while r.code != response::SUCCESS && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        r = env.call(query.clone()).await;
+    }
+    assert_eq!(r.code, response::SUCCESS, "{:?}", r.remark);
+    let header = |k: &str| r.ext(k).and_then(|v| v.parse::<i64>().ok());
+    assert_eq!(header("indexLastUpdateTimestamp"), Some(last.0));
+    assert_eq!(header("indexLastUpdatePhyoffset"), Some(last.1));
+    env.stop().await;
+}

@@ -399,3 +399,94 @@ extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
+
+/// A Java broker with `compressedRegister=true` (remoting.md §7.11): zlib of
+/// i32-length-prefixed DataVersion JSON, topic count, `name r w perm
+/// filterType` lines and the filter server list JSON.
+fn compressed_register_body(topics: &[(&str, i32, i32, i32)], counter: i64) -> Vec<u8> {
+    use std::io::Write;
+    let mut raw = Vec::new();
+    let chunk = |raw: &mut Vec<u8>, b: &[u8]| {
+        raw.extend_from_slice(&(b.len() as i32).to_be_bytes());
+        raw.extend_from_slice(b);
+    };
+    let dv = format!("{{\"counter\":{counter},\"timestamp\":1700000000000}}");
+    chunk(&mut raw, dv.as_bytes());
+    raw.extend_from_slice(&(topics.len() as i32).to_be_bytes());
+    for (name, r, w, perm) in topics {
+        chunk(
+            &mut raw,
+            format!("{name} {r} {w} {perm} SINGLE_TAG").as_bytes(),
+        );
+    }
+    chunk(&mut raw, b"[]");
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    z.write_all(&raw).unwrap();
+    z.finish().unwrap()
+}
+
+#[tokio::test]
+async fn compressed_registrations_are_accepted() {
+    let ns = NameServer::start("127.0.0.1:0").await.unwrap();
+    let conn = RemotingClient::connect(&ns.local_addr().to_string())
+        .await
+        .unwrap();
+    let register = |body: Vec<u8>| {
+        let crc = crc32fast::hash(&body) & 0x7FFF_FFFF;
+        RemotingCommand::request(request::REGISTER_BROKER)
+            .with_ext("brokerName", "broker-z")
+            .with_ext("brokerAddr", "10.0.0.9:10911")
+            .with_ext("clusterName", "DefaultCluster")
+            .with_ext("haServerAddr", "10.0.0.9:10912")
+            .with_ext("brokerId", 0)
+            .with_ext("compressed", true)
+            .with_ext("bodyCrc32", crc)
+            .with_body(body)
+    };
+    let body = compressed_register_body(&[("TopicZ", 8, 4, 6), ("TBW102", 8, 8, 7)], 3);
+    let r = conn.request(register(body), T).await.unwrap();
+    assert_eq!(r.code, response::SUCCESS, "{:?}", r.remark);
+    let v = parse_lenient(&route(&conn, "TopicZ", 409).await.body).unwrap();
+    let qd = &v["queueDatas"][0];
+    assert_eq!(
+        (
+            &qd["brokerName"],
+            &qd["readQueueNums"],
+            &qd["writeQueueNums"],
+            &qd["perm"]
+        ),
+        (&"broker-z".into(), &8.into(), &4.into(), &6.into())
+    );
+    assert_eq!(v["brokerDatas"][0]["brokerAddrs"]["0"], "10.0.0.9:10911");
+    // The stored DataVersion is the body's.
+    let q = RemotingCommand::request(request::QUERY_DATA_VERSION)
+        .with_ext("brokerName", "broker-z")
+        .with_ext("brokerAddr", "10.0.0.9:10911")
+        .with_ext("clusterName", "DefaultCluster")
+        .with_ext("brokerId", 0)
+        .with_body(r#"{"counter":3,"timestamp":1700000000000}"#);
+    assert_eq!(
+        conn.request(q, T).await.unwrap().ext("changed"),
+        Some("false")
+    );
+
+    // Garbage, a truncated stream and a body that inflates past the limit
+    // are refused without taking the name server down.
+    let mut truncated = compressed_register_body(&[("TopicZ", 8, 4, 6)], 4);
+    truncated.truncate(truncated.len() / 2);
+    let bomb = {
+        use std::io::Write;
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        z.write_all(&i32::MAX.to_be_bytes()).unwrap();
+        for _ in 0..20 {
+            z.write_all(&vec![b'x'; 1 << 20]).unwrap();
+        }
+        z.finish().unwrap()
+    };
+    for body in [b"not zlib".to_vec(), truncated, bomb] {
+        let r = conn.request(register(body), T).await.unwrap();
+        assert_eq!(r.code, response::SYSTEM_ERROR);
+    }
+    assert_eq!(route(&conn, "TopicZ", 409).await.code, response::SUCCESS);
+    ns.shutdown().await;
+}

@@ -14,6 +14,18 @@ use super::format::{time_diff, IndexEntry, IndexHeader, IndexLayout, INDEX_ENTRY
 use crate::error::Result;
 use crate::word_map::WordMap;
 
+/// One key query's state across the files it walks (see [`IndexFile::select`]).
+pub(crate) struct Select<'a> {
+    pub(crate) key_hash: i32,
+    pub(crate) max_num: usize,
+    pub(crate) begin: i64,
+    pub(crate) end: i64,
+    /// Offers left to `accept`.
+    pub(crate) budget: usize,
+    /// Whether an offset really is the key's message.
+    pub(crate) accept: &'a mut dyn FnMut(u64) -> bool,
+}
+
 pub(crate) struct IndexFile {
     pub(crate) name: String,
     map: WordMap,
@@ -235,24 +247,18 @@ impl IndexFile {
         Ok(true)
     }
 
-    /// RocketMQ's `selectPhyOffset`: walks `key_hash`'s chain newest → oldest,
-    /// collecting phys offsets of entries with that hash whose reconstructed
-    /// time is in `[begin, end]`, until `out` holds `max_num`; stops at a
-    /// prev of 0, an out-of-range or non-decreasing prev, or a time < begin.
-    /// Phys offsets already in `out` are not added again.
-    pub(crate) fn select(
-        &self,
-        key_hash: i32,
-        max_num: usize,
-        begin: i64,
-        end: i64,
-        out: &mut Vec<u64>,
-    ) {
-        let slot = self.layout.slot_of(key_hash);
+    /// RocketMQ's `selectPhyOffset`: walks `q.key_hash`'s chain newest →
+    /// oldest, offering the phys offsets of entries with that hash whose
+    /// reconstructed time is in `[begin, end]` to `q.accept` and keeping the
+    /// accepted ones, until `out` holds `max_num` or the budget of offers is
+    /// spent; stops at a prev of 0, an out-of-range or non-decreasing prev,
+    /// or a time < begin. Phys offsets already in `out` are not offered again.
+    pub(crate) fn select(&self, q: &mut Select<'_>, out: &mut Vec<u64>) {
+        let slot = self.layout.slot_of(q.key_hash);
         let mut next = self.slot_value(slot);
         let file_begin = self.begin_timestamp();
         while next > 0 && (next as u32) < self.layout.index_num {
-            if out.len() >= max_num {
+            if out.len() >= q.max_num || q.budget == 0 {
                 break;
             }
             let e = self.entry(next as u32);
@@ -260,13 +266,16 @@ impl IndexFile {
                 break;
             }
             let t = e.timestamp(file_begin);
-            if e.key_hash == key_hash && t >= begin && t <= end && e.phy_offset >= 0 {
+            if e.key_hash == q.key_hash && t >= q.begin && t <= q.end && e.phy_offset >= 0 {
                 let phy = e.phy_offset as u64;
                 if !out.contains(&phy) {
-                    out.push(phy);
+                    q.budget -= 1;
+                    if (q.accept)(phy) {
+                        out.push(phy);
+                    }
                 }
             }
-            if e.prev_index <= 0 || e.prev_index >= next || t < begin {
+            if e.prev_index <= 0 || e.prev_index >= next || t < q.begin {
                 break;
             }
             next = e.prev_index;

@@ -572,3 +572,36 @@ fn entries_get_their_blocks_ahead_of_the_writer() {
     let (allocated, _) = blocks();
     assert!(allocated >= 40 + 16 * 4 + 60_000 * 20, "{allocated}");
 }
+
+#[test]
+fn checked_query_skips_rejected_collisions_within_a_bounded_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = MAX_CHECKED_CANDIDATES as u64 + 500;
+    let s = service(dir.path(), IndexLayout::new(1, n + 10).unwrap());
+    // One chain of equal hashes: "Aa" oldest, then many "BB".
+    put(&s, "Aa", 0, 1000);
+    for i in 1..=n {
+        put(&s, "BB", i * 10, 1000 + i as i64);
+    }
+    let mut offered = 0;
+    let r = s.query_checked("T", "Aa", 4, 0, i64::MAX, &mut |phy| {
+        offered += 1;
+        phy == 0
+    });
+    // Past the budget: the match at the far end is not reached, and no more
+    // than the budget was offered.
+    assert!(r.phys_offsets.is_empty());
+    assert_eq!(offered, MAX_CHECKED_CANDIDATES);
+    // Within the budget, rejected entries do not count against max_num.
+    let mut offered = 0;
+    let r = s.query_checked("T", "Aa", 4, 0, i64::MAX, &mut |phy| {
+        offered += 1;
+        phy == 0 || phy > (n - 100) * 10
+    });
+    assert_eq!(r.phys_offsets.len(), 4);
+    assert_eq!(offered, 4);
+    let r = s.query_checked("T", "Aa", 4, 0, i64::MAX, &mut |phy| {
+        phy == 0 || phy > (n - 2) * 10
+    });
+    assert_eq!(r.phys_offsets, vec![n * 10, (n - 1) * 10]);
+}

@@ -182,11 +182,11 @@ impl NamesrvProcessor {
         let body = if req.body.is_empty() {
             RegisterBrokerBody::default()
         } else if flag(req, "compressed") {
-            // Only Java brokers with compressedRegister=true send this.
-            return Err(RemotingCommand::response_with_remark(
-                response::SYSTEM_ERROR,
-                "compressed registration body not supported; set compressedRegister=false",
-            ));
+            // Java brokers with compressedRegister=true.
+            RegisterBrokerBody::parse_compressed(&req.body).map_err(|e| {
+                tracing::warn!(broker = broker_name, addr = broker_addr, "{e}");
+                RemotingCommand::response_with_remark(response::SYSTEM_ERROR, e.to_string())
+            })?
         } else {
             RegisterBrokerBody::parse(&req.body, req.version).map_err(|e| {
                 RemotingCommand::response_with_remark(response::SYSTEM_ERROR, e.to_string())

@@ -137,6 +137,67 @@ impl RegisterBrokerBody {
         })
     }
 
+    /// Parses a body sent with `compressed=true` (Java brokers with
+    /// `compressedRegister=true`, remoting.md §7.11): a zlib stream of the
+    /// DataVersion JSON, the topic count, one `name readQueueNums
+    /// writeQueueNums perm topicFilterType` line per topic (topicSysFlag is
+    /// not sent: 0) and the filter server list JSON, each length-prefixed
+    /// (i32). The stream may inflate to at most [`MAX_INFLATED_REGISTER_BODY`]
+    /// bytes, and no declared length is trusted before its bytes are there.
+    pub fn parse_compressed(body: &[u8]) -> Result<RegisterBrokerBody, BodyError> {
+        use std::io::Read;
+        let mut raw = Vec::new();
+        flate2::read::ZlibDecoder::new(body)
+            .take(MAX_INFLATED_REGISTER_BODY + 1)
+            .read_to_end(&mut raw)
+            .map_err(|e| BodyError(format!("compressed registration body: {e}")))?;
+        if raw.len() as u64 > MAX_INFLATED_REGISTER_BODY {
+            return Err(BodyError(format!(
+                "compressed registration body inflates past {MAX_INFLATED_REGISTER_BODY} bytes"
+            )));
+        }
+        let mut r = Chunks { rest: &raw };
+        let data_version = DataVersion::from_value(&parse_lenient(r.chunk("dataVersion")?)?);
+        let count = r.i32("topic count")?;
+        let mut topics = Vec::new();
+        for _ in 0..count.max(0) {
+            let line = r.chunk("topic config")?;
+            let line = std::str::from_utf8(line)
+                .map_err(|_| BodyError("topic config is not UTF-8".into()))?;
+            let fields: Vec<&str> = line.split(' ').collect();
+            // 5.x brokers append the topic's attributes JSON: ignored.
+            let [name, read, write, perm, _filter_type, ..] = fields[..] else {
+                return Err(BodyError(format!("malformed topic config `{line}`")));
+            };
+            let num = |v: &str| {
+                v.parse::<i32>()
+                    .map_err(|_| BodyError(format!("malformed topic config `{line}`")))
+            };
+            topics.push(TopicConfig {
+                topic_name: name.to_string(),
+                read_queue_nums: num(read)?,
+                write_queue_nums: num(write)?,
+                perm: num(perm)?,
+                topic_sys_flag: 0,
+            });
+        }
+        // Java logs an unparsable filter server list and registers without one.
+        let filter_server_list = match parse_lenient(r.chunk("filterServerList")?) {
+            Ok(Value::Array(a)) => a
+                .iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        };
+        Ok(RegisterBrokerBody {
+            topic_config_wrapper: TopicConfigWrapper {
+                data_version,
+                topics,
+            },
+            filter_server_list,
+        })
+    }
+
     /// Encodes as a Java broker sends it (standard JSON).
     pub fn to_json(&self) -> String {
         let mut table = serde_json::Map::new();
@@ -163,6 +224,43 @@ impl RegisterBrokerBody {
             }
         })
         .to_string()
+    }
+}
+
+/// Most bytes a compressed registration body may inflate to: the largest
+/// frame the name server takes by default (a topic takes about 40 bytes).
+pub const MAX_INFLATED_REGISTER_BODY: u64 = 16 << 20;
+
+/// The i32-length-prefixed parts of an inflated compressed registration.
+struct Chunks<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Chunks<'a> {
+    fn i32(&mut self, what: &str) -> Result<i32, BodyError> {
+        let Some((head, rest)) = self.rest.split_first_chunk::<4>() else {
+            return Err(BodyError(format!(
+                "compressed registration body ends before the {what}"
+            )));
+        };
+        self.rest = rest;
+        Ok(i32::from_be_bytes(*head))
+    }
+
+    fn chunk(&mut self, what: &str) -> Result<&'a [u8], BodyError> {
+        let len = self.i32(what)?;
+        let len = usize::try_from(len)
+            .ok()
+            .filter(|&n| n <= self.rest.len())
+            .ok_or_else(|| {
+                BodyError(format!(
+                    "compressed registration body: {what} of {len} bytes, {} left",
+                    self.rest.len()
+                ))
+            })?;
+        let (chunk, rest) = self.rest.split_at(len);
+        self.rest = rest;
+        Ok(chunk)
     }
 }
 

@@ -33,18 +33,28 @@ pub fn handle(broker: &Broker, req: &RemotingCommand) -> Reply {
     for r in &records {
         body.extend_from_slice(r.as_bytes());
     }
+    let (timestamp, phy_offset) = broker.store.index_last_update();
     Ok(success()
-        .with_ext("indexLastUpdateTimestamp", super::now_ms())
-        .with_ext("indexLastUpdatePhyoffset", broker.store.max_offset())
+        .with_ext("indexLastUpdateTimestamp", timestamp)
+        .with_ext("indexLastUpdatePhyoffset", phy_offset)
         .with_body(body.freeze()))
 }
 
 fn view_by_id(broker: &Broker, req: &RemotingCommand) -> Reply {
     let offset = required_i64(req, "offset")?;
-    match u64::try_from(offset)
+    // The offset comes from a client-decoded offsetMsgId: only a record that
+    // decodes as a message and names this very offset is one (RocketMQ
+    // returns whatever bytes a size read there covers).
+    let record = u64::try_from(offset)
         .ok()
         .and_then(|o| broker.store.read_record(o))
-    {
+        .filter(|rec| {
+            matches!(
+                engine::record::decode(rec.as_bytes(), false),
+                engine::record::Decoded::Message(v) if v.physical_offset == offset
+            )
+        });
+    match record {
         Some(rec) => Ok(success().with_body(bytes::Bytes::copy_from_slice(rec.as_bytes()))),
         None => Err(error(
             response::SYSTEM_ERROR,
