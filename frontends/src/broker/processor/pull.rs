@@ -32,6 +32,7 @@ use engine::{AcceptAll, GetMessageStatus, TagCodes};
 use super::{error, optional, required, required_i32, required_i64};
 use crate::broker::filter::{RetryTopicFilter, Selector, SqlFilter};
 use crate::broker::long_polling::SharedFilter;
+use crate::broker::subscription_group::SubscriptionGroupConfig;
 use crate::broker::topic_config::{perm, RETRY_GROUP_TOPIC_PREFIX};
 use crate::broker::{Broker, SubscriptionData};
 use crate::remoting::codes::response;
@@ -126,9 +127,12 @@ fn filter_of(sub: &SubscriptionData, selector: Option<Arc<Selector>>) -> SharedF
 }
 
 /// The pull's subscription and, for SQL92, its compiled selector (see the
-/// module doc for the answers).
+/// module doc for the answers). A pull relying on the heartbeat's
+/// subscription from a broadcasting consumer of a group with
+/// `consumeBroadcastEnable=false` is refused (16), as in RocketMQ.
 fn subscription(
     broker: &Broker,
+    group: &SubscriptionGroupConfig,
     req: &RemotingCommand,
     p: &PullRequest<'_>,
 ) -> Result<(SubscriptionData, Option<Arc<Selector>>), RemotingCommand> {
@@ -180,6 +184,15 @@ fn subscription(
             format!("the consumer's group info not exist, group: {}", p.group),
         ));
     };
+    if info.message_model == "BROADCASTING" && !group.consume_broadcast_enable {
+        return Err(error(
+            response::NO_PERMISSION,
+            format!(
+                "the consumer group[{}] can not consume by broadcast way",
+                p.group
+            ),
+        ));
+    }
     let Some(sub) = info.subscriptions.get(p.topic).cloned() else {
         return Err(error(
             response::SUBSCRIPTION_NOT_EXIST,
@@ -261,7 +274,7 @@ fn process(
             ),
         ));
     }
-    let (sub, selector) = subscription(broker, req, &p)?;
+    let (sub, selector) = subscription(broker, &group, req, &p)?;
     let mut filter = filter_of(&sub, selector);
     if broker.config.filter_support_retry {
         if let Some(group) = p.topic.strip_prefix(RETRY_GROUP_TOPIC_PREFIX) {
