@@ -63,3 +63,52 @@ async fn broadcast_pull_refused_when_group_disables_it() {
     assert_eq!(r.code, response::SUCCESS, "{:?}", r.remark);
     env.stop().await;
 }
+
+/// Offset lookups (GET_MIN/MAX_OFFSET, SEARCH_OFFSET_BY_TIMESTAMP,
+/// GET_EARLIEST_MSG_STORETIME, QUERY_CONSUMER_OFFSET) of queues that do not
+/// exist answer as for an empty queue and leave no queue behind: any
+/// client naming arbitrary topics and queue ids must not grow the store's
+/// queue table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offset_lookups_of_unknown_queues_create_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = common::start(dir.path(), &[]).await;
+    for q in 0..50 {
+        for code in [
+            request::GET_MAX_OFFSET,
+            request::GET_MIN_OFFSET,
+            request::SEARCH_OFFSET_BY_TIMESTAMP,
+        ] {
+            let r = env
+                .call(
+                    RemotingCommand::request(code)
+                        .with_ext("topic", "Ghost")
+                        .with_ext("queueId", q * 1000)
+                        .with_ext("timestamp", 1),
+                )
+                .await;
+            assert_eq!(r.code, response::SUCCESS);
+            assert_eq!(r.ext("offset"), Some("0"));
+        }
+        let r = env
+            .call(
+                RemotingCommand::request(request::GET_EARLIEST_MSG_STORETIME)
+                    .with_ext("topic", "Ghost")
+                    .with_ext("queueId", q * 1000),
+            )
+            .await;
+        assert_eq!(r.ext("timestamp"), Some("-1"));
+        let r = env
+            .call(
+                RemotingCommand::request(request::QUERY_CONSUMER_OFFSET)
+                    .with_ext("consumerGroup", "G")
+                    .with_ext("topic", "Ghost")
+                    .with_ext("queueId", q * 1000),
+            )
+            .await;
+        assert_eq!((r.code, r.ext("offset")), (response::SUCCESS, Some("0")));
+    }
+    let queues = env.broker.broker().store.queue_ids("Ghost");
+    assert!(queues.is_empty(), "lookups created queues {queues:?}");
+    env.stop().await;
+}
