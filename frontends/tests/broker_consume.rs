@@ -112,3 +112,27 @@ async fn offset_lookups_of_unknown_queues_create_nothing() {
     assert!(queues.is_empty(), "lookups created queues {queues:?}");
     env.stop().await;
 }
+
+/// A pull from a negative offset of a queue holding messages is below the
+/// queue's min offset: RocketMQ answers OFFSET_TOO_SMALL (PULL_OFFSET_MOVED,
+/// nextBeginOffset = min offset) and delivers nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_from_negative_offset_is_offset_moved() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = common::start(dir.path(), &[]).await;
+    for i in 0..3 {
+        send(&env, "NT", 0, &format!("m{i}")).await;
+    }
+    let r = env.call(pull_everything("CG", "NT", 0, -5)).await;
+    assert_eq!(r.code, response::PULL_OFFSET_MOVED, "{:?}", r.remark);
+    assert_eq!(r.remark.as_deref(), Some("OFFSET_TOO_SMALL"));
+    assert_eq!(r.ext("nextBeginOffset"), Some("0"));
+    assert_eq!(r.ext("maxOffset"), Some("3"));
+    assert!(r.body.is_empty());
+    // An empty queue: NO_MESSAGE_IN_QUEUE, moved to 0.
+    let r = env.call(pull_everything("CG", "NT", 1, -5)).await;
+    assert_eq!(r.code, response::PULL_OFFSET_MOVED, "{:?}", r.remark);
+    assert_eq!(r.ext("nextBeginOffset"), Some("0"));
+    env.stop().await;
+}
+

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use engine::{AcceptAll, GetMessageStatus, TagCodes};
+use engine::{AcceptAll, GetMessageResult, GetMessageStatus, TagCodes};
 
 use super::{error, optional, required, required_i32, required_i64};
 use crate::broker::filter::{RetryTopicFilter, Selector, SqlFilter};
@@ -284,14 +284,16 @@ fn process(
             });
         }
     }
-    let offset = p.offset.max(0) as u64;
-    let r = broker.store.get_messages(
-        p.topic,
-        p.queue_id,
-        offset,
-        p.max_msgs.max(1) as usize,
-        filter.as_ref(),
-    );
+    let r = match u64::try_from(p.offset) {
+        Ok(offset) => broker.store.get_messages(
+            p.topic,
+            p.queue_id,
+            offset,
+            p.max_msgs.max(1) as usize,
+            filter.as_ref(),
+        ),
+        Err(_) => below_every_offset(broker, p.topic, p.queue_id),
+    };
     // On a slave (offsetCheckInSlave=false) the store does not correct
     // offsets and a would-be OFFSET_MOVED sends the consumer back to the
     // group's broker (the master) instead (cluster.md §7.2).
@@ -375,6 +377,30 @@ fn process(
         resp = resp.with_body(body.freeze());
     }
     Ok(Pass::Reply(resp))
+}
+
+/// What RocketMQ's getMessage answers for a negative offset: it is below
+/// the queue's min offset (OFFSET_TOO_SMALL, corrected to the min), unless
+/// the queue is empty (NO_MESSAGE_IN_QUEUE, corrected to 0).
+fn below_every_offset(broker: &Broker, topic: &str, queue_id: i32) -> GetMessageResult {
+    let (min, max) = (
+        broker.store.min_queue_offset(topic, queue_id),
+        broker.store.max_queue_offset(topic, queue_id),
+    );
+    let (status, next_begin_offset) = if max == 0 {
+        (GetMessageStatus::NoMessageInQueue, 0)
+    } else {
+        (GetMessageStatus::OffsetTooSmall, min)
+    };
+    GetMessageResult {
+        status,
+        messages: Vec::new(),
+        next_begin_offset,
+        min_offset: min,
+        max_offset: max,
+        suggest_pull_from_slave: false,
+        total_bytes: 0,
+    }
 }
 
 /// Wires the store's arrival notifications to long polling.
