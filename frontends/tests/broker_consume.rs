@@ -136,3 +136,25 @@ async fn pull_from_negative_offset_is_offset_moved() {
     env.stop().await;
 }
 
+/// A negative committed offset counts as none (ConsumerManageProcessor:
+/// `offset >= 0`): QUERY_CONSUMER_OFFSET answers as for a group that never
+/// committed, never the negative value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negative_committed_offset_is_not_returned() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = common::start(dir.path(), &[]).await;
+    send(&env, "QT", 0, "m0").await;
+    let update = RemotingCommand::request(request::UPDATE_CONSUMER_OFFSET)
+        .with_ext("consumerGroup", "G")
+        .with_ext("topic", "QT")
+        .with_ext("queueId", 0)
+        .with_ext("commitOffset", -1);
+    assert_eq!(env.call(update).await.code, response::SUCCESS);
+    let query = RemotingCommand::request(request::QUERY_CONSUMER_OFFSET)
+        .with_ext("consumerGroup", "G")
+        .with_ext("topic", "QT")
+        .with_ext("queueId", 0);
+    let r = env.call(query).await;
+    assert_eq!((r.code, r.ext("offset")), (response::SUCCESS, Some("0")));
+    env.stop().await;
+}
