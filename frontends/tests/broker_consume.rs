@@ -158,3 +158,39 @@ async fn negative_committed_offset_is_not_returned() {
     assert_eq!((r.code, r.ext("offset")), (response::SUCCESS, Some("0")));
     env.stop().await;
 }
+
+/// Every PULL_OFFSET_MOVED on a master records an OFFSET_MOVED_EVENT
+/// message (queue 0; tags and keys = the group; body the fastjson
+/// OffsetMovedEvent), as RocketMQ's PullMessageProcessor does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offset_moved_pull_records_an_offset_moved_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = common::start(dir.path(), &[]).await;
+    for i in 0..3 {
+        send(&env, "MT", 1, &format!("m{i}")).await;
+    }
+    let r = env.call(pull_everything("MG", "MT", 1, 99)).await;
+    assert_eq!(r.code, response::PULL_OFFSET_MOVED);
+    // Not moved: no event.
+    let r = env.call(pull_everything("MG", "MT", 1, 0)).await;
+    assert_eq!(r.code, response::SUCCESS);
+    let deadline = std::time::Instant::now() + common::T;
+    let events = loop {
+        let events = common::stored(&env, "OFFSET_MOVED_EVENT", 0);
+        if !events.is_empty() || std::time::Instant::now() > deadline {
+            break events;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    assert_eq!(events.len(), 1);
+    let engine::record::Decoded::Message(v) = engine::record::decode(&events[0], true) else {
+        panic!("not a record");
+    };
+    assert_eq!(
+        std::str::from_utf8(v.body).unwrap(),
+        "{\"consumerGroup\":\"MG\",\"messageQueue\":{\"brokerName\":\"broker-test\",\"queueId\":1,\"topic\":\"MT\"},\"offsetNew\":3,\"offsetRequest\":99}"
+    );
+    assert_eq!(v.properties, "KEYS\u{1}MG\u{2}DELAY\u{1}0\u{2}TAGS\u{1}MG");
+    assert_eq!((v.queue_id, v.sys_flag), (0, 0));
+    env.stop().await;
+}

@@ -27,13 +27,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use engine::record::{self, property, MessageToStore};
 use engine::{AcceptAll, GetMessageResult, GetMessageStatus, TagCodes};
 
 use super::{error, optional, required, required_i32, required_i64};
 use crate::broker::filter::{RetryTopicFilter, Selector, SqlFilter};
 use crate::broker::long_polling::SharedFilter;
 use crate::broker::subscription_group::SubscriptionGroupConfig;
-use crate::broker::topic_config::{perm, RETRY_GROUP_TOPIC_PREFIX};
+use crate::broker::topic_config::{perm, OFFSET_MOVED_EVENT, RETRY_GROUP_TOPIC_PREFIX};
 use crate::broker::{Broker, SubscriptionData};
 use crate::remoting::codes::response;
 use crate::remoting::{ConnectionContext, RemotingCommand};
@@ -329,6 +330,9 @@ fn process(
             (response::PULL_RETRY_IMMEDIATELY, "MESSAGE_WAS_REMOVING")
         }
     };
+    if code == response::PULL_OFFSET_MOVED && !broker.is_slave() {
+        record_offset_moved(broker, &p, next_begin_offset);
+    }
     // The consumer's position is stored on the first pass only
     // (semantics.md §6.3), and only by a master: a slave's offsets are
     // copied from its master (cluster.md §3, §7.2).
@@ -377,6 +381,39 @@ fn process(
         resp = resp.with_body(body.freeze());
     }
     Ok(Pass::Reply(resp))
+}
+
+/// Appends the OFFSET_MOVED_EVENT message of a PULL_OFFSET_MOVED answer
+/// (semantics.md §6.4), for tools that watch consumers being moved. The
+/// pull's answer does not wait for it; a failed append is only logged.
+fn record_offset_moved(broker: &Broker, p: &PullRequest<'_>, offset_new: u64) {
+    let body = serde_json::json!({
+        "consumerGroup": p.group,
+        "messageQueue": {
+            "brokerName": broker.config.broker_name,
+            "queueId": p.queue_id,
+            "topic": p.topic,
+        },
+        "offsetNew": offset_new,
+        "offsetRequest": p.offset,
+    });
+    let body = fastjson::to_compact(&body, &|_| false);
+    let properties = record::serialize_properties([
+        (property::KEYS, p.group),
+        (property::DELAY, "0"),
+        (property::TAGS, p.group),
+    ]);
+    let mut msg = MessageToStore::new(OFFSET_MOVED_EVENT, 0, body.as_bytes(), &properties);
+    msg.born_timestamp = super::now_ms();
+    msg.born_host = broker.store_host;
+    msg.store_host = broker.store_host;
+    msg.wait_for_flush = false;
+    let store = broker.store.clone();
+    tokio::spawn(async move {
+        if let Err(e) = store.put_message_async(&msg).await {
+            tracing::warn!("cannot record an offset moved event: {e}");
+        }
+    });
 }
 
 /// What RocketMQ's getMessage answers for a negative offset: it is below
