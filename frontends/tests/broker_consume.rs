@@ -194,3 +194,43 @@ async fn offset_moved_pull_records_an_offset_moved_event() {
     assert_eq!((v.queue_id, v.sys_flag), (0, 0));
     env.stop().await;
 }
+
+/// A consumerOffset.json that, like its backup, is not JSON stops the
+/// broker from starting (as RocketMQ's does) rather than starting with no
+/// offsets, which would move every group to its consumeFromWhere and skip
+/// what it had not consumed. One readable file of the two is enough.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_consumer_offsets_refuse_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = common::start(dir.path(), &[]).await;
+    let update = RemotingCommand::request(request::UPDATE_CONSUMER_OFFSET)
+        .with_ext("consumerGroup", "G")
+        .with_ext("topic", "T")
+        .with_ext("queueId", 0)
+        .with_ext("commitOffset", 7);
+    assert_eq!(env.call(update).await.code, response::SUCCESS);
+    let ns = env.ns.local_addr();
+    env.stop().await;
+    let file = dir.path().join("config").join("consumerOffset.json");
+    let bak = dir.path().join("config").join("consumerOffset.json.bak");
+    let good = std::fs::read(&file).unwrap();
+    std::fs::write(&file, b"{\"offsetTable\":{\"T@G\":{0:7").unwrap();
+    std::fs::write(&bak, b"\0\0\0\0").unwrap();
+    let settings = common::settings(dir.path(), ns, common::free_port_pair(), &[]);
+    match frontends::broker::Broker::start(settings).await {
+        Err(e) => assert!(e.to_string().contains("consumerOffset.json"), "{e}"),
+        Ok(b) => {
+            b.shutdown().await;
+            panic!("started with unreadable consumer offsets");
+        }
+    }
+    // With the backup readable the broker starts and keeps the offset.
+    std::fs::write(&bak, good).unwrap();
+    let env = common::start(dir.path(), &[]).await;
+    let query = RemotingCommand::request(request::QUERY_CONSUMER_OFFSET)
+        .with_ext("consumerGroup", "G")
+        .with_ext("topic", "T")
+        .with_ext("queueId", 0);
+    assert_eq!(env.call(query).await.ext("offset"), Some("7"));
+    env.stop().await;
+}
