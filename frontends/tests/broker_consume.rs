@@ -234,3 +234,46 @@ async fn unreadable_consumer_offsets_refuse_start() {
     assert_eq!(env.call(query).await.ext("offset"), Some("7"));
     env.stop().await;
 }
+
+/// A suspending pull at a damaged consume-queue entry (OFFSET_FOUND_NULL,
+/// PULL_NOT_FOUND with nextBeginOffset at the entry) is held, not answered
+/// at once: answered at once, the consumer pulls the same entry again in a
+/// tight loop. Held like RocketMQ's hold service holds it (re-run at its
+/// next check, 5 s at most), or until a new message arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_at_a_damaged_entry_is_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = common::start(dir.path(), &[]).await;
+    for i in 0..4 {
+        send(&env, "DT", 0, &format!("m{i}")).await;
+    }
+    env.stop().await;
+    // Entry 2 points 4 bytes past its record (PHYSICALOFFSET is its first
+    // 8 bytes).
+    let path = dir
+        .path()
+        .join("consumequeue")
+        .join("DT")
+        .join("0")
+        .join(format!("{:020}", 0));
+    let mut cq = std::fs::read(&path).unwrap();
+    let mut phys = [0u8; 8];
+    phys.copy_from_slice(&cq[40..48]);
+    cq[40..48].copy_from_slice(&(i64::from_be_bytes(phys) + 4).to_be_bytes());
+    std::fs::write(&path, &cq).unwrap();
+
+    let env = common::start(dir.path(), &[]).await;
+    let held = pull_everything("CG", "DT", 0, 2)
+        .with_ext("sysFlag", 0x6)
+        .with_ext("suspendTimeoutMillis", 1500);
+    let start = std::time::Instant::now();
+    let r = env.call(held).await;
+    let took = start.elapsed();
+    assert_eq!(r.code, response::PULL_NOT_FOUND, "{:?}", r.remark);
+    assert_eq!(r.ext("nextBeginOffset"), Some("2"));
+    assert!(
+        took >= std::time::Duration::from_millis(1200),
+        "answered after {took:?}, not held"
+    );
+    env.stop().await;
+}

@@ -43,6 +43,10 @@ const FLAG_COMMIT_OFFSET: i32 = 0x1;
 const FLAG_SUSPEND: i32 = 0x2;
 const FLAG_SUBSCRIPTION: i32 = 0x4;
 
+/// RocketMQ's PullRequestHoldService check interval under long polling: a
+/// held pull whose queue already goes past its offset is re-run then.
+const HOLD_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+
 /// The parsed request header.
 struct PullRequest<'a> {
     group: &'a str,
@@ -77,6 +81,8 @@ enum Pass {
     Suspend {
         filter: SharedFilter,
         hold: Duration,
+        /// The queue offset a new message must reach to wake the pull.
+        wake_from: u64,
     },
 }
 
@@ -89,7 +95,11 @@ pub async fn handle(
     match process(broker, &request, true) {
         Ok(Pass::Reply(r)) => Some(r),
         Err(e) => Some(e),
-        Ok(Pass::Suspend { filter, hold }) => {
+        Ok(Pass::Suspend {
+            filter,
+            hold,
+            wake_from,
+        }) => {
             let Ok(p) = PullRequest::parse(&request) else {
                 return Some(error(response::SYSTEM_ERROR, "bad pull header"));
             };
@@ -100,7 +110,7 @@ pub async fn handle(
                 .wait(
                     p.topic,
                     p.queue_id,
-                    p.offset.max(0) as u64,
+                    wake_from,
                     filter,
                     Instant::now() + hold,
                     move || store.max_queue_offset(&topic, queue_id),
@@ -351,7 +361,23 @@ fn process(
         } else {
             Duration::from_millis(broker.config.short_polling_time_mills)
         };
-        return Ok(Pass::Suspend { filter, hold });
+        // Nothing readable although the queue goes on past the offset
+        // (OFFSET_FOUND_NULL: a damaged entry, a missing file). Waking at
+        // the offset would answer at once and the consumer would pull the
+        // same entry again in a loop; RocketMQ's hold service re-runs such
+        // a pull at its next check (every 5 s). So: wake on a message past
+        // the queue's end, and hold at most that long.
+        let offset = p.offset.max(0) as u64;
+        let (hold, wake_from) = if r.max_offset > offset {
+            (hold.min(HOLD_CHECK_INTERVAL), r.max_offset)
+        } else {
+            (hold, offset)
+        };
+        return Ok(Pass::Suspend {
+            filter,
+            hold,
+            wake_from,
+        });
     }
     // suggestWhichBrokerId (cluster.md §7.1): with slaveReadEnable, the
     // group's slow-consumer broker when the consumer reads data likely out
