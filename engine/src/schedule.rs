@@ -22,16 +22,19 @@ impl DelayLevels {
         };
         let mut levels = Vec::new();
         for word in text.split_whitespace() {
-            let (num, unit) = word.split_at(word.len().saturating_sub(1));
+            // The unit is the last character; it may not be ASCII (then
+            // it is no unit), so split at a character boundary.
+            let unit_at = word.char_indices().last().map_or(0, |(i, _)| i);
+            let (num, unit) = word.split_at(unit_at);
             let n: i64 = num.parse().map_err(|_| bad(text))?;
-            let ms = match unit {
+            let ms: i64 = match unit {
                 "s" => 1_000,
                 "m" => 60_000,
                 "h" => 3_600_000,
                 "d" => 86_400_000,
                 _ => return Err(bad(text)),
             };
-            levels.push(n * ms);
+            levels.push(n.checked_mul(ms).ok_or_else(|| bad(text))?);
         }
         if levels.is_empty() {
             return Err(bad(text));
@@ -52,7 +55,7 @@ impl DelayLevels {
 
     /// Due time of a message stored at `store_timestamp` in the queue of `queue_id`.
     pub fn due_time(&self, store_timestamp: i64, queue_id: i32) -> i64 {
-        store_timestamp + self.delay_ms(queue_id + 1)
+        store_timestamp.saturating_add(self.delay_ms(queue_id.saturating_add(1)))
     }
 }
 
@@ -78,5 +81,18 @@ mod tests {
         assert_eq!(d.due_time(10, 0), 1010);
         assert!(DelayLevels::parse("1x").is_err());
         assert!(DelayLevels::parse("").is_err());
+    }
+
+    /// A malformed `messageDelayLevel` is a configuration error, never a
+    /// panic: a unit that is not one ASCII letter (here a multi-byte
+    /// character), or a delay too long for milliseconds in an i64.
+    #[test]
+    fn malformed_levels_are_errors() {
+        assert!(DelayLevels::parse("1s 5秒").is_err());
+        assert!(DelayLevels::parse("1s é").is_err());
+        assert!(DelayLevels::parse("999999999999999d").is_err());
+        // Long but representable delays do not overflow a due time.
+        let d = DelayLevels::parse("1s 106751991167d").unwrap();
+        assert_eq!(d.due_time(1_700_000_000_000, 1), i64::MAX);
     }
 }

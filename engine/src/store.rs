@@ -619,19 +619,23 @@ impl MessageStore {
     }
 
     /// The first valid queue offset of a queue (0 for unknown queues).
+    ///
+    /// Lookups never create a queue (nor do the other offset lookups
+    /// below): clients may name any topic and queue id, and each created
+    /// queue would stay in the table for good.
     pub fn min_queue_offset(&self, topic: &str, queue_id: i32) -> u64 {
         self.derived
             .queues
-            .get_or_create(topic, queue_id)
-            .min_offset()
+            .get(topic, queue_id)
+            .map_or(0, |q| q.min_offset())
     }
 
     /// The next queue offset to be written (0 for unknown queues).
     pub fn max_queue_offset(&self, topic: &str, queue_id: i32) -> u64 {
         self.derived
             .queues
-            .get_or_create(topic, queue_id)
-            .max_offset()
+            .get(topic, queue_id)
+            .map_or(0, |q| q.max_offset())
     }
 
     /// Queue ids that exist for `topic`.
@@ -645,7 +649,9 @@ impl MessageStore {
 
     /// The queue offset of the message stored closest to `timestamp` ms (0 if none).
     pub fn queue_offset_by_time(&self, topic: &str, queue_id: i32, timestamp: i64) -> u64 {
-        let cq = self.derived.queues.get_or_create(topic, queue_id);
+        let Some(cq) = self.derived.queues.get(topic, queue_id) else {
+            return 0;
+        };
         cq.search_offset_by_time(timestamp, self.commit_log.min_offset(), |phys, size| {
             let slice = self.commit_log.slice(phys as u64, size as u64)?;
             match record::decode(slice.as_bytes(), false) {
@@ -658,7 +664,7 @@ impl MessageStore {
 
     /// Store time of the first message still in the queue.
     pub fn earliest_message_time(&self, topic: &str, queue_id: i32) -> Option<i64> {
-        let cq = self.derived.queues.get_or_create(topic, queue_id);
+        let cq = self.derived.queues.get(topic, queue_id)?;
         let e = cq.entry(cq.min_offset())?;
         let slice = self.commit_log.slice(e.phys_offset as u64, e.size as u64)?;
         match record::decode(slice.as_bytes(), false) {

@@ -42,6 +42,41 @@ pub fn load(path: &Path) -> Option<Value> {
     None
 }
 
+/// A config file that exists but neither it nor its backup holds JSON.
+#[derive(Debug, thiserror::Error)]
+#[error("{} holds no readable JSON, nor does its backup ({why}); fix or remove it (removing it forgets what it recorded)", path.display())]
+pub struct UnreadableConfig {
+    pub path: PathBuf,
+    pub why: String,
+}
+
+/// [`load`] for files whose loss would lose data (consumer offsets):
+/// `Ok(None)` when neither `path` nor `path.bak` has content, an error when
+/// one has content but neither parses. RocketMQ's broker likewise refuses
+/// to start when a config file and its backup are both unreadable.
+pub fn load_or_refuse(path: &Path) -> Result<Option<Value>, UnreadableConfig> {
+    if let Some(v) = load(path) {
+        return Ok(Some(v));
+    }
+    let mut why = Vec::new();
+    for candidate in [path.to_path_buf(), with_suffix(path, ".bak")] {
+        match fs::read(&candidate) {
+            Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => {}
+            Ok(_) => why.push(format!("{}: not JSON", candidate.display())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => why.push(format!("{}: {e}", candidate.display())),
+        }
+    }
+    if why.is_empty() {
+        Ok(None)
+    } else {
+        Err(UnreadableConfig {
+            path: path.to_path_buf(),
+            why: why.join("; "),
+        })
+    }
+}
+
 /// Atomically replaces `path` with `text` (tmp + fsync, copy to .bak, rename).
 /// Durable when it returns `Ok`.
 pub fn persist(path: &Path, text: &str) -> io::Result<()> {

@@ -27,18 +27,22 @@ fn key(topic: &str, group: &str) -> String {
 }
 
 impl ConsumerOffsetTable {
-    pub fn load(config_dir: PathBuf) -> Self {
+    /// Loads `consumerOffset.json` (or its backup). A file that exists but
+    /// neither it nor its backup parses is an error: starting with no
+    /// offsets would send every consumer group to its consumeFromWhere
+    /// (by default the queues' ends), skipping what it had not consumed.
+    pub fn load(config_dir: PathBuf) -> Result<Self, config_file::UnreadableConfig> {
         let path = config_dir.join("consumerOffset.json");
         let mut table = HashMap::new();
-        if let Some(v) = config_file::load(&path) {
+        if let Some(v) = config_file::load_or_refuse(&path)? {
             table = parse_offset_table(&v);
         }
-        ConsumerOffsetTable {
+        Ok(ConsumerOffsetTable {
             path,
             table: RwLock::new(table),
             dirty: AtomicBool::new(false),
             persist_lock: Mutex::new(()),
-        }
+        })
     }
 
     /// Stores `offset` for (group, topic, queue).
@@ -169,13 +173,13 @@ mod tests {
     #[test]
     fn persist_and_reload_with_unquoted_keys() {
         let dir = tempfile::tempdir().unwrap();
-        let t = ConsumerOffsetTable::load(dir.path().to_path_buf());
+        let t = ConsumerOffsetTable::load(dir.path().to_path_buf()).unwrap();
         t.commit("CG", "TopicTest", 0, 250);
         t.commit("CG", "TopicTest", 1, 248);
         t.persist_if_dirty().unwrap();
         let text = std::fs::read_to_string(dir.path().join("consumerOffset.json")).unwrap();
         assert!(text.contains("0:250"), "{text}");
-        let t2 = ConsumerOffsetTable::load(dir.path().to_path_buf());
+        let t2 = ConsumerOffsetTable::load(dir.path().to_path_buf()).unwrap();
         assert_eq!(t2.query("CG", "TopicTest", 1), Some(248));
         assert_eq!(t2.query("CG", "TopicTest", 2), None);
     }

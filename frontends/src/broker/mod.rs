@@ -74,6 +74,8 @@ pub enum StartError {
     },
     #[error("brokerIP1 `{0}` is not an IP address")]
     BadAddress(String),
+    #[error(transparent)]
+    Config(#[from] fastjson::config_file::UnreadableConfig),
 }
 
 /// The broker's shared state. Everything a processor needs is a public
@@ -126,6 +128,8 @@ impl Broker {
         let broker_addr = format!("{ip1}:{}", cfg.listen_port);
         let ha_addr = format!("{}:{}", cfg.broker_ip2(), settings.store.ha_listen_port);
         let config_dir = settings.store.config_dir();
+        // Before the store opens: refusing to start leaves it untouched.
+        let offsets = ConsumerOffsetTable::load(config_dir.clone())?;
         let store = MessageStore::open(settings.store.clone())?;
         let broker = Broker {
             topics: TopicConfigTable::load(config_dir.clone(), &cfg),
@@ -133,7 +137,7 @@ impl Broker {
                 config_dir.clone(),
                 cfg.auto_create_subscription_group,
             ),
-            offsets: ConsumerOffsetTable::load(config_dir.clone()),
+            offsets,
             schedule: Schedule::load(config_dir, &store),
             clients: ClientRegistry::new(cfg.notify_consumer_ids_changed_enable),
             consumer_filters: filter::ConsumerFilters::new(),

@@ -360,8 +360,8 @@ async fn scan(broker: &Broker, level: i32) -> Duration {
             continue;
         };
         let now = now_ms();
-        let mut due = rec.store_timestamp + delay;
-        if due > now + delay {
+        let mut due = rec.store_timestamp.saturating_add(delay);
+        if due > now.saturating_add(delay) {
             due = now;
         }
         if due > now {

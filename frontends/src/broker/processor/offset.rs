@@ -54,7 +54,8 @@ pub fn handle(broker: &Broker, req: &RemotingCommand) -> Reply {
     }
 }
 
-/// Stored offset; if none: 0 when the queue still starts at 0 (Java also
+/// Stored offset (a negative one counts as none, as in RocketMQ's
+/// `offset >= 0` check); if none: 0 when the queue still starts at 0 (Java also
 /// requires the first message to be "in memory"; we treat a queue starting
 /// at 0 as such), else QUERY_NOT_FOUND so the client applies
 /// consumeFromWhere.
@@ -62,7 +63,11 @@ fn query_consumer_offset(broker: &Broker, req: &RemotingCommand) -> Reply {
     let group = required(req, "consumerGroup")?;
     let topic = required(req, "topic")?;
     let queue_id = required_i32(req, "queueId")?;
-    if let Some(off) = broker.offsets.query(group, topic, queue_id) {
+    if let Some(off) = broker
+        .offsets
+        .query(group, topic, queue_id)
+        .filter(|off| *off >= 0)
+    {
         return Ok(success().with_ext("offset", off));
     }
     if broker.store.min_queue_offset(topic, queue_id) == 0 {

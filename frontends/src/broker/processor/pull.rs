@@ -27,12 +27,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use engine::{AcceptAll, GetMessageStatus, TagCodes};
+use engine::record::{self, property, MessageToStore};
+use engine::{AcceptAll, GetMessageResult, GetMessageStatus, TagCodes};
 
 use super::{error, optional, required, required_i32, required_i64};
 use crate::broker::filter::{RetryTopicFilter, Selector, SqlFilter};
 use crate::broker::long_polling::SharedFilter;
-use crate::broker::topic_config::{perm, RETRY_GROUP_TOPIC_PREFIX};
+use crate::broker::subscription_group::SubscriptionGroupConfig;
+use crate::broker::topic_config::{perm, OFFSET_MOVED_EVENT, RETRY_GROUP_TOPIC_PREFIX};
 use crate::broker::{Broker, SubscriptionData};
 use crate::remoting::codes::response;
 use crate::remoting::{ConnectionContext, RemotingCommand};
@@ -40,6 +42,10 @@ use crate::remoting::{ConnectionContext, RemotingCommand};
 const FLAG_COMMIT_OFFSET: i32 = 0x1;
 const FLAG_SUSPEND: i32 = 0x2;
 const FLAG_SUBSCRIPTION: i32 = 0x4;
+
+/// RocketMQ's PullRequestHoldService check interval under long polling: a
+/// held pull whose queue already goes past its offset is re-run then.
+const HOLD_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The parsed request header.
 struct PullRequest<'a> {
@@ -75,6 +81,8 @@ enum Pass {
     Suspend {
         filter: SharedFilter,
         hold: Duration,
+        /// The queue offset a new message must reach to wake the pull.
+        wake_from: u64,
     },
 }
 
@@ -87,7 +95,11 @@ pub async fn handle(
     match process(broker, &request, true) {
         Ok(Pass::Reply(r)) => Some(r),
         Err(e) => Some(e),
-        Ok(Pass::Suspend { filter, hold }) => {
+        Ok(Pass::Suspend {
+            filter,
+            hold,
+            wake_from,
+        }) => {
             let Ok(p) = PullRequest::parse(&request) else {
                 return Some(error(response::SYSTEM_ERROR, "bad pull header"));
             };
@@ -98,7 +110,7 @@ pub async fn handle(
                 .wait(
                     p.topic,
                     p.queue_id,
-                    p.offset.max(0) as u64,
+                    wake_from,
                     filter,
                     Instant::now() + hold,
                     move || store.max_queue_offset(&topic, queue_id),
@@ -126,9 +138,12 @@ fn filter_of(sub: &SubscriptionData, selector: Option<Arc<Selector>>) -> SharedF
 }
 
 /// The pull's subscription and, for SQL92, its compiled selector (see the
-/// module doc for the answers).
+/// module doc for the answers). A pull relying on the heartbeat's
+/// subscription from a broadcasting consumer of a group with
+/// `consumeBroadcastEnable=false` is refused (16), as in RocketMQ.
 fn subscription(
     broker: &Broker,
+    group: &SubscriptionGroupConfig,
     req: &RemotingCommand,
     p: &PullRequest<'_>,
 ) -> Result<(SubscriptionData, Option<Arc<Selector>>), RemotingCommand> {
@@ -180,6 +195,15 @@ fn subscription(
             format!("the consumer's group info not exist, group: {}", p.group),
         ));
     };
+    if info.message_model == "BROADCASTING" && !group.consume_broadcast_enable {
+        return Err(error(
+            response::NO_PERMISSION,
+            format!(
+                "the consumer group[{}] can not consume by broadcast way",
+                p.group
+            ),
+        ));
+    }
     let Some(sub) = info.subscriptions.get(p.topic).cloned() else {
         return Err(error(
             response::SUBSCRIPTION_NOT_EXIST,
@@ -261,7 +285,7 @@ fn process(
             ),
         ));
     }
-    let (sub, selector) = subscription(broker, req, &p)?;
+    let (sub, selector) = subscription(broker, &group, req, &p)?;
     let mut filter = filter_of(&sub, selector);
     if broker.config.filter_support_retry {
         if let Some(group) = p.topic.strip_prefix(RETRY_GROUP_TOPIC_PREFIX) {
@@ -271,14 +295,16 @@ fn process(
             });
         }
     }
-    let offset = p.offset.max(0) as u64;
-    let r = broker.store.get_messages(
-        p.topic,
-        p.queue_id,
-        offset,
-        p.max_msgs.max(1) as usize,
-        filter.as_ref(),
-    );
+    let r = match u64::try_from(p.offset) {
+        Ok(offset) => broker.store.get_messages(
+            p.topic,
+            p.queue_id,
+            offset,
+            p.max_msgs.max(1) as usize,
+            filter.as_ref(),
+        ),
+        Err(_) => below_every_offset(broker, p.topic, p.queue_id),
+    };
     // On a slave (offsetCheckInSlave=false) the store does not correct
     // offsets and a would-be OFFSET_MOVED sends the consumer back to the
     // group's broker (the master) instead (cluster.md §7.2).
@@ -314,6 +340,9 @@ fn process(
             (response::PULL_RETRY_IMMEDIATELY, "MESSAGE_WAS_REMOVING")
         }
     };
+    if code == response::PULL_OFFSET_MOVED && !broker.is_slave() {
+        record_offset_moved(broker, &p, next_begin_offset);
+    }
     // The consumer's position is stored on the first pass only
     // (semantics.md §6.3), and only by a master: a slave's offsets are
     // copied from its master (cluster.md §3, §7.2).
@@ -332,7 +361,23 @@ fn process(
         } else {
             Duration::from_millis(broker.config.short_polling_time_mills)
         };
-        return Ok(Pass::Suspend { filter, hold });
+        // Nothing readable although the queue goes on past the offset
+        // (OFFSET_FOUND_NULL: a damaged entry, a missing file). Waking at
+        // the offset would answer at once and the consumer would pull the
+        // same entry again in a loop; RocketMQ's hold service re-runs such
+        // a pull at its next check (every 5 s). So: wake on a message past
+        // the queue's end, and hold at most that long.
+        let offset = p.offset.max(0) as u64;
+        let (hold, wake_from) = if r.max_offset > offset {
+            (hold.min(HOLD_CHECK_INTERVAL), r.max_offset)
+        } else {
+            (hold, offset)
+        };
+        return Ok(Pass::Suspend {
+            filter,
+            hold,
+            wake_from,
+        });
     }
     // suggestWhichBrokerId (cluster.md §7.1): with slaveReadEnable, the
     // group's slow-consumer broker when the consumer reads data likely out
@@ -362,6 +407,63 @@ fn process(
         resp = resp.with_body(body.freeze());
     }
     Ok(Pass::Reply(resp))
+}
+
+/// Appends the OFFSET_MOVED_EVENT message of a PULL_OFFSET_MOVED answer
+/// (semantics.md §6.4), for tools that watch consumers being moved. The
+/// pull's answer does not wait for it; a failed append is only logged.
+fn record_offset_moved(broker: &Broker, p: &PullRequest<'_>, offset_new: u64) {
+    let body = serde_json::json!({
+        "consumerGroup": p.group,
+        "messageQueue": {
+            "brokerName": broker.config.broker_name,
+            "queueId": p.queue_id,
+            "topic": p.topic,
+        },
+        "offsetNew": offset_new,
+        "offsetRequest": p.offset,
+    });
+    let body = fastjson::to_compact(&body, &|_| false);
+    let properties = record::serialize_properties([
+        (property::KEYS, p.group),
+        (property::DELAY, "0"),
+        (property::TAGS, p.group),
+    ]);
+    let mut msg = MessageToStore::new(OFFSET_MOVED_EVENT, 0, body.as_bytes(), &properties);
+    msg.born_timestamp = super::now_ms();
+    msg.born_host = broker.store_host;
+    msg.store_host = broker.store_host;
+    msg.wait_for_flush = false;
+    let store = broker.store.clone();
+    tokio::spawn(async move {
+        if let Err(e) = store.put_message_async(&msg).await {
+            tracing::warn!("cannot record an offset moved event: {e}");
+        }
+    });
+}
+
+/// What RocketMQ's getMessage answers for a negative offset: it is below
+/// the queue's min offset (OFFSET_TOO_SMALL, corrected to the min), unless
+/// the queue is empty (NO_MESSAGE_IN_QUEUE, corrected to 0).
+fn below_every_offset(broker: &Broker, topic: &str, queue_id: i32) -> GetMessageResult {
+    let (min, max) = (
+        broker.store.min_queue_offset(topic, queue_id),
+        broker.store.max_queue_offset(topic, queue_id),
+    );
+    let (status, next_begin_offset) = if max == 0 {
+        (GetMessageStatus::NoMessageInQueue, 0)
+    } else {
+        (GetMessageStatus::OffsetTooSmall, min)
+    };
+    GetMessageResult {
+        status,
+        messages: Vec::new(),
+        next_begin_offset,
+        min_offset: min,
+        max_offset: max,
+        suggest_pull_from_slave: false,
+        total_bytes: 0,
+    }
 }
 
 /// Wires the store's arrival notifications to long polling.
