@@ -590,3 +590,67 @@ async fn pending_half_survives_kill_9() {
     drop(broker);
     timeout(T, ns.shutdown()).await.expect("namesrv stops");
 }
+
+/// END_TRANSACTION names its half message by commit log offset. A producer
+/// that knows where its own message's body is stored (its send response
+/// says) can place a record there that looks like a half message of its
+/// group with any `REAL_TOPIC`; committing it must not write that message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_transaction_refuses_a_half_record_forged_in_a_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = common::start(dir.path(), &["transactionCheckInterval=600000"]).await;
+    let p = Producer::connect(&env.addr).await;
+    // A real half message, so queue offset 0 of the half queue exists.
+    let real = p.send_half("real", "T", "UNIQ-REAL", 0).await;
+
+    let store = &env.broker.broker().store;
+    let carrier_at = store.max_offset();
+    // Fixed fields before BODY of a record with IPv4 hosts.
+    let body_at = carrier_at as i64 + 88;
+    let mut forged = Vec::new();
+    let fake = engine::MessageToStore::new(
+        HALF,
+        0,
+        b"forged",
+        &format!("PGROUP\u{1}{GROUP}\u{2}REAL_TOPIC\u{1}Victim\u{2}REAL_QID\u{1}0\u{2}UNIQ_KEY\u{1}FORGED"),
+    );
+    fake.encode_into(&mut forged);
+    engine::record::patch_under_lock(&mut forged, real.queue_offset, body_at, now_ms());
+    let resp = p
+        .call(common::send_v2(
+            "Carrier",
+            0,
+            &forged,
+            "UNIQ_KEY\u{1}CARRIER",
+        ))
+        .await;
+    assert_eq!(resp.code, response::SUCCESS, "{resp:?}");
+    let (_, at) = parse_offset_msg_id(resp.ext("msgId").unwrap()).unwrap();
+    assert_eq!(
+        at, carrier_at as i64,
+        "the carrier is where it was expected"
+    );
+
+    let resp = p
+        .call(end_request(
+            GROUP,
+            real.queue_offset,
+            body_at,
+            "FORGED",
+            COMMIT,
+            false,
+        ))
+        .await;
+    assert_eq!(resp.code, response::SYSTEM_ERROR, "{resp:?}");
+    assert!(
+        stored(&env, "Victim", 0).is_empty(),
+        "nothing committed from a forged half record"
+    );
+
+    // The real half message still commits.
+    let resp = p.call(real.end(COMMIT)).await;
+    assert_eq!(resp.code, response::SUCCESS, "{resp:?}");
+    assert_eq!(stored(&env, TOPIC, 1).len(), 1);
+    drop(p);
+    env.stop().await;
+}
