@@ -654,3 +654,42 @@ async fn end_transaction_refuses_a_half_record_forged_in_a_body() {
     drop(p);
     env.stop().await;
 }
+
+/// A half message inside a custom immunity (CHECK_IMMUNITY_TIME_IN_SECONDS)
+/// whose TRAN_PREPARED_QUEUE_OFFSET is not a number (both are properties
+/// the producer chooses) can neither be passed nor checked yet: the check
+/// run must stop there and come back next time, not spin over the op queue
+/// on a runtime thread for its whole time limit (60 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_run_stops_at_a_half_message_it_must_wait_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = common::start(
+        dir.path(),
+        &["transactionCheckInterval=600000", "transactionTimeOut=100"],
+    )
+    .await;
+    let p = Producer::connect(&env.addr).await;
+    let props = format!(
+        "UNIQ_KEY\u{1}IMMUNE\u{2}TRAN_MSG\u{1}true\u{2}PGROUP\u{1}{GROUP}\u{2}CHECK_IMMUNITY_TIME_IN_SECONDS\u{1}600\u{2}TRAN_PREPARED_QUEUE_OFFSET\u{1}x"
+    );
+    let req = common::send_v2(TOPIC, 0, b"immune", &props)
+        .with_ext("a", GROUP)
+        .with_ext("f", 4)
+        .with_ext("g", now_ms());
+    let resp = p.call(req).await;
+    assert_eq!(resp.code, response::SUCCESS, "{resp:?}");
+    // The check run only looks at half messages stored before it began.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    let broker = env.broker.broker().clone();
+    let began = Instant::now();
+    let run = frontends::broker::transaction::check::check(&broker).await;
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "check run took {:?}",
+        began.elapsed()
+    );
+    assert_eq!((run.checked, run.sent, run.discarded), (0, 0, 0));
+    drop(p);
+    env.stop().await;
+}
