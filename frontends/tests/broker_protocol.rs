@@ -549,3 +549,33 @@ async fn batch_multiplying_its_header_properties_is_refused() {
     assert_eq!(common::stored(&env, "AmpTopic", 0).len(), 180);
     env.stop().await;
 }
+
+/// A batch to a topic name longer than 127 characters fails the topic name
+/// check like any send (Java `msgCheck` runs before the batch's own topic
+/// length check, which therefore never fires): SYSTEM_ERROR.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_to_an_over_long_topic_is_a_topic_name_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = start(dir.path()).await;
+    let body = batch_body(&[(&b"a"[..], "UNIQ_KEY\u{1}1")]);
+    let topic = "T".repeat(128);
+    let req = RemotingCommand::request(request::SEND_BATCH_MESSAGE)
+        .with_ext("a", "PG")
+        .with_ext("b", topic.as_str())
+        .with_ext("c", "TBW102")
+        .with_ext("d", 4)
+        .with_ext("e", 0)
+        .with_ext("f", 0)
+        .with_ext("g", 1)
+        .with_ext("h", 0)
+        .with_ext("i", "WAIT\u{1}true")
+        .with_ext("m", true)
+        .with_body(body);
+    let resp = env.call(req).await;
+    assert_eq!(resp.code, response::SYSTEM_ERROR, "{:?}", resp.remark);
+    assert!(
+        resp.remark.unwrap_or_default().contains("max length"),
+        "the topic name check's remark"
+    );
+    env.stop().await;
+}
