@@ -693,3 +693,78 @@ async fn check_run_stops_at_a_half_message_it_must_wait_for() {
     drop(p);
     env.stop().await;
 }
+
+/// A half message whose properties are so close to 32767 bytes that the
+/// copy a check-back re-puts (with TRANSACTION_CHECK_TIMES added) cannot be
+/// stored must not stop every later half message from being checked back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_message_too_big_to_re_put_does_not_block_later_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = common::start(
+        dir.path(),
+        &["transactionCheckInterval=600000", "transactionTimeOut=100"],
+    )
+    .await;
+    let mut p = Producer::connect(&env.addr).await;
+    let base =
+        format!("UNIQ_KEY\u{1}FAT\u{2}TRAN_MSG\u{1}true\u{2}PGROUP\u{1}{GROUP}\u{2}PAD\u{1}");
+    // Stored: base + pad + CLUSTER + REAL_TOPIC + REAL_QID, 10 bytes short
+    // of the limit.
+    let added =
+        "\u{2}CLUSTER\u{1}DefaultCluster\u{2}REAL_TOPIC\u{1}TxTopic\u{2}REAL_QID\u{1}0".len();
+    let pad = "p".repeat(32_767 - 10 - added - base.len());
+    let req = common::send_v2(TOPIC, 0, b"fat", &format!("{base}{pad}"))
+        .with_ext("a", GROUP)
+        .with_ext("f", 4)
+        .with_ext("g", now_ms());
+    let resp = p.call(req).await;
+    assert_eq!(resp.code, response::SUCCESS, "{resp:?}");
+    let fat = stored(&env, HALF, 0).remove(0);
+    assert_eq!(
+        fat.properties.len(),
+        32_757,
+        "{}",
+        fat.prop("REAL_TOPIC").unwrap_or("")
+    );
+    let lean = p.send_half("lean", "T", "UNIQ-LEAN", 0).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let broker = env.broker.broker().clone();
+    let run = frontends::broker::transaction::check::check(&broker).await;
+    assert_eq!(run.sent, 2, "both half messages checked back: {run:?}");
+    let mut asked = Vec::new();
+    for _ in 0..2 {
+        let req = timeout(T, p.incoming.recv())
+            .await
+            .expect("bounded")
+            .expect("a check request");
+        let check = Check::from_request(&req);
+        asked.push((
+            check.message.prop("UNIQ_KEY").unwrap_or("").to_string(),
+            check.tran_state_table_offset,
+        ));
+    }
+    asked.sort();
+    // The fat one with its own offset (it could not be re-put), the lean
+    // one with its copy's (offset 2, after the lean original).
+    assert_eq!(
+        asked,
+        [("FAT".to_string(), 0), (lean.uniq.clone(), 2)],
+        "{run:?}"
+    );
+    // The fat one can be committed through the check's offsets.
+    let resp = p
+        .call(end_request(
+            GROUP,
+            0,
+            fat.physical_offset,
+            "FAT",
+            COMMIT,
+            true,
+        ))
+        .await;
+    assert_eq!(resp.code, response::SUCCESS, "{resp:?}");
+    assert_eq!(stored(&env, TOPIC, 0).len(), 1, "the fat one delivered");
+    drop(p);
+    env.stop().await;
+}

@@ -25,16 +25,20 @@
 //! once it is `transactionTimeOut` old, `transactionCheckMax` times, and
 //! then moved aside, never reaching its real topic.
 //!
-//! Deliberate deviation: Java's re-put copy loses the message's flag and
+//! Deliberate deviations: Java's re-put copy loses the message's flag and
 //! reconsume count (so a transaction committed through a check-back is
-//! delivered with flag 0); the copy here keeps both.
+//! delivered with flag 0); the copy here keeps both. A half message whose
+//! copy cannot be stored at all (its properties would pass 32767 bytes
+//! with the check count) is checked back once with its own offsets and
+//! passed; Java retries it until the run's time limit, every run, so no
+//! later half message is checked until fileReservedTime discards it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use engine::record::{self, Decoded, MessageToStore, RecordView};
-use engine::{AcceptAll, GetMessageStatus, StoredMessage};
+use engine::{AcceptAll, GetMessageStatus, StoreError, StoredMessage};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -356,13 +360,37 @@ async fn check_queue(broker: &Broker, queue_id: i32, run: &mut CheckRun) {
             property::CHECK_TIMES,
             &next_times.to_string(),
         );
-        let Some(copy) = put_back(broker, &half, props.clone()).await else {
-            // The store refuses writes: try again next run.
-            break;
-        };
-        run.checked += 1;
-        if send_check(broker, &half, &copy, props) {
-            run.sent += 1;
+        match put_back(broker, &half, props.clone()).await {
+            Ok(copy) => {
+                run.checked += 1;
+                if send_check(broker, &half, &copy, props) {
+                    run.sent += 1;
+                }
+            }
+            Err(StoreError::InvalidArgument(why)) => {
+                // The copy can never be stored (its properties outgrew
+                // the limit): ask about the message itself, once, and go
+                // on. Java retries the same offset until its time limit,
+                // and every run stops there again.
+                tracing::warn!(
+                    offset = half.queue_offset,
+                    "half message cannot be re-put ({why}); checked back once with its own offsets"
+                );
+                let original = StoredMessage {
+                    physical_offset: half.physical_offset as u64,
+                    size: half.total_size() as u32,
+                    queue_offset: half.queue_offset,
+                    store_host: half.store_host,
+                };
+                run.checked += 1;
+                if send_check(broker, &half, &original, half.properties.to_string()) {
+                    run.sent += 1;
+                }
+            }
+            Err(_) => {
+                // The store refuses writes: try again next run.
+                break;
+            }
         }
         new_offset = i + 1;
         i += 1;
@@ -405,7 +433,7 @@ async fn keep_during_immunity(
         .map(str::to_string)
         .unwrap_or_else(|| half.queue_offset.to_string());
     let props = with_property(half.properties, property::PREPARED_QUEUE_OFFSET, &original);
-    put_back(broker, half, props).await.is_some()
+    put_back(broker, half, props).await.is_ok()
 }
 
 /// Re-puts `half` at the end of its half queue with `properties`.
@@ -413,18 +441,21 @@ async fn put_back(
     broker: &Broker,
     half: &RecordView<'_>,
     properties: String,
-) -> Option<StoredMessage> {
+) -> Result<StoredMessage, StoreError> {
     let msg = copy_of_half(half, half.topic.to_string(), half.queue_id, properties, 0);
-    match broker.store.put_message_async(&msg).await {
-        Ok(r) => r.messages.into_iter().next(),
-        Err(e) => {
-            tracing::warn!(
-                offset = half.queue_offset,
-                "cannot re-put half message: {e}"
-            );
-            None
-        }
+    let stored = broker.store.put_message_async(&msg).await.and_then(|r| {
+        r.messages
+            .into_iter()
+            .next()
+            .ok_or_else(|| StoreError::InvalidArgument("nothing stored".to_string()))
+    });
+    if let Err(e) = &stored {
+        tracing::warn!(
+            offset = half.queue_offset,
+            "cannot re-put half message: {e}"
+        );
     }
+    stored
 }
 
 /// A message carrying `half`'s flag, body, sys flag, born/store hosts, born
