@@ -657,9 +657,10 @@ async fn end_transaction_refuses_a_half_record_forged_in_a_body() {
 
 /// A half message inside a custom immunity (CHECK_IMMUNITY_TIME_IN_SECONDS)
 /// whose TRAN_PREPARED_QUEUE_OFFSET is not a number (both are properties
-/// the producer chooses) can neither be passed nor checked yet: the check
-/// run must stop there and come back next time, not spin over the op queue
-/// on a runtime thread for its whole time limit (60 s).
+/// the producer chooses) is not due for a check: the check run must return
+/// at once, not spin over the op queue on a runtime thread for its whole
+/// time limit (60 s). (It used to stop there; since the message is kept
+/// like one without that property, it is passed.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_run_stops_at_a_half_message_it_must_wait_for() {
     let dir = tempfile::tempdir().unwrap();
@@ -765,6 +766,52 @@ async fn half_message_too_big_to_re_put_does_not_block_later_checks() {
         .await;
     assert_eq!(resp.code, response::SUCCESS, "{resp:?}");
     assert_eq!(stored(&env, TOPIC, 0).len(), 1, "the fat one delivered");
+    drop(p);
+    env.stop().await;
+}
+
+/// Half messages inside a long custom immunity that cannot be kept the
+/// usual way (a copy re-put with TRAN_PREPARED_QUEUE_OFFSET): one whose
+/// TRAN_PREPARED_QUEUE_OFFSET (a property the producer can set) is not a
+/// number, one whose properties leave no room for that property. Neither
+/// may stop the check-back of the half messages after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_message_that_cannot_be_kept_immune_does_not_block_later_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = common::start(
+        dir.path(),
+        &["transactionCheckInterval=600000", "transactionTimeOut=100"],
+    )
+    .await;
+    let mut p = Producer::connect(&env.addr).await;
+    let immune = format!(
+        "TRAN_MSG\u{1}true\u{2}PGROUP\u{1}{GROUP}\u{2}CHECK_IMMUNITY_TIME_IN_SECONDS\u{1}100000"
+    );
+    let bogus = format!("{immune}\u{2}UNIQ_KEY\u{1}BOGUS\u{2}TRAN_PREPARED_QUEUE_OFFSET\u{1}x");
+    let base = format!("{immune}\u{2}UNIQ_KEY\u{1}FAT\u{2}PAD\u{1}");
+    let added =
+        "\u{2}CLUSTER\u{1}DefaultCluster\u{2}REAL_TOPIC\u{1}TxTopic\u{2}REAL_QID\u{1}0".len();
+    let fat = format!("{base}{}", "p".repeat(32_767 - 10 - added - base.len()));
+    for props in [&bogus, &fat] {
+        let req = common::send_v2(TOPIC, 0, b"immune", props)
+            .with_ext("a", GROUP)
+            .with_ext("f", 4)
+            .with_ext("g", now_ms());
+        let resp = p.call(req).await;
+        assert_eq!(resp.code, response::SUCCESS, "{resp:?}");
+    }
+    let lean = p.send_half("lean", "T", "UNIQ-LEAN", 0).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let broker = env.broker.broker().clone();
+    let run = frontends::broker::transaction::check::check(&broker).await;
+    assert_eq!(run.sent, 1, "the lean one was checked back: {run:?}");
+    let req = timeout(T, p.incoming.recv())
+        .await
+        .expect("bounded")
+        .expect("a check request");
+    let check = Check::from_request(&req);
+    assert_eq!(check.message.prop("UNIQ_KEY"), Some(lean.uniq.as_str()));
     drop(p);
     env.stop().await;
 }
