@@ -361,13 +361,13 @@ async fn check_queue(broker: &Broker, queue_id: i32, run: &mut CheckRun) {
             &next_times.to_string(),
         );
         match put_back(broker, &half, props.clone()).await {
-            Ok(copy) => {
+            PutBack::Stored(copy) => {
                 run.checked += 1;
                 if send_check(broker, &half, &copy, props) {
                     run.sent += 1;
                 }
             }
-            Err(StoreError::InvalidArgument(why)) => {
+            PutBack::Invalid(why) => {
                 // The copy can never be stored (its properties outgrew
                 // the limit): ask about the message itself, once, and go
                 // on. Java retries the same offset until its time limit,
@@ -387,7 +387,7 @@ async fn check_queue(broker: &Broker, queue_id: i32, run: &mut CheckRun) {
                     run.sent += 1;
                 }
             }
-            Err(_) => {
+            PutBack::Refused => {
                 // The store refuses writes: try again next run.
                 break;
             }
@@ -439,38 +439,44 @@ async fn keep_during_immunity(
     let original = original.unwrap_or(half.queue_offset).to_string();
     let props = with_property(half.properties, property::PREPARED_QUEUE_OFFSET, &original);
     match put_back(broker, half, props).await {
-        Ok(_) => true,
-        Err(StoreError::InvalidArgument(why)) => {
+        PutBack::Stored(_) => true,
+        PutBack::Invalid(why) => {
             tracing::warn!(
                 offset = half.queue_offset,
                 "half message inside its immunity cannot be kept ({why}); passed without a check"
             );
             true
         }
-        Err(_) => false,
+        PutBack::Refused => false,
     }
 }
 
+/// The outcome of re-putting a half message.
+enum PutBack {
+    Stored(StoredMessage),
+    /// The copy can never be stored (too large, ...).
+    Invalid(String),
+    /// The store refuses writes for now.
+    Refused,
+}
+
 /// Re-puts `half` at the end of its half queue with `properties`.
-async fn put_back(
-    broker: &Broker,
-    half: &RecordView<'_>,
-    properties: String,
-) -> Result<StoredMessage, StoreError> {
+async fn put_back(broker: &Broker, half: &RecordView<'_>, properties: String) -> PutBack {
     let msg = copy_of_half(half, half.topic.to_string(), half.queue_id, properties, 0);
-    let stored = broker.store.put_message_async(&msg).await.and_then(|r| {
-        r.messages
-            .into_iter()
-            .next()
-            .ok_or_else(|| StoreError::InvalidArgument("nothing stored".to_string()))
-    });
-    if let Err(e) = &stored {
-        tracing::warn!(
-            offset = half.queue_offset,
-            "cannot re-put half message: {e}"
-        );
+    match broker.store.put_message_async(&msg).await {
+        Ok(r) => match r.messages.into_iter().next() {
+            Some(copy) => PutBack::Stored(copy),
+            None => PutBack::Refused,
+        },
+        Err(StoreError::InvalidArgument(why)) => PutBack::Invalid(why),
+        Err(e) => {
+            tracing::warn!(
+                offset = half.queue_offset,
+                "cannot re-put half message: {e}"
+            );
+            PutBack::Refused
+        }
     }
-    stored
 }
 
 /// A message carrying `half`'s flag, body, sys flag, born/store hosts, born
