@@ -595,3 +595,70 @@ async fn query_message_reports_the_index_last_update() {
     assert_eq!(header("indexLastUpdatePhyoffset"), Some(last.1));
     env.stop().await;
 }
+
+/// The batch-level properties (the header's) are stored with every entry
+/// of a batch. A body of many empty entries with a 30 KB header properties
+/// string is a 4 KB request that would store (and first build in memory)
+/// 30 KB per entry: refused, and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_multiplying_its_header_properties_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = start(dir.path()).await;
+    let entries: Vec<(&[u8], &str)> = vec![(&b""[..], ""); 180];
+    let body = batch_body(&entries);
+    assert!(body.len() <= 4096, "within maxMessageSize");
+    let header_props = format!("BIG\u{1}{}", "p".repeat(30_000));
+    let batch = |props: &str| {
+        RemotingCommand::request(request::SEND_BATCH_MESSAGE)
+            .with_ext("a", "PG")
+            .with_ext("b", "AmpTopic")
+            .with_ext("c", "TBW102")
+            .with_ext("d", 4)
+            .with_ext("e", 0)
+            .with_ext("f", 0)
+            .with_ext("g", 1)
+            .with_ext("h", 0)
+            .with_ext("i", props)
+            .with_ext("m", true)
+            .with_body(body.clone())
+    };
+    let resp = env.call(batch(&header_props)).await;
+    assert_eq!(resp.code, response::MESSAGE_ILLEGAL, "{:?}", resp.remark);
+    assert!(common::stored(&env, "AmpTopic", 0).is_empty());
+
+    // The same entries with Java's batch-level properties are stored.
+    let resp = env.call(batch("WAIT\u{1}true")).await;
+    assert_eq!(resp.code, response::SUCCESS, "{:?}", resp.remark);
+    assert_eq!(common::stored(&env, "AmpTopic", 0).len(), 180);
+    env.stop().await;
+}
+
+/// A batch to a topic name longer than 127 characters fails the topic name
+/// check like any send (Java `msgCheck` runs before the batch's own topic
+/// length check, which therefore never fires): SYSTEM_ERROR.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_to_an_over_long_topic_is_a_topic_name_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = start(dir.path()).await;
+    let body = batch_body(&[(&b"a"[..], "UNIQ_KEY\u{1}1")]);
+    let topic = "T".repeat(128);
+    let req = RemotingCommand::request(request::SEND_BATCH_MESSAGE)
+        .with_ext("a", "PG")
+        .with_ext("b", topic.as_str())
+        .with_ext("c", "TBW102")
+        .with_ext("d", 4)
+        .with_ext("e", 0)
+        .with_ext("f", 0)
+        .with_ext("g", 1)
+        .with_ext("h", 0)
+        .with_ext("i", "WAIT\u{1}true")
+        .with_ext("m", true)
+        .with_body(body);
+    let resp = env.call(req).await;
+    assert_eq!(resp.code, response::SYSTEM_ERROR, "{:?}", resp.remark);
+    assert!(
+        resp.remark.unwrap_or_default().contains("max length"),
+        "the topic name check's remark"
+    );
+    env.stop().await;
+}

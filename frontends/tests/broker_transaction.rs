@@ -590,3 +590,228 @@ async fn pending_half_survives_kill_9() {
     drop(broker);
     timeout(T, ns.shutdown()).await.expect("namesrv stops");
 }
+
+/// END_TRANSACTION names its half message by commit log offset. A producer
+/// that knows where its own message's body is stored (its send response
+/// says) can place a record there that looks like a half message of its
+/// group with any `REAL_TOPIC`; committing it must not write that message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_transaction_refuses_a_half_record_forged_in_a_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = common::start(dir.path(), &["transactionCheckInterval=600000"]).await;
+    let p = Producer::connect(&env.addr).await;
+    // A real half message, so queue offset 0 of the half queue exists.
+    let real = p.send_half("real", "T", "UNIQ-REAL", 0).await;
+
+    let store = &env.broker.broker().store;
+    let carrier_at = store.max_offset();
+    // Fixed fields before BODY of a record with IPv4 hosts.
+    let body_at = carrier_at as i64 + 88;
+    let mut forged = Vec::new();
+    let fake = engine::MessageToStore::new(
+        HALF,
+        0,
+        b"forged",
+        &format!("PGROUP\u{1}{GROUP}\u{2}REAL_TOPIC\u{1}Victim\u{2}REAL_QID\u{1}0\u{2}UNIQ_KEY\u{1}FORGED"),
+    );
+    fake.encode_into(&mut forged);
+    engine::record::patch_under_lock(&mut forged, real.queue_offset, body_at, now_ms());
+    let resp = p
+        .call(common::send_v2(
+            "Carrier",
+            0,
+            &forged,
+            "UNIQ_KEY\u{1}CARRIER",
+        ))
+        .await;
+    assert_eq!(resp.code, response::SUCCESS, "{resp:?}");
+    let (_, at) = parse_offset_msg_id(resp.ext("msgId").unwrap()).unwrap();
+    assert_eq!(
+        at, carrier_at as i64,
+        "the carrier is where it was expected"
+    );
+
+    let resp = p
+        .call(end_request(
+            GROUP,
+            real.queue_offset,
+            body_at,
+            "FORGED",
+            COMMIT,
+            false,
+        ))
+        .await;
+    assert_eq!(resp.code, response::SYSTEM_ERROR, "{resp:?}");
+    assert!(
+        stored(&env, "Victim", 0).is_empty(),
+        "nothing committed from a forged half record"
+    );
+
+    // The real half message still commits.
+    let resp = p.call(real.end(COMMIT)).await;
+    assert_eq!(resp.code, response::SUCCESS, "{resp:?}");
+    assert_eq!(stored(&env, TOPIC, 1).len(), 1);
+    drop(p);
+    env.stop().await;
+}
+
+/// A half message inside a custom immunity (CHECK_IMMUNITY_TIME_IN_SECONDS)
+/// whose TRAN_PREPARED_QUEUE_OFFSET is not a number (both are properties
+/// the producer chooses) is not due for a check: the check run must return
+/// at once, not spin over the op queue on a runtime thread for its whole
+/// time limit (60 s). (It used to stop there; since the message is kept
+/// like one without that property, it is passed.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_run_stops_at_a_half_message_it_must_wait_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = common::start(
+        dir.path(),
+        &["transactionCheckInterval=600000", "transactionTimeOut=100"],
+    )
+    .await;
+    let p = Producer::connect(&env.addr).await;
+    let props = format!(
+        "UNIQ_KEY\u{1}IMMUNE\u{2}TRAN_MSG\u{1}true\u{2}PGROUP\u{1}{GROUP}\u{2}CHECK_IMMUNITY_TIME_IN_SECONDS\u{1}600\u{2}TRAN_PREPARED_QUEUE_OFFSET\u{1}x"
+    );
+    let req = common::send_v2(TOPIC, 0, b"immune", &props)
+        .with_ext("a", GROUP)
+        .with_ext("f", 4)
+        .with_ext("g", now_ms());
+    let resp = p.call(req).await;
+    assert_eq!(resp.code, response::SUCCESS, "{resp:?}");
+    // The check run only looks at half messages stored before it began.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    let broker = env.broker.broker().clone();
+    let began = Instant::now();
+    let run = frontends::broker::transaction::check::check(&broker).await;
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "check run took {:?}",
+        began.elapsed()
+    );
+    assert_eq!((run.checked, run.sent, run.discarded), (0, 0, 0));
+    drop(p);
+    env.stop().await;
+}
+
+/// A half message whose properties are so close to 32767 bytes that the
+/// copy a check-back re-puts (with TRANSACTION_CHECK_TIMES added) cannot be
+/// stored must not stop every later half message from being checked back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_message_too_big_to_re_put_does_not_block_later_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = common::start(
+        dir.path(),
+        &["transactionCheckInterval=600000", "transactionTimeOut=100"],
+    )
+    .await;
+    let mut p = Producer::connect(&env.addr).await;
+    let base =
+        format!("UNIQ_KEY\u{1}FAT\u{2}TRAN_MSG\u{1}true\u{2}PGROUP\u{1}{GROUP}\u{2}PAD\u{1}");
+    // Stored: base + pad + CLUSTER + REAL_TOPIC + REAL_QID, 10 bytes short
+    // of the limit.
+    let added =
+        "\u{2}CLUSTER\u{1}DefaultCluster\u{2}REAL_TOPIC\u{1}TxTopic\u{2}REAL_QID\u{1}0".len();
+    let pad = "p".repeat(32_767 - 10 - added - base.len());
+    let req = common::send_v2(TOPIC, 0, b"fat", &format!("{base}{pad}"))
+        .with_ext("a", GROUP)
+        .with_ext("f", 4)
+        .with_ext("g", now_ms());
+    let resp = p.call(req).await;
+    assert_eq!(resp.code, response::SUCCESS, "{resp:?}");
+    let fat = stored(&env, HALF, 0).remove(0);
+    assert_eq!(
+        fat.properties.len(),
+        32_757,
+        "{}",
+        fat.prop("REAL_TOPIC").unwrap_or("")
+    );
+    let lean = p.send_half("lean", "T", "UNIQ-LEAN", 0).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let broker = env.broker.broker().clone();
+    let run = frontends::broker::transaction::check::check(&broker).await;
+    assert_eq!(run.sent, 2, "both half messages checked back: {run:?}");
+    let mut asked = Vec::new();
+    for _ in 0..2 {
+        let req = timeout(T, p.incoming.recv())
+            .await
+            .expect("bounded")
+            .expect("a check request");
+        let check = Check::from_request(&req);
+        asked.push((
+            check.message.prop("UNIQ_KEY").unwrap_or("").to_string(),
+            check.tran_state_table_offset,
+        ));
+    }
+    asked.sort();
+    // The fat one with its own offset (it could not be re-put), the lean
+    // one with its copy's (offset 2, after the lean original).
+    assert_eq!(
+        asked,
+        [("FAT".to_string(), 0), (lean.uniq.clone(), 2)],
+        "{run:?}"
+    );
+    // The fat one can be committed through the check's offsets.
+    let resp = p
+        .call(end_request(
+            GROUP,
+            0,
+            fat.physical_offset,
+            "FAT",
+            COMMIT,
+            true,
+        ))
+        .await;
+    assert_eq!(resp.code, response::SUCCESS, "{resp:?}");
+    assert_eq!(stored(&env, TOPIC, 0).len(), 1, "the fat one delivered");
+    drop(p);
+    env.stop().await;
+}
+
+/// Half messages inside a long custom immunity that cannot be kept the
+/// usual way (a copy re-put with TRAN_PREPARED_QUEUE_OFFSET): one whose
+/// TRAN_PREPARED_QUEUE_OFFSET (a property the producer can set) is not a
+/// number, one whose properties leave no room for that property. Neither
+/// may stop the check-back of the half messages after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_message_that_cannot_be_kept_immune_does_not_block_later_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = common::start(
+        dir.path(),
+        &["transactionCheckInterval=600000", "transactionTimeOut=100"],
+    )
+    .await;
+    let mut p = Producer::connect(&env.addr).await;
+    let immune = format!(
+        "TRAN_MSG\u{1}true\u{2}PGROUP\u{1}{GROUP}\u{2}CHECK_IMMUNITY_TIME_IN_SECONDS\u{1}100000"
+    );
+    let bogus = format!("{immune}\u{2}UNIQ_KEY\u{1}BOGUS\u{2}TRAN_PREPARED_QUEUE_OFFSET\u{1}x");
+    let base = format!("{immune}\u{2}UNIQ_KEY\u{1}FAT\u{2}PAD\u{1}");
+    let added =
+        "\u{2}CLUSTER\u{1}DefaultCluster\u{2}REAL_TOPIC\u{1}TxTopic\u{2}REAL_QID\u{1}0".len();
+    let fat = format!("{base}{}", "p".repeat(32_767 - 10 - added - base.len()));
+    for props in [&bogus, &fat] {
+        let req = common::send_v2(TOPIC, 0, b"immune", props)
+            .with_ext("a", GROUP)
+            .with_ext("f", 4)
+            .with_ext("g", now_ms());
+        let resp = p.call(req).await;
+        assert_eq!(resp.code, response::SUCCESS, "{resp:?}");
+    }
+    let lean = p.send_half("lean", "T", "UNIQ-LEAN", 0).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let broker = env.broker.broker().clone();
+    let run = frontends::broker::transaction::check::check(&broker).await;
+    assert_eq!(run.sent, 1, "the lean one was checked back: {run:?}");
+    let req = timeout(T, p.incoming.recv())
+        .await
+        .expect("bounded")
+        .expect("a check request");
+    let check = Check::from_request(&req);
+    assert_eq!(check.message.prop("UNIQ_KEY"), Some(lean.uniq.as_str()));
+    drop(p);
+    env.stop().await;
+}

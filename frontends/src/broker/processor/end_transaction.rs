@@ -97,6 +97,7 @@ async fn end(
         &h.producer_group,
         h.tran_state_table_offset,
     )
+    .await
     .map_err(half_error)?;
     let Decoded::Message(half) = record::decode(&bytes, false) else {
         return Err(half_error(HalfError::NotFound));

@@ -25,16 +25,20 @@
 //! once it is `transactionTimeOut` old, `transactionCheckMax` times, and
 //! then moved aside, never reaching its real topic.
 //!
-//! Deliberate deviation: Java's re-put copy loses the message's flag and
+//! Deliberate deviations: Java's re-put copy loses the message's flag and
 //! reconsume count (so a transaction committed through a check-back is
-//! delivered with flag 0); the copy here keeps both.
+//! delivered with flag 0); the copy here keeps both. A half message whose
+//! copy cannot be stored at all (its properties would pass 32767 bytes
+//! with the check count) is checked back once with its own offsets and
+//! passed; Java retries it until the run's time limit, every run, so no
+//! later half message is checked until fileReservedTime discards it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use engine::record::{self, Decoded, MessageToStore, RecordView};
-use engine::{AcceptAll, GetMessageStatus, StoredMessage};
+use engine::{AcceptAll, GetMessageStatus, StoreError, StoredMessage};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -332,6 +336,14 @@ async fn check_queue(broker: &Broker, queue_id: i32, run: &mut CheckRun) {
             Some(last) => last - start > timeout,
         } || age <= -1;
         if !need_check {
+            if ops.last_born.is_none() {
+                // No op record is left to read, so reading again cannot
+                // change the answer: only time can (a message inside its
+                // immunity that could not be passed). Java re-reads until
+                // its time limit; that would hold a runtime thread for a
+                // minute. Stop here; the next run starts at this offset.
+                break;
+            }
             ops = read_ops(
                 broker,
                 queue_id,
@@ -348,13 +360,37 @@ async fn check_queue(broker: &Broker, queue_id: i32, run: &mut CheckRun) {
             property::CHECK_TIMES,
             &next_times.to_string(),
         );
-        let Some(copy) = put_back(broker, &half, props.clone()).await else {
-            // The store refuses writes: try again next run.
-            break;
-        };
-        run.checked += 1;
-        if send_check(broker, &half, &copy, props) {
-            run.sent += 1;
+        match put_back(broker, &half, props.clone()).await {
+            PutBack::Stored(copy) => {
+                run.checked += 1;
+                if send_check(broker, &half, &copy, props) {
+                    run.sent += 1;
+                }
+            }
+            PutBack::Invalid(why) => {
+                // The copy can never be stored (its properties outgrew
+                // the limit): ask about the message itself, once, and go
+                // on. Java retries the same offset until its time limit,
+                // and every run stops there again.
+                tracing::warn!(
+                    offset = half.queue_offset,
+                    "half message cannot be re-put ({why}); checked back once with its own offsets"
+                );
+                let original = StoredMessage {
+                    physical_offset: half.physical_offset as u64,
+                    size: half.total_size() as u32,
+                    queue_offset: half.queue_offset,
+                    store_host: half.store_host,
+                };
+                run.checked += 1;
+                if send_check(broker, &half, &original, half.properties.to_string()) {
+                    run.sent += 1;
+                }
+            }
+            PutBack::Refused => {
+                // The store refuses writes: try again next run.
+                break;
+            }
         }
         new_offset = i + 1;
         i += 1;
@@ -376,45 +412,69 @@ async fn check_queue(broker: &Broker, queue_id: i32, run: &mut CheckRun) {
 /// `checkPrepareQueueOffset`): resolved if an op names its original offset,
 /// else a copy carrying the original offset is re-put. Returns whether the
 /// offset may be passed.
+///
+/// Deviations, so that one message cannot hold up every later check (Java
+/// stops the run at it, every run, until its immunity is over): an
+/// original offset that is not a number (the producer can set the
+/// property) counts as absent, so the message is kept as its own original;
+/// a message whose copy can never be stored (no room left in its
+/// properties) is passed, unchecked, with a warning: only the producer's
+/// own END_TRANSACTION can end it.
 async fn keep_during_immunity(
     broker: &Broker,
     half: &RecordView<'_>,
     removed: &mut HashMap<i64, i64>,
     done: &mut Vec<i64>,
 ) -> bool {
-    let original = half.property(property::PREPARED_QUEUE_OFFSET);
+    let original = half
+        .property(property::PREPARED_QUEUE_OFFSET)
+        .map(parse_or_minus_one)
+        .filter(|o| *o != -1);
     if let Some(o) = original {
-        let o = parse_or_minus_one(o);
-        if o == -1 {
-            return false;
-        }
         if let Some(op) = removed.remove(&o) {
             done.push(op);
             return true;
         }
     }
-    let original = original
-        .map(str::to_string)
-        .unwrap_or_else(|| half.queue_offset.to_string());
+    let original = original.unwrap_or(half.queue_offset).to_string();
     let props = with_property(half.properties, property::PREPARED_QUEUE_OFFSET, &original);
-    put_back(broker, half, props).await.is_some()
+    match put_back(broker, half, props).await {
+        PutBack::Stored(_) => true,
+        PutBack::Invalid(why) => {
+            tracing::warn!(
+                offset = half.queue_offset,
+                "half message inside its immunity cannot be kept ({why}); passed without a check"
+            );
+            true
+        }
+        PutBack::Refused => false,
+    }
+}
+
+/// The outcome of re-putting a half message.
+enum PutBack {
+    Stored(StoredMessage),
+    /// The copy can never be stored (too large, ...).
+    Invalid(String),
+    /// The store refuses writes for now.
+    Refused,
 }
 
 /// Re-puts `half` at the end of its half queue with `properties`.
-async fn put_back(
-    broker: &Broker,
-    half: &RecordView<'_>,
-    properties: String,
-) -> Option<StoredMessage> {
+async fn put_back(broker: &Broker, half: &RecordView<'_>, properties: String) -> PutBack {
     let msg = copy_of_half(half, half.topic.to_string(), half.queue_id, properties, 0);
     match broker.store.put_message_async(&msg).await {
-        Ok(r) => r.messages.into_iter().next(),
+        Ok(r) => match r.messages.into_iter().next() {
+            Some(copy) => PutBack::Stored(copy),
+            None => PutBack::Refused,
+        },
+        Err(StoreError::InvalidArgument(why)) => PutBack::Invalid(why),
         Err(e) => {
             tracing::warn!(
                 offset = half.queue_offset,
                 "cannot re-put half message: {e}"
             );
-            None
+            PutBack::Refused
         }
     }
 }

@@ -41,6 +41,7 @@ pub mod check;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use engine::record::{self, sysflag, Decoded, MessageToStore, RecordView};
 use engine::MessageStore;
@@ -143,33 +144,83 @@ pub enum HalfError {
 
 /// Reads the half record at `commit_log_offset` and checks it against the
 /// END_TRANSACTION header (Java `checkPrepareMessage`), returning a copy.
-pub fn find_half(
+///
+/// Deviation from Java, which accepts whatever decodes at the offset: the
+/// record must also be the one the half queue holds at its queue offset.
+/// The offset comes from the request, so without that check a record
+/// forged inside a message body (bytes the producer chose, at an offset
+/// its send response told it) would be committed into any `REAL_TOPIC`.
+/// The record is examined where it is mapped and only then copied, so a
+/// size read at an offset that is not a record costs no allocation.
+pub async fn find_half(
     store: &MessageStore,
     commit_log_offset: i64,
     producer_group: &str,
     tran_state_table_offset: i64,
 ) -> Result<Vec<u8>, HalfError> {
-    let raw = u64::try_from(commit_log_offset)
-        .ok()
-        .and_then(|o| store.read_record(o))
-        .ok_or(HalfError::NotFound)?;
-    let bytes = raw.as_bytes().to_vec();
-    let Decoded::Message(half) = record::decode(&bytes, false) else {
-        return Err(HalfError::NotFound);
+    let (queue_id, len) = {
+        let raw = u64::try_from(commit_log_offset)
+            .ok()
+            .and_then(|o| store.read_record(o))
+            .ok_or(HalfError::NotFound)?;
+        let Decoded::Message(half) = record::decode(raw.as_bytes(), false) else {
+            return Err(HalfError::NotFound);
+        };
+        if half.topic != TRANS_HALF_TOPIC {
+            return Err(HalfError::NotFound);
+        }
+        if half.property(property::PGROUP) != Some(producer_group) {
+            return Err(HalfError::ProducerGroup);
+        }
+        if half.queue_offset != tran_state_table_offset {
+            return Err(HalfError::QueueOffset);
+        }
+        if half.physical_offset != commit_log_offset {
+            return Err(HalfError::CommitLogOffset);
+        }
+        (half.queue_id, half.total_size())
     };
-    if half.topic != TRANS_HALF_TOPIC {
+    // The half queue hears of a record when it is dispatched, which at high
+    // rates trails the append by a fraction of a millisecond.
+    let deadline = tokio::time::Instant::now() + DISPATCH_WAIT;
+    while store.dispatched_offset() <= commit_log_offset as u64
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    if !in_half_queue(store, queue_id, tran_state_table_offset, commit_log_offset) {
         return Err(HalfError::NotFound);
     }
-    if half.property(property::PGROUP) != Some(producer_group) {
-        return Err(HalfError::ProducerGroup);
-    }
-    if half.queue_offset != tran_state_table_offset {
-        return Err(HalfError::QueueOffset);
-    }
-    if half.physical_offset != commit_log_offset {
-        return Err(HalfError::CommitLogOffset);
-    }
-    Ok(bytes)
+    store
+        .read_record(commit_log_offset as u64)
+        .and_then(|raw| raw.as_bytes().get(..len).map(<[u8]>::to_vec))
+        .ok_or(HalfError::NotFound)
+}
+
+/// How long END_TRANSACTION waits for a just-appended half message to
+/// reach the half queue.
+const DISPATCH_WAIT: Duration = Duration::from_secs(1);
+
+/// Whether the half queue's entry at `queue_offset` is the record at
+/// `commit_log_offset`.
+fn in_half_queue(
+    store: &MessageStore,
+    queue_id: i32,
+    queue_offset: i64,
+    commit_log_offset: i64,
+) -> bool {
+    let Ok(from) = u64::try_from(queue_offset) else {
+        return false;
+    };
+    let r = store.get_messages(TRANS_HALF_TOPIC, queue_id, from, 1, &engine::AcceptAll);
+    r.messages
+        .first()
+        .is_some_and(|s| match record::decode(s.as_bytes(), false) {
+            Decoded::Message(v) => {
+                v.queue_offset == queue_offset && v.physical_offset == commit_log_offset
+            }
+            _ => false,
+        })
 }
 
 /// The real message a commit writes for `half` (Java
