@@ -312,22 +312,7 @@ async fn sync_master_acks_survive_master_kill() {
     );
     let client = RemotingClient::default();
     // Until the slave has connected, sends answer SLAVE_NOT_AVAILABLE.
-    let deadline = Instant::now() + T;
-    let mut probes = 0usize;
-    loop {
-        let (code, _, _) = send(&client, &master.addr, 1_000_000 + probes).await;
-        probes += 1;
-        if code == response::SUCCESS {
-            break;
-        }
-        assert_eq!(code, response::SLAVE_NOT_AVAILABLE);
-        assert!(
-            Instant::now() < deadline,
-            "slave never connected:\n{}",
-            slave.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    acked_once_connected(&client, &master.addr, &slave, 1_000_000).await;
     const N: usize = 1500;
     let sent = send_all(&client, &master.addr, 0..N, 64).await;
     for (i, (code, _, _)) in &sent {
