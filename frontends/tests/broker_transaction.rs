@@ -206,11 +206,7 @@ impl Producer {
         let props = format!(
             "TAGS\u{1}{tag}\u{2}KEYS\u{1}k-{body}\u{2}UNIQ_KEY\u{1}{uniq}\u{2}TRAN_MSG\u{1}true\u{2}PGROUP\u{1}{GROUP}\u{2}WAIT\u{1}true"
         );
-        let req = common::send_v2(TOPIC, 1, body.as_bytes(), &props)
-            .with_ext("a", GROUP)
-            .with_ext("f", 4)
-            .with_ext("g", now_ms())
-            .with_ext("h", flag);
+        let req = prepared_request(1, body.as_bytes(), &props).with_ext("h", flag);
         let resp = self.call(req).await;
         assert_eq!(resp.code, 0, "{resp:?}");
         assert_eq!(
@@ -226,6 +222,25 @@ impl Producer {
             commit_log_offset,
         }
     }
+}
+
+/// A SEND_MESSAGE_V2 of a prepared (half) message to `TOPIC` from
+/// `GROUP`, born now, with the properties as given.
+fn prepared_request(queue: i32, body: &[u8], props: &str) -> RemotingCommand {
+    common::send_v2(TOPIC, queue, body, props)
+        .with_ext("a", GROUP)
+        .with_ext("f", 4)
+        .with_ext("g", now_ms())
+}
+
+/// A broker whose check service never runs by itself (tests call the
+/// check run) and that checks half messages older than 100 ms.
+async fn start_for_checks(dir: &std::path::Path) -> common::Env {
+    common::start(
+        dir,
+        &["transactionCheckInterval=600000", "transactionTimeOut=100"],
+    )
+    .await
 }
 
 fn end_request(
@@ -664,19 +679,12 @@ async fn end_transaction_refuses_a_half_record_forged_in_a_body() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_run_stops_at_a_half_message_it_must_wait_for() {
     let dir = tempfile::tempdir().unwrap();
-    let env = common::start(
-        dir.path(),
-        &["transactionCheckInterval=600000", "transactionTimeOut=100"],
-    )
-    .await;
+    let env = start_for_checks(dir.path()).await;
     let p = Producer::connect(&env.addr).await;
     let props = format!(
         "UNIQ_KEY\u{1}IMMUNE\u{2}TRAN_MSG\u{1}true\u{2}PGROUP\u{1}{GROUP}\u{2}CHECK_IMMUNITY_TIME_IN_SECONDS\u{1}600\u{2}TRAN_PREPARED_QUEUE_OFFSET\u{1}x"
     );
-    let req = common::send_v2(TOPIC, 0, b"immune", &props)
-        .with_ext("a", GROUP)
-        .with_ext("f", 4)
-        .with_ext("g", now_ms());
+    let req = prepared_request(0, b"immune", &props);
     let resp = p.call(req).await;
     assert_eq!(resp.code, response::SUCCESS, "{resp:?}");
     // The check run only looks at half messages stored before it began.
@@ -701,11 +709,7 @@ async fn check_run_stops_at_a_half_message_it_must_wait_for() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_message_too_big_to_re_put_does_not_block_later_checks() {
     let dir = tempfile::tempdir().unwrap();
-    let env = common::start(
-        dir.path(),
-        &["transactionCheckInterval=600000", "transactionTimeOut=100"],
-    )
-    .await;
+    let env = start_for_checks(dir.path()).await;
     let mut p = Producer::connect(&env.addr).await;
     let base =
         format!("UNIQ_KEY\u{1}FAT\u{2}TRAN_MSG\u{1}true\u{2}PGROUP\u{1}{GROUP}\u{2}PAD\u{1}");
@@ -714,10 +718,7 @@ async fn half_message_too_big_to_re_put_does_not_block_later_checks() {
     let added =
         "\u{2}CLUSTER\u{1}DefaultCluster\u{2}REAL_TOPIC\u{1}TxTopic\u{2}REAL_QID\u{1}0".len();
     let pad = "p".repeat(32_767 - 10 - added - base.len());
-    let req = common::send_v2(TOPIC, 0, b"fat", &format!("{base}{pad}"))
-        .with_ext("a", GROUP)
-        .with_ext("f", 4)
-        .with_ext("g", now_ms());
+    let req = prepared_request(0, b"fat", &format!("{base}{pad}"));
     let resp = p.call(req).await;
     assert_eq!(resp.code, response::SUCCESS, "{resp:?}");
     let fat = stored(&env, HALF, 0).remove(0);
@@ -778,11 +779,7 @@ async fn half_message_too_big_to_re_put_does_not_block_later_checks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_message_that_cannot_be_kept_immune_does_not_block_later_checks() {
     let dir = tempfile::tempdir().unwrap();
-    let env = common::start(
-        dir.path(),
-        &["transactionCheckInterval=600000", "transactionTimeOut=100"],
-    )
-    .await;
+    let env = start_for_checks(dir.path()).await;
     let mut p = Producer::connect(&env.addr).await;
     let immune = format!(
         "TRAN_MSG\u{1}true\u{2}PGROUP\u{1}{GROUP}\u{2}CHECK_IMMUNITY_TIME_IN_SECONDS\u{1}100000"
@@ -793,10 +790,7 @@ async fn half_message_that_cannot_be_kept_immune_does_not_block_later_checks() {
         "\u{2}CLUSTER\u{1}DefaultCluster\u{2}REAL_TOPIC\u{1}TxTopic\u{2}REAL_QID\u{1}0".len();
     let fat = format!("{base}{}", "p".repeat(32_767 - 10 - added - base.len()));
     for props in [&bogus, &fat] {
-        let req = common::send_v2(TOPIC, 0, b"immune", props)
-            .with_ext("a", GROUP)
-            .with_ext("f", 4)
-            .with_ext("g", now_ms());
+        let req = prepared_request(0, b"immune", props);
         let resp = p.call(req).await;
         assert_eq!(resp.code, response::SUCCESS, "{resp:?}");
     }

@@ -317,22 +317,31 @@ async fn master_never_counts_an_ack_for_bytes_it_does_not_have() {
     env.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn master_drops_a_slave_behind_its_first_file() {
-    const FILE: u64 = 64 * 1024;
-    // A log that reaches its third file.
-    let src_dir = tempfile::tempdir().unwrap();
-    let source = MessageStore::open(StoreConfig {
-        store_path_root_dir: src_dir.path().to_path_buf(),
+/// Commit log file size of the tests that need a log of several files.
+const FILE: u64 = 64 * 1024;
+
+/// A store in `dir` with `FILE`-sized commit log files, holding messages of
+/// `topic` until its log is 1000 bytes into its third file.
+fn log_into_third_file(dir: &std::path::Path, topic: &str) -> std::sync::Arc<MessageStore> {
+    let store = MessageStore::open(StoreConfig {
+        store_path_root_dir: dir.to_path_buf(),
         mapped_file_size_commit_log: FILE,
         ..StoreConfig::default()
     })
     .unwrap();
-    while source.max_offset() < 2 * FILE + 1000 {
-        source
-            .put_message(&MessageToStore::new("Old", 0, &[b'o'; 500], ""))
+    while store.max_offset() < 2 * FILE + 1000 {
+        store
+            .put_message(&MessageToStore::new(topic, 0, &[b'm'; 500], ""))
             .unwrap();
     }
+    store
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_drops_a_slave_behind_its_first_file() {
+    // A log that reaches its third file.
+    let src_dir = tempfile::tempdir().unwrap();
+    let source = log_into_third_file(src_dir.path(), "Old");
     // A store holding that log from its second file on (as a slave that
     // started empty holds its master's last files), then run as a master:
     // its commit log starts at FILE.
@@ -379,20 +388,9 @@ async fn master_drops_a_slave_behind_its_first_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slave_whose_log_holds_no_record_starts_where_the_master_streams() {
-    const FILE: u64 = 64 * 1024;
     // The master's log reaches its third file.
     let src_dir = tempfile::tempdir().unwrap();
-    let source = MessageStore::open(StoreConfig {
-        store_path_root_dir: src_dir.path().to_path_buf(),
-        mapped_file_size_commit_log: FILE,
-        ..StoreConfig::default()
-    })
-    .unwrap();
-    while source.max_offset() < 2 * FILE + 1000 {
-        source
-            .put_message(&MessageToStore::new("Late", 0, &[b'l'; 500], ""))
-            .unwrap();
-    }
+    let source = log_into_third_file(src_dir.path(), "Late");
     let start = 2 * FILE;
     let tail = source.read_for_transfer(start, FILE).unwrap();
     let tail = tail.as_bytes().to_vec();

@@ -92,6 +92,15 @@ impl BrokerProc {
         format!("127.0.0.1:{}", self.port + 1)
     }
 
+    /// The arguments of a slave `broker_id` of this master.
+    fn slave_args(&self, broker_id: u32) -> Vec<String> {
+        vec![
+            "brokerRole=SLAVE".to_string(),
+            format!("brokerId={broker_id}"),
+            format!("haMasterAddress={}", self.ha_addr()),
+        ]
+    }
+
     fn log_tail(&self) -> String {
         let all = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = all.lines().collect();
@@ -300,16 +309,7 @@ async fn sync_master_acks_survive_master_kill() {
         // seconds must not turn an acknowledgement into FLUSH_SLAVE_TIMEOUT.
         &["brokerRole=SYNC_MASTER".into(), "slaveTimeout=20000".into()],
     );
-    let slave = BrokerProc::start(
-        &sstore,
-        &ns_addr,
-        FILE_SIZE,
-        &[
-            "brokerRole=SLAVE".into(),
-            "brokerId=1".into(),
-            format!("haMasterAddress={}", master.ha_addr()),
-        ],
-    );
+    let slave = BrokerProc::start(&sstore, &ns_addr, FILE_SIZE, &master.slave_args(1));
     let client = RemotingClient::default();
     // Until the slave has connected, sends answer SLAVE_NOT_AVAILABLE.
     acked_once_connected(&client, &master.addr, &slave, 1_000_000).await;
@@ -363,14 +363,7 @@ async fn slaves_catch_up_after_restart_and_from_empty() {
         BIG_FILE_SIZE,
         &["brokerRole=ASYNC_MASTER".into()],
     );
-    let slave_args = |id: u32| {
-        vec![
-            "brokerRole=SLAVE".to_string(),
-            format!("brokerId={id}"),
-            format!("haMasterAddress={}", master.ha_addr()),
-        ]
-    };
-    let mut a = BrokerProc::start(&astore, &ns_addr, BIG_FILE_SIZE, &slave_args(1));
+    let mut a = BrokerProc::start(&astore, &ns_addr, BIG_FILE_SIZE, &master.slave_args(1));
     let client = RemotingClient::default();
     let first = send_all(&client, &master.addr, 0..400, 16).await;
     assert!(first.values().all(|(c, _, _)| *c == response::SUCCESS));
@@ -380,7 +373,7 @@ async fn slaves_catch_up_after_restart_and_from_empty() {
     a.kill();
     let second = send_all(&client, &master.addr, 400..800, 16).await;
     assert!(second.values().all(|(c, _, _)| *c == response::SUCCESS));
-    let a = BrokerProc::start(&astore, &ns_addr, BIG_FILE_SIZE, &slave_args(1));
+    let a = BrokerProc::start(&astore, &ns_addr, BIG_FILE_SIZE, &master.slave_args(1));
     wait_caught_up(&client, &master.addr, &a).await;
 
     // Slave B starts on an empty store while the master still has its first
@@ -479,11 +472,7 @@ async fn slave_started_empty_past_the_first_file_survives_kill_9() {
     assert!(last_with_data >= 3 * FILE_SIZE, "{last_with_data}");
 
     // An empty slave starts at the master's last file, catches up, dies.
-    let slave_args = vec![
-        "brokerRole=SLAVE".to_string(),
-        "brokerId=1".to_string(),
-        format!("haMasterAddress={}", master.ha_addr()),
-    ];
+    let slave_args = master.slave_args(1);
     let mut slave = BrokerProc::start(&sstore, &ns_addr, FILE_SIZE, &slave_args);
     wait_caught_up(&client, &master.addr, &slave).await;
     slave.kill();
@@ -553,16 +542,7 @@ async fn slave_follows_a_restarted_sync_master() {
         "slaveTimeout=20000".into(),
     ];
     let mut master = BrokerProc::start(&mstore, &ns_addr, FILE_SIZE, &master_args);
-    let slave = BrokerProc::start(
-        &sstore,
-        &ns_addr,
-        FILE_SIZE,
-        &[
-            "brokerRole=SLAVE".into(),
-            "brokerId=1".into(),
-            format!("haMasterAddress={}", master.ha_addr()),
-        ],
-    );
+    let slave = BrokerProc::start(&sstore, &ns_addr, FILE_SIZE, &master.slave_args(1));
     let client = RemotingClient::default();
     acked_once_connected(&client, &master.addr, &slave, 1_000_000).await;
     let first = send_all(&client, &master.addr, 0..500, 32).await;
