@@ -29,6 +29,23 @@ async fn start(store: &std::path::Path) -> common::Env {
     common::start(store, EXTRA).await
 }
 
+/// A SEND_BATCH_MESSAGE (V2 header) of `body` to queue 0 of `topic`, with
+/// the batch-level properties `props`.
+fn batch_request(topic: &str, props: &str, body: Vec<u8>) -> RemotingCommand {
+    RemotingCommand::request(request::SEND_BATCH_MESSAGE)
+        .with_ext("a", "PG")
+        .with_ext("b", topic)
+        .with_ext("c", "TBW102")
+        .with_ext("d", 4)
+        .with_ext("e", 0)
+        .with_ext("f", 0)
+        .with_ext("g", 1)
+        .with_ext("h", 0)
+        .with_ext("i", props)
+        .with_ext("m", true)
+        .with_body(body)
+}
+
 fn batch_body(entries: &[(&[u8], &str)]) -> Vec<u8> {
     let mut buf = Vec::new();
     for (body, props) in entries {
@@ -172,18 +189,7 @@ async fn batches_oversize_and_bad_requests() {
         (b"bb", "UNIQ_KEY\u{1}2"),
         (b"ccc", ""),
     ]);
-    let req = RemotingCommand::request(request::SEND_BATCH_MESSAGE)
-        .with_ext("a", "PG")
-        .with_ext("b", "BatchTopic")
-        .with_ext("c", "TBW102")
-        .with_ext("d", 4)
-        .with_ext("e", 0)
-        .with_ext("f", 0)
-        .with_ext("g", 1)
-        .with_ext("h", 0)
-        .with_ext("i", "WAIT\u{1}true")
-        .with_ext("m", true)
-        .with_body(body.clone());
+    let req = batch_request("BatchTopic", "WAIT\u{1}true", body.clone());
     let resp = env.call(req).await;
     assert_eq!(resp.code, response::SUCCESS, "{:?}", resp.remark);
     let ids: Vec<&str> = resp.ext("msgId").unwrap().split(',').collect();
@@ -608,20 +614,7 @@ async fn batch_multiplying_its_header_properties_is_refused() {
     let body = batch_body(&entries);
     assert!(body.len() <= 4096, "within maxMessageSize");
     let header_props = format!("BIG\u{1}{}", "p".repeat(30_000));
-    let batch = |props: &str| {
-        RemotingCommand::request(request::SEND_BATCH_MESSAGE)
-            .with_ext("a", "PG")
-            .with_ext("b", "AmpTopic")
-            .with_ext("c", "TBW102")
-            .with_ext("d", 4)
-            .with_ext("e", 0)
-            .with_ext("f", 0)
-            .with_ext("g", 1)
-            .with_ext("h", 0)
-            .with_ext("i", props)
-            .with_ext("m", true)
-            .with_body(body.clone())
-    };
+    let batch = |props: &str| batch_request("AmpTopic", props, body.clone());
     let resp = env.call(batch(&header_props)).await;
     assert_eq!(resp.code, response::MESSAGE_ILLEGAL, "{:?}", resp.remark);
     assert!(common::stored(&env, "AmpTopic", 0).is_empty());
@@ -642,18 +635,7 @@ async fn batch_to_an_over_long_topic_is_a_topic_name_error() {
     let env = start(dir.path()).await;
     let body = batch_body(&[(&b"a"[..], "UNIQ_KEY\u{1}1")]);
     let topic = "T".repeat(128);
-    let req = RemotingCommand::request(request::SEND_BATCH_MESSAGE)
-        .with_ext("a", "PG")
-        .with_ext("b", topic.as_str())
-        .with_ext("c", "TBW102")
-        .with_ext("d", 4)
-        .with_ext("e", 0)
-        .with_ext("f", 0)
-        .with_ext("g", 1)
-        .with_ext("h", 0)
-        .with_ext("i", "WAIT\u{1}true")
-        .with_ext("m", true)
-        .with_body(body);
+    let req = batch_request(&topic, "WAIT\u{1}true", body);
     let resp = env.call(req).await;
     assert_eq!(resp.code, response::SYSTEM_ERROR, "{:?}", resp.remark);
     assert!(
