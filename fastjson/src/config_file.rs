@@ -23,23 +23,7 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 
 /// Loads `path`, falling back to `path.bak`. `None` when neither holds JSON.
 pub fn load(path: &Path) -> Option<Value> {
-    for candidate in [path.to_path_buf(), with_suffix(path, ".bak")] {
-        match fs::read(&candidate) {
-            Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => continue,
-            Ok(bytes) => match crate::parse(&bytes) {
-                Ok(v) => {
-                    tracing::info!(path = %candidate.display(), "loaded config file");
-                    return Some(v);
-                }
-                Err(e) => {
-                    tracing::warn!(path = %candidate.display(), "config file is not valid JSON ({e}), ignored")
-                }
-            },
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!(path = %candidate.display(), "cannot read config file: {e}"),
-        }
-    }
-    None
+    read_first_parsable(path).0
 }
 
 /// A config file that exists but neither it nor its backup holds JSON.
@@ -55,26 +39,41 @@ pub struct UnreadableConfig {
 /// one has content but neither parses. RocketMQ's broker likewise refuses
 /// to start when a config file and its backup are both unreadable.
 pub fn load_or_refuse(path: &Path) -> Result<Option<Value>, UnreadableConfig> {
-    if let Some(v) = load(path) {
-        return Ok(Some(v));
+    match read_first_parsable(path) {
+        (Some(v), _) => Ok(Some(v)),
+        (None, why) if why.is_empty() => Ok(None),
+        (None, why) => Err(UnreadableConfig {
+            path: path.to_path_buf(),
+            why: why.join("; "),
+        }),
     }
+}
+
+/// One pass over `path` and `path.bak` (missing or blank files skipped):
+/// the first that parses, and what was wrong with each one before it.
+fn read_first_parsable(path: &Path) -> (Option<Value>, Vec<String>) {
     let mut why = Vec::new();
     for candidate in [path.to_path_buf(), with_suffix(path, ".bak")] {
         match fs::read(&candidate) {
             Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => {}
-            Ok(_) => why.push(format!("{}: not JSON", candidate.display())),
+            Ok(bytes) => match crate::parse(&bytes) {
+                Ok(v) => {
+                    tracing::info!(path = %candidate.display(), "loaded config file");
+                    return (Some(v), why);
+                }
+                Err(e) => {
+                    tracing::warn!(path = %candidate.display(), "config file is not valid JSON ({e}), ignored");
+                    why.push(format!("{}: not JSON", candidate.display()));
+                }
+            },
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => why.push(format!("{}: {e}", candidate.display())),
+            Err(e) => {
+                tracing::warn!(path = %candidate.display(), "cannot read config file: {e}");
+                why.push(format!("{}: {e}", candidate.display()));
+            }
         }
     }
-    if why.is_empty() {
-        Ok(None)
-    } else {
-        Err(UnreadableConfig {
-            path: path.to_path_buf(),
-            why: why.join("; "),
-        })
-    }
+    (None, why)
 }
 
 /// Atomically replaces `path` with `text` (tmp + fsync, copy to .bak, rename).

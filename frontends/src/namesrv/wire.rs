@@ -124,13 +124,7 @@ impl RegisterBrokerBody {
             .get("topicConfigSerializeWrapper")
             .map(TopicConfigWrapper::from_value)
             .unwrap_or_default();
-        let filter_server_list = match v.get("filterServerList") {
-            Some(Value::Array(a)) => a
-                .iter()
-                .filter_map(|x| x.as_str().map(str::to_string))
-                .collect(),
-            _ => Vec::new(),
-        };
+        let filter_server_list = string_list(v.get("filterServerList"));
         Ok(RegisterBrokerBody {
             topic_config_wrapper: wrapper,
             filter_server_list,
@@ -182,13 +176,8 @@ impl RegisterBrokerBody {
             });
         }
         // Java logs an unparsable filter server list and registers without one.
-        let filter_server_list = match parse_lenient(r.chunk("filterServerList")?) {
-            Ok(Value::Array(a)) => a
-                .iter()
-                .filter_map(|x| x.as_str().map(str::to_string))
-                .collect(),
-            _ => Vec::new(),
-        };
+        let filter_server_list =
+            string_list(parse_lenient(r.chunk("filterServerList")?).ok().as_ref());
         Ok(RegisterBrokerBody {
             topic_config_wrapper: TopicConfigWrapper {
                 data_version,
@@ -224,6 +213,17 @@ impl RegisterBrokerBody {
             }
         })
         .to_string()
+    }
+}
+
+/// The strings of a JSON array (a filter server list); anything else is empty.
+fn string_list(v: Option<&Value>) -> Vec<String> {
+    match v {
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
     }
 }
 
