@@ -20,7 +20,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -139,10 +139,8 @@ struct Shared {
     id: u64,
     peer_addr: SocketAddr,
     local_addr: SocketAddr,
-    outbound: mpsc::UnboundedSender<Outbound>,
-    /// Commands in `outbound` not yet encoded (see `max_queued_requests`).
-    queued: AtomicUsize,
-    max_queued: usize,
+    /// Holds `max_queued_requests` commands not yet encoded.
+    outbound: mpsc::Sender<Outbound>,
     pending: Mutex<HashMap<i32, oneshot::Sender<RemotingCommand>>>,
     next_opaque: AtomicI32,
     closed: AtomicBool,
@@ -263,15 +261,15 @@ impl ConnectionContext {
         if self.is_closed() {
             return Err(RemotingError::ConnectionClosed);
         }
-        let max = self.inner.max_queued;
-        if self.inner.queued.fetch_add(1, Ordering::AcqRel) >= max {
-            self.inner.queued.fetch_sub(1, Ordering::AcqRel);
-            return Err(RemotingError::TooManyRequests { queued: max });
-        }
         self.inner
             .outbound
-            .send(Box::new(cmd))
-            .map_err(|_| RemotingError::ConnectionClosed)
+            .try_send(Box::new(cmd))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => RemotingError::TooManyRequests {
+                    queued: self.inner.outbound.max_capacity(),
+                },
+                mpsc::error::TrySendError::Closed(_) => RemotingError::ConnectionClosed,
+            })
     }
 }
 
@@ -297,7 +295,7 @@ pub(crate) fn spawn<H: RequestHandler>(
     let local_addr = stream.local_addr()?;
     // Small request/response frames: don't let Nagle hold them back.
     stream.set_nodelay(true)?;
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::channel(config.max_queued_requests.max(1));
     let (closed_tx, _) = watch::channel(false);
     let ctx = ConnectionContext {
         inner: Arc::new(Shared {
@@ -305,8 +303,6 @@ pub(crate) fn spawn<H: RequestHandler>(
             peer_addr,
             local_addr,
             outbound: tx,
-            queued: AtomicUsize::new(0),
-            max_queued: config.max_queued_requests,
             pending: Mutex::new(HashMap::new()),
             next_opaque: AtomicI32::new(0),
             closed: AtomicBool::new(false),
@@ -361,7 +357,7 @@ type InFlight<'a> = Pin<
 async fn run<H: RequestHandler>(
     mut stream: TcpStream,
     ctx: &ConnectionContext,
-    mut outbound: mpsc::UnboundedReceiver<Outbound>,
+    mut outbound: mpsc::Receiver<Outbound>,
     handler: &H,
     config: ConnectionConfig,
     mut shutdown: Option<watch::Receiver<bool>>,
@@ -453,7 +449,6 @@ async fn run<H: RequestHandler>(
                 // The context holds a sender: `None` cannot happen while we run.
                 let Some(mut cmd) = msg else { return CloseReason::Requested };
                 loop {
-                    ctx.inner.queued.fetch_sub(1, Ordering::AcqRel);
                     if let Err(e) = codec.encode(&cmd, &mut out) {
                         tracing::error!(conn = ctx.id(), code = cmd.code, "cannot send request: {e}");
                         // Fail the waiter now rather than at its timeout.
