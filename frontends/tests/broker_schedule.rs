@@ -204,6 +204,65 @@ async fn batch_with_delay_is_illegal() {
     env.stop().await;
 }
 
+/// A DELAY that is not a number fails the send (Java's store throws on
+/// it) instead of storing the message undelayed; nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unparsable_delay_fails_the_send() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = common::start(dir.path(), &[]).await;
+    for props in [
+        "DELAY\u{1}soon",
+        "DELAY\u{1}-",
+        "TRAN_MSG\u{1}true\u{2}DELAY\u{1}3s",
+    ] {
+        let r = env.call(common::send_v2("UD", 0, b"x", props)).await;
+        assert_eq!(r.code, response::SYSTEM_ERROR, "{props:?}: {:?}", r.remark);
+        assert!(
+            r.remark.as_deref().unwrap_or("").contains("DELAY"),
+            "{:?}",
+            r.remark
+        );
+    }
+    let mut batch = common::send_v2("UD", 0, b"whatever", "DELAY\u{1}x").with_ext("m", true);
+    batch.code = request::SEND_BATCH_MESSAGE;
+    assert_eq!(env.call(batch).await.code, response::SYSTEM_ERROR);
+    assert!(records(&env, "UD", 0).is_empty());
+    assert!(records(&env, SCHEDULE, 0).is_empty());
+    // A number still works, with or without spaces.
+    let r = env
+        .call(common::send_v2("UD", 0, b"x", "DELAY\u{1}0"))
+        .await;
+    assert_eq!(r.code, response::SUCCESS, "{:?}", r.remark);
+    env.stop().await;
+}
+
+/// A delayOffset.json that, like its backup, is not JSON stops the broker
+/// from starting (as RocketMQ's does): starting each level from its
+/// queue's start would deliver every delayed message in the log again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_delay_offsets_refuse_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = common::start(dir.path(), &[]).await;
+    let ns = env.ns.local_addr();
+    env.stop().await;
+    let file = dir.path().join("config").join("delayOffset.json");
+    std::fs::write(&file, b"{\"offsetTable\":{1:").unwrap();
+    std::fs::write(file.with_extension("json.bak"), b"\0\0").unwrap();
+    let settings = common::settings(dir.path(), ns, common::free_port_pair(), &[]);
+    match frontends::broker::Broker::start(settings).await {
+        Err(e) => assert!(e.to_string().contains("delayOffset.json"), "{e}"),
+        Ok(b) => {
+            b.shutdown().await;
+            panic!("started with unreadable delay offsets");
+        }
+    }
+    // An empty file counts as none: the broker starts.
+    std::fs::write(&file, b"").unwrap();
+    std::fs::remove_file(file.with_extension("json.bak")).unwrap();
+    let env = common::start(dir.path(), &[]).await;
+    env.stop().await;
+}
+
 fn send_back(offset: i64, msg_id: &str, delay_level: i32, max: Option<i32>) -> RemotingCommand {
     let mut r = RemotingCommand::request(request::CONSUMER_SEND_MSG_BACK)
         .with_ext("group", "CG")

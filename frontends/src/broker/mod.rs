@@ -56,7 +56,7 @@ pub use consumer_offset::ConsumerOffsetTable;
 pub use long_polling::LongPolling;
 pub use rebalance_lock::RebalanceLocks;
 pub use register::{MasterInfo, Registrar};
-pub use schedule_service::Schedule;
+pub use schedule_service::{SavedDelayOffsets, Schedule};
 pub use subscription_group::SubscriptionGroupTable;
 pub use topic_config::{TopicConfig, TopicConfigTable};
 pub use transaction::Transactions;
@@ -130,6 +130,7 @@ impl Broker {
         let config_dir = settings.store.config_dir();
         // Before the store opens: refusing to start leaves it untouched.
         let offsets = ConsumerOffsetTable::load(config_dir.clone())?;
+        let delay_offsets = SavedDelayOffsets::load(&config_dir)?;
         let store = MessageStore::open(settings.store.clone())?;
         let broker = Broker {
             topics: TopicConfigTable::load(config_dir.clone(), &cfg),
@@ -138,7 +139,7 @@ impl Broker {
                 cfg.auto_create_subscription_group,
             ),
             offsets,
-            schedule: Schedule::load(config_dir, &store),
+            schedule: Schedule::new(delay_offsets, &store),
             clients: ClientRegistry::new(cfg.notify_consumer_ids_changed_enable),
             consumer_filters: filter::ConsumerFilters::new(),
             locks: RebalanceLocks::new(Duration::from_secs(60)),

@@ -93,23 +93,41 @@ pub struct Schedule {
     progress: Notify,
 }
 
-impl Schedule {
-    /// Loads `delayOffset.json` and clamps every level's offset into its
-    /// queue's [min, max].
-    pub fn load(config_dir: PathBuf, store: &MessageStore) -> Self {
-        // The store validated messageDelayLevel when it opened.
-        let levels = DelayLevels::parse(&store.config().message_delay_level).unwrap_or_default();
+/// `delayOffset.json` as read before the store opens.
+#[derive(Debug)]
+pub struct SavedDelayOffsets {
+    path: PathBuf,
+    table: BTreeMap<i32, i64>,
+}
+
+impl SavedDelayOffsets {
+    /// Reads `delayOffset.json` (or its backup). A file that exists but
+    /// neither it nor its backup parses is an error, as in RocketMQ:
+    /// starting every level from its queue's start would deliver again
+    /// every delayed message still in the log.
+    pub fn load(config_dir: &std::path::Path) -> Result<Self, config_file::UnreadableConfig> {
         let path = config_dir.join("delayOffset.json");
-        let mut saved = BTreeMap::new();
+        let mut table = BTreeMap::new();
         if let Some(Value::Object(t)) =
-            config_file::load(&path).and_then(|v| v.get("offsetTable").cloned())
+            config_file::load_or_refuse(&path)?.and_then(|v| v.get("offsetTable").cloned())
         {
             for (k, v) in t {
                 if let (Ok(level), Some(off)) = (k.trim().parse::<i32>(), as_i64(Some(&v))) {
-                    saved.insert(level, off);
+                    table.insert(level, off);
                 }
             }
         }
+        Ok(SavedDelayOffsets { path, table })
+    }
+}
+
+impl Schedule {
+    /// The delay levels from the saved offsets, each clamped into its
+    /// queue's [min, max].
+    pub fn new(saved: SavedDelayOffsets, store: &MessageStore) -> Self {
+        // The store validated messageDelayLevel when it opened.
+        let levels = DelayLevels::parse(&store.config().message_delay_level).unwrap_or_default();
+        let SavedDelayOffsets { path, table: saved } = saved;
         let mut table = BTreeMap::new();
         for level in 1..=levels.max_level() {
             let q = level - 1;
@@ -526,7 +544,8 @@ mod tests {
             "{\"offsetTable\":{1:5,2:0}}",
         )
         .unwrap();
-        let s = Schedule::load(dir.path().to_path_buf(), &store);
+        let saved = SavedDelayOffsets::load(dir.path()).unwrap();
+        let s = Schedule::new(saved, &store);
         // Clamped into the (empty) queue.
         assert!(s
             .to_json(false)

@@ -194,10 +194,27 @@ pub async fn handle(broker: &Broker, ctx: &ConnectionContext, req: &RemotingComm
         prepared_transaction_offset: 0,
         wait_for_flush: MessageToStore::wait_property(&h.properties),
     };
+    let delay = requested_delay(&h.properties)?;
     if h.batch {
-        send_batch(broker, &h, template, &req.body).await
+        send_batch(broker, &h, template, delay, &req.body).await
     } else {
         send_single(broker, req, &h, template, &req.body).await
+    }
+}
+
+/// The request's delay level (`DELAY`), 0 when it has none. A value that
+/// is not a number fails the send with SYSTEM_ERROR, as Java's store does
+/// (its `Integer.parseInt` throws), rather than storing the message
+/// undelayed.
+fn requested_delay(properties: &str) -> Result<i32, RemotingCommand> {
+    match engine::record::find_property(properties, property::DELAY) {
+        None => Ok(0),
+        Some(d) => d.trim().parse::<i32>().map_err(|_| {
+            error(
+                response::SYSTEM_ERROR,
+                format!("invalid delay level in property DELAY: {d:?} is not a number"),
+            )
+        }),
     }
 }
 
@@ -378,6 +395,7 @@ async fn send_batch(
     broker: &Broker,
     h: &SendHeader,
     template: MessageToStore,
+    delay: i32,
     body: &[u8],
 ) -> Reply {
     if h.sys_flag & sysflag::TRANSACTION_MASK != 0 {
@@ -386,10 +404,7 @@ async fn send_batch(
             "batch request does not support transaction message",
         ));
     }
-    if engine::record::find_property(&h.properties, property::DELAY)
-        .and_then(|d| d.trim().parse::<i32>().ok())
-        .is_some_and(|d| d > 0)
-    {
+    if delay > 0 {
         return Err(error(
             response::MESSAGE_ILLEGAL,
             "batch request does not support delay message",
