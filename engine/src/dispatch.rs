@@ -11,7 +11,7 @@
 //! (consume queues ignore entries they have, the index skips offsets below
 //! its end), so recovery may replay any range safely.
 
-use std::sync::atomic::{fence, AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -189,6 +189,10 @@ pub struct Reput {
     is_stalled: AtomicBool,
     /// Set while the background thread follows the log (see the module doc).
     following: AtomicBool,
+    /// Wakes [`Reput::wait_reached`] callers. Notified only while someone
+    /// waits (`waiters`), so a dispatch round otherwise pays one load.
+    progress: tokio::sync::Notify,
+    waiters: AtomicUsize,
 }
 
 /// The background thread's poll period when idle.
@@ -211,6 +215,43 @@ impl Reput {
             stalled: parking_lot::Mutex::new(None),
             is_stalled: AtomicBool::new(false),
             following: AtomicBool::new(false),
+            progress: tokio::sync::Notify::new(),
+            waiters: AtomicUsize::new(0),
+        }
+    }
+
+    /// Moves `reached` to `p` and wakes whoever waits for it. SeqCst on both
+    /// sides (here: store, then load `waiters`; in `wait_reached`: count
+    /// up, then load `reached`) so a waiter either sees `p` or is woken.
+    fn advance(&self, p: u64) {
+        self.reached.store(p, Ordering::SeqCst);
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            self.progress.notify_waiters();
+        }
+    }
+
+    /// Waits until everything below `offset` is dispatched or `within`
+    /// passes; returns whether it was. Needs a tokio runtime with time.
+    pub async fn wait_reached(&self, offset: u64, within: Duration) -> bool {
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let deadline = tokio::time::Instant::now() + within;
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.waiters);
+        loop {
+            let notified = self.progress.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.reached.load(Ordering::SeqCst) >= offset {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.reached() >= offset;
+            }
         }
     }
 
@@ -270,7 +311,7 @@ impl Reput {
             if pos < end {
                 match self.derived.dispatch_range(&self.log, pos, end) {
                     Ok(p) => {
-                        self.reached.store(p, Ordering::Release);
+                        self.advance(p);
                         // Read first: a swap on every round would pull the
                         // flag's line away from the appenders that read it.
                         if self.is_stalled.load(Ordering::Relaxed)
@@ -310,7 +351,7 @@ impl Reput {
         let (pos, end) = (self.reached(), self.log.max_offset());
         if pos < end {
             match self.derived.dispatch_range(&self.log, pos, end) {
-                Ok(p) => self.reached.store(p, Ordering::Release),
+                Ok(p) => self.advance(p),
                 Err(e) => tracing::error!("dispatch stopped at {pos}: {e}"),
             }
         }

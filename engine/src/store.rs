@@ -726,14 +726,13 @@ impl MessageStore {
 
     /// Forgets a topic: its consume queues are deleted from disk and its
     /// queue offsets restart at 0. Commit log records stay until retention.
-    pub fn delete_topic(&self, topic: &str) -> Result<()> {
+    /// Waits (at most 2 s) for dispatch to pass what is already written;
+    /// the files are then removed on the calling thread.
+    pub async fn delete_topic(&self, topic: &str) -> Result<()> {
         // Let dispatch pass what is already written, so it does not recreate
         // the queues right after they are removed.
         let target = self.commit_log.max_offset();
-        let deadline = std::time::Instant::now() + Duration::from_secs(2);
-        while self.dispatched_offset() < target && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        self.wait_dispatched(target, Duration::from_secs(2)).await;
         self.derived.queues.remove_topic(topic)?;
         self.commit_log.remove_topic(topic);
         Ok(())
@@ -743,6 +742,14 @@ impl MessageStore {
     /// (appenders then leave dispatch to it; see [`crate::dispatch`]).
     pub fn dispatch_is_following(&self) -> bool {
         self.reput.is_following()
+    }
+
+    /// Waits until every record below `offset` has been dispatched (is in
+    /// its consume queue and the key index) or `within` passes; returns
+    /// whether it was. Woken by dispatch, not polling. Needs a tokio
+    /// runtime with time enabled.
+    pub async fn wait_dispatched(&self, offset: u64, within: Duration) -> bool {
+        self.dispatched_offset() >= offset || self.reput.wait_reached(offset, within).await
     }
 
     /// Commit log offset below which every record has been dispatched.

@@ -153,7 +153,11 @@ fn offset_corrections_and_lookups() {
         .put_message(&MessageToStore::new("Q", 1, b"x", ""))
         .unwrap();
     assert_eq!(r.messages[0].queue_offset, 10);
-    store.delete_topic("Q").unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(store.delete_topic("Q")).unwrap();
     assert_eq!(store.max_queue_offset("Q", 1), 0);
 }
 
@@ -498,4 +502,51 @@ fn query_by_key_finds_a_key_behind_newer_hash_collisions() {
         assert_eq!(body_of(&got[0]), b"wanted");
         assert_eq!(store.query_by_key("Q", "BB", max, 0, i64::MAX).len(), max);
     }
+}
+
+/// `wait_dispatched` returns at once for what is dispatched, gives up after
+/// its bound, and is woken by the dispatch of a record appended by another
+/// thread (no polling: the wake comes well inside the bound).
+#[test]
+fn waiting_for_dispatch_is_woken_by_it_and_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(MessageStore::open(config(dir.path())).unwrap());
+    store
+        .put_message(&MessageToStore::new("W", 0, b"first", ""))
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let end = store.max_offset();
+        assert!(store.wait_dispatched(end, Duration::ZERO).await);
+        let started = Instant::now();
+        assert!(
+            !store
+                .wait_dispatched(end + 1, Duration::from_millis(50))
+                .await
+        );
+        assert!(started.elapsed() >= Duration::from_millis(50));
+
+        let writer = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                store
+                    .put_message(&MessageToStore::new("W", 0, b"second", ""))
+                    .unwrap()
+            })
+        };
+        let started = Instant::now();
+        assert!(
+            store
+                .wait_dispatched(end + 1, Duration::from_secs(30))
+                .await
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let r = writer.join().unwrap();
+        assert!(store.dispatched_offset() > r.messages[0].physical_offset);
+    });
+    assert_eq!(store.max_queue_offset("W", 0), 2);
 }

@@ -124,7 +124,19 @@ async fn end(
             if let Some(level) = broker.schedule.delay_level(&msg.properties, msg.sys_flag) {
                 broker.schedule.divert(&mut msg, level);
             }
-            store_committed(broker, &msg).await?;
+            let end = store_committed(broker, &msg).await?;
+            // The next commit of this transaction looks for this one in the
+            // index: keep the guard until dispatch has put it there.
+            if !broker
+                .store
+                .wait_dispatched(end, transaction::DISPATCH_WAIT)
+                .await
+            {
+                tracing::warn!(
+                    msg_id = %h.msg_id,
+                    "committed message not yet indexed; a repeated commit could deliver it again"
+                );
+            }
         }
         drop(guard);
     }
@@ -133,11 +145,12 @@ async fn end(
 }
 
 /// Appends the committed message; store outcome → response (Java
-/// `sendFinalMessage`: every stored status is SUCCESS).
+/// `sendFinalMessage`: every stored status is SUCCESS). Returns the commit
+/// log offset after the stored record.
 async fn store_committed(
     broker: &Broker,
     msg: &engine::MessageToStore,
-) -> Result<(), RemotingCommand> {
+) -> Result<u64, RemotingCommand> {
     let max = broker.store.config().max_message_size as usize;
     let illegal = || {
         error(
@@ -151,7 +164,10 @@ async fn store_committed(
             PutStatus::PutOk
             | PutStatus::FlushDiskTimeout
             | PutStatus::FlushSlaveTimeout
-            | PutStatus::SlaveNotAvailable => Ok(()),
+            | PutStatus::SlaveNotAvailable => Ok(r
+                .messages
+                .last()
+                .map_or(0, |m| m.physical_offset + u64::from(m.size))),
         },
         Err(StoreError::InvalidArgument(_)) => Err(illegal()),
         Err(

@@ -17,7 +17,7 @@ use fastjson::as_string;
 pub async fn handle(broker: &Broker, req: &RemotingCommand) -> Reply {
     match req.code {
         request::UPDATE_AND_CREATE_TOPIC => update_and_create_topic(broker, req).await,
-        request::DELETE_TOPIC_IN_BROKER => delete_topic(broker, req),
+        request::DELETE_TOPIC_IN_BROKER => delete_topic(broker, req).await,
         request::GET_ALL_TOPIC_CONFIG => {
             let body = fastjson::to_compact(&broker.topics.wrapper_value(), &|_| false);
             Ok(success().with_body(body))
@@ -105,7 +105,7 @@ async fn update_and_create_topic(broker: &Broker, req: &RemotingCommand) -> Repl
     Ok(success())
 }
 
-fn delete_topic(broker: &Broker, req: &RemotingCommand) -> Reply {
+async fn delete_topic(broker: &Broker, req: &RemotingCommand) -> Reply {
     let topic = required(req, "topic")?;
     if topic_config::is_system_topic(topic, &broker.config) {
         return Err(error(
@@ -121,7 +121,7 @@ fn delete_topic(broker: &Broker, req: &RemotingCommand) -> Reply {
     }
     broker.topics.delete(topic);
     broker.offsets.remove_topic(topic);
-    if let Err(e) = broker.store.delete_topic(topic) {
+    if let Err(e) = broker.store.delete_topic(topic).await {
         tracing::warn!(topic, "deleting the topic's consume queues failed: {e}");
     }
     Ok(success())

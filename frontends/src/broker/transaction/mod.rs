@@ -33,7 +33,8 @@
 //! producer group, born time and body); if one exists only the op record is
 //! written. While one commit of a transaction is being stored, another is
 //! answered SYSTEM_BUSY without an op record (a check-back settles it if
-//! the first fails). This needs
+//! the first fails); "being stored" lasts until the committed record is in
+//! the index, so the next commit finds it there. This needs
 //! `messageIndexEnable` (default true) and a `UNIQ_KEY` (every Java and C++
 //! client sets one).
 
@@ -182,12 +183,9 @@ pub async fn find_half(
     };
     // The half queue hears of a record when it is dispatched, which at high
     // rates trails the append by a fraction of a millisecond.
-    let deadline = tokio::time::Instant::now() + DISPATCH_WAIT;
-    while store.dispatched_offset() <= commit_log_offset as u64
-        && tokio::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    store
+        .wait_dispatched(commit_log_offset as u64 + 1, DISPATCH_WAIT)
+        .await;
     if !in_half_queue(store, queue_id, tran_state_table_offset, commit_log_offset) {
         return Err(HalfError::NotFound);
     }
@@ -197,9 +195,9 @@ pub async fn find_half(
         .ok_or(HalfError::NotFound)
 }
 
-/// How long END_TRANSACTION waits for a just-appended half message to
-/// reach the half queue.
-const DISPATCH_WAIT: Duration = Duration::from_secs(1);
+/// How long END_TRANSACTION waits for a just-appended record (a half
+/// message, a committed one) to be dispatched.
+pub(crate) const DISPATCH_WAIT: Duration = Duration::from_secs(1);
 
 /// Whether the half queue's entry at `queue_offset` is the record at
 /// `commit_log_offset`.
