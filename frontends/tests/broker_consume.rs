@@ -216,14 +216,7 @@ async fn unreadable_consumer_offsets_refuse_start() {
     let good = std::fs::read(&file).unwrap();
     std::fs::write(&file, b"{\"offsetTable\":{\"T@G\":{0:7").unwrap();
     std::fs::write(&bak, b"\0\0\0\0").unwrap();
-    let settings = common::settings(dir.path(), ns, common::free_port_pair(), &[]);
-    match frontends::broker::Broker::start(settings).await {
-        Err(e) => assert!(e.to_string().contains("consumerOffset.json"), "{e}"),
-        Ok(b) => {
-            b.shutdown().await;
-            panic!("started with unreadable consumer offsets");
-        }
-    }
+    common::assert_start_refused(dir.path(), ns, "consumerOffset.json").await;
     // With the backup readable the broker starts and keeps the offset.
     std::fs::write(&bak, good).unwrap();
     let env = common::start(dir.path(), &[]).await;

@@ -67,6 +67,19 @@ pub async fn start(store: &Path, extra: &[&str]) -> Env {
     }
 }
 
+/// Asserts that a broker on `store` refuses to start, with an error that
+/// names `needle` (a broker that starts anyway is shut down first).
+pub async fn assert_start_refused(store: &Path, namesrv: SocketAddr, needle: &str) {
+    let settings = settings(store, namesrv, free_port_pair(), &[]);
+    match Broker::start(settings).await {
+        Err(e) => assert!(e.to_string().contains(needle), "{e}"),
+        Ok(b) => {
+            b.shutdown().await;
+            panic!("started although {needle} is unreadable");
+        }
+    }
+}
+
 /// The bound for every wait in broker tests.
 pub const T: Duration = Duration::from_secs(10);
 
