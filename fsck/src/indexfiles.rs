@@ -183,11 +183,16 @@ pub fn check_index_file(
     let mut bad_first: Option<Problem> = None;
     let mut bad = 0u64;
     let (mut min_phy, mut last_phy) = (i64::MAX, None);
+    // Retention keeps an index file until all of it is below the commit
+    // log's min offset: entries pointing below it are expired.
+    let expired_below = store.commitlog_min().unwrap_or(0);
     for (n, e) in view.entries() {
         r.entries += 1;
         min_phy = min_phy.min(e.phy_offset);
         last_phy = Some(e.phy_offset);
-        let why = if e.phy_offset < 0 || e.phy_offset as u64 >= end {
+        let why = if e.phy_offset >= 0 && (e.phy_offset as u64) < expired_below {
+            None
+        } else if e.phy_offset < 0 || e.phy_offset as u64 >= end {
             Some(format!(
                 "entry {n} points at {} past the commit log end {end}",
                 e.phy_offset

@@ -357,6 +357,14 @@ impl Store {
         })
     }
 
+    /// The commit log's min offset: the start of its first file. Retention
+    /// deletes the oldest files but keeps a consume-queue or index file while
+    /// any entry in it is still live, so entries below this are expired (as
+    /// RocketMQ's `correctMinOffset` treats them), not damaged.
+    pub fn commitlog_min(&self) -> Option<u64> {
+        self.commitlog.first().map(|f| f.start)
+    }
+
     /// The commit log file holding absolute offset `phys` and the position in it.
     pub fn locate(&self, phys: u64) -> Option<(&NamedFile, usize)> {
         let i = self

@@ -453,3 +453,23 @@ fn dry_run_lines(root: &std::path::Path) -> Vec<String> {
     assert!(o.after.is_none());
     lines
 }
+
+/// Retention (ours or RocketMQ's) deletes the oldest commit log files but
+/// keeps a consume-queue or index file while any of its entries points at a
+/// surviving record: the entries below the commit log's first offset are
+/// expired, not damaged, and such a store is clean.
+#[test]
+fn entries_below_the_first_commit_log_file_are_expired_not_damaged() {
+    let (_d, root, sent) = build(300);
+    assert!(
+        sent.last().unwrap().phys >= 2 * CL_SIZE,
+        "spans three files"
+    );
+    std::fs::remove_file(commitlog_file(&root, 0)).unwrap();
+    let r = check(&root);
+    assert!(r.is_clean(), "{:#?}", r.problems);
+    let (o, lines) = repair_printing(&root, false);
+    assert!(o.after.is_none(), "{lines:#?}");
+    let surviving: Vec<Sent> = sent.iter().filter(|s| s.phys >= CL_SIZE).cloned().collect();
+    assert_readable(&root, &surviving);
+}
