@@ -473,3 +473,33 @@ fn entries_below_the_first_commit_log_file_are_expired_not_damaged() {
     let surviving: Vec<Sent> = sent.iter().filter(|s| s.phys >= CL_SIZE).cloned().collect();
     assert_readable(&root, &surviving);
 }
+
+/// A record's STORETIMESTAMP (not covered by the body CRC) earlier than the
+/// first record's — a clock stepped back, or a flipped bit — gives the index
+/// file an endTimestamp before its beginTimestamp, as RocketMQ's IndexFile
+/// writes it. That agrees with the records, so after one repair the store
+/// is clean, and a second repair has nothing to do.
+#[test]
+fn store_time_going_backwards_is_not_an_index_problem() {
+    let (_d, root, sent) = build(120);
+    let last = sent.last().unwrap().clone();
+    let file = commitlog_file(&root, last.phys / CL_SIZE * CL_SIZE);
+    // STORETIMESTAMP is bytes 56..64 of the record: one day earlier.
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&file)
+        .unwrap();
+    let at = last.phys % CL_SIZE + 56;
+    let mut ts = [0u8; 8];
+    f.read_exact_at(&mut ts, at).unwrap();
+    let earlier = i64::from_be_bytes(ts) - 86_400_000;
+    f.write_all_at(&earlier.to_be_bytes(), at).unwrap();
+    let o = repair_quiet(&root);
+    let after = o.after.expect("repair ran");
+    assert!(after.is_clean(), "after repair: {:#?}", after.problems);
+    let (o, lines) = repair_printing(&root, false);
+    assert!(o.after.is_none(), "second repair: {lines:#?}");
+    assert_readable(&root, &sent);
+}
