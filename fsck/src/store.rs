@@ -73,8 +73,8 @@ impl Mapped {
         let map = if len == 0 {
             None
         } else {
-            // SAFETY: read-only mapping; fsck requires that no broker runs on
-            // the store (repair takes the store lock), so the file does not change.
+            // SAFETY: read-only mapping; fsck refuses a store whose lock a
+            // broker holds (and repair holds it), so the file does not change.
             let m = unsafe { Mmap::map(&f).at(path)? };
             Some(m)
         };
@@ -240,6 +240,32 @@ pub fn ensure_store(config: &StoreConfig) -> Result<()> {
     }
 }
 
+/// Fails with [`Error::InUse`] when another process holds the store's lock
+/// (a running broker: RocketMQ and the engine hold a POSIX record lock on
+/// byte 0 of `lock`). Only tests the lock, so check creates and changes
+/// nothing; a lock file that cannot be opened tells nothing either way.
+/// This process's own lock (repair's) does not count.
+pub fn ensure_not_in_use(config: &StoreConfig) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let Ok(f) = File::open(config.lock_path()) else {
+        return Ok(());
+    };
+    // SAFETY: a zeroed flock filled in, passed to fcntl on our own open fd.
+    let (rc, l_type) = unsafe {
+        let mut fl: libc::flock = std::mem::zeroed();
+        fl.l_type = libc::F_WRLCK as libc::c_short;
+        fl.l_whence = libc::SEEK_SET as libc::c_short;
+        fl.l_start = 0;
+        fl.l_len = 1;
+        let rc = libc::fcntl(f.as_raw_fd(), libc::F_GETLK, &mut fl);
+        (rc, fl.l_type)
+    };
+    if rc == 0 && l_type != libc::F_UNLCK as libc::c_short {
+        return Err(Error::InUse(config.store_path_root_dir.clone()));
+    }
+    Ok(())
+}
+
 fn open_named(dir: &Path) -> Result<(Vec<NamedFile>, Vec<PathBuf>)> {
     let mut files = Vec::new();
     let mut strays = Vec::new();
@@ -263,6 +289,7 @@ impl Store {
         let config = &settings.config;
         let root = config.store_path_root_dir.clone();
         ensure_store(config)?;
+        ensure_not_in_use(config)?;
         let mut notes = Vec::new();
         let commitlog_dir = config.commit_log_dir();
         let (commitlog, commitlog_strays) = open_named(&commitlog_dir)?;

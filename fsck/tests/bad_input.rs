@@ -226,3 +226,41 @@ fn directory_without_a_store_is_not_clean() {
         .expect("check refuses");
     assert!(matches!(err, fsck::Error::NoStore(_)), "{err}");
 }
+
+/// A store a running broker holds (its `lock` file locked, its `abort` file
+/// present, its last file being written) is refused by check and repair
+/// alike, naming the store, and nothing in it changes: a report on files
+/// that change under it would be wrong (an "unclean shutdown", a torn tail).
+#[test]
+fn store_held_by_a_running_broker_is_refused() {
+    let (_d, root, _sent) = build(20);
+    // This process is the broker; rmq-fsck runs as another process.
+    let broker = engine::MessageStore::open(config(&root)).expect("broker opens the store");
+    let before = std::fs::read(commitlog_file(&root, 0)).expect("read");
+    for args in [
+        &["check"][..],
+        &["check", "--json"],
+        &["repair", "--dry-run"],
+        &["repair"],
+    ] {
+        let out = run(args, &root);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("in use by a running broker"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    assert!(std::fs::read(commitlog_file(&root, 0)).expect("read") == before);
+    broker.shutdown().expect("shutdown");
+    drop(broker);
+    let index_layout = ["--set", "maxHashSlotNum=64", "--set", "maxIndexNum=1024"];
+    let out = run(&[&["check"][..], &index_layout].concat(), &root);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+}
