@@ -227,7 +227,8 @@ pub fn check_queue(
     let mut seen_message = false;
     let expired_below = store.commitlog_min().unwrap_or(0);
     for f in &q.files {
-        let bytes = f.file.bytes();
+        // A longer file (reported above) is read only to its configured size.
+        let bytes = f.file.bytes_within(size);
         let n0 = f.start / CQ_ENTRY_SIZE;
         for (k, chunk) in bytes.chunks_exact(CQ_ENTRY_SIZE as usize).enumerate() {
             let n = n0 + k as u64;

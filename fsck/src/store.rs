@@ -105,14 +105,22 @@ impl Mapped {
         }
     }
 
-    /// Reads the whole file once, sequentially, into the page cache (holes
-    /// of sparse files cost nothing), so later random lookups hit memory.
-    pub fn preload(&self) {
+    /// Reads the file's first `limit` bytes (its configured size: a longer
+    /// file is damaged and only that much is checked) once, sequentially,
+    /// into the page cache, so later random lookups hit memory.
+    pub fn preload(&self, limit: u64) {
         use std::io::Read;
-        if let Ok(mut f) = File::open(&self.path) {
+        if let Ok(f) = File::open(&self.path) {
+            let mut f = f.take(limit);
             let mut buf = vec![0u8; 8 << 20];
             while matches!(f.read(&mut buf), Ok(n) if n > 0) {}
         }
+    }
+
+    /// The file's first `limit` bytes (all of a shorter file).
+    pub fn bytes_within(&self, limit: u64) -> &[u8] {
+        let b = self.bytes();
+        &b[..b.len().min(usize::try_from(limit).unwrap_or(usize::MAX))]
     }
 }
 

@@ -264,3 +264,42 @@ fn store_held_by_a_running_broker_is_refused() {
         stderr(&out)
     );
 }
+/// A commit log or consume-queue file far longer than the configured size
+/// (a sparse file, `truncate -s`) is reported without reading it all: RocketMQ
+/// maps only the configured size, and refuses such a file anyway.
+#[test]
+fn huge_file_of_the_wrong_size_is_reported_quickly() {
+    let (_d, root, _sent) = build(120);
+    let huge = 64u64 << 30;
+    let sparse = |path: &Path| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .and_then(|f| f.set_len(huge))
+            .expect("sparse file");
+    };
+    let cl = commitlog_file(&root, 2 * CL_SIZE);
+    sparse(&cl);
+    let cq = root.join("consumequeue/TopicA/0/00000000000000001280");
+    sparse(&cq);
+    let t0 = std::time::Instant::now();
+    let r = check(&root);
+    let took = t0.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "check took {took:?}"
+    );
+    for (kind, path) in [
+        (fsck::Kind::CommitlogFileSize, &cl),
+        (fsck::Kind::CqFileSize, &cq),
+    ] {
+        assert!(
+            r.problems.iter().any(|p| p.kind == kind && p.file == *path),
+            "{kind} for {}: {:#?}",
+            path.display(),
+            r.problems
+        );
+    }
+}
