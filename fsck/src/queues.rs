@@ -183,7 +183,7 @@ pub fn check_queue(
             Kind::CqFileName,
             p,
             None,
-            "not a consume-queue file (name is not 20 digits)",
+            "not a consume-queue file (its name is not a 20-digit offset within a Java long)",
         ));
     }
     for (i, f) in q.files.iter().enumerate() {

@@ -278,7 +278,11 @@ fn open_named(dir: &Path) -> Result<(Vec<NamedFile>, Vec<PathBuf>)> {
     let mut files = Vec::new();
     let mut strays = Vec::new();
     for (name, path) in list_dir(dir)? {
-        match parse_file_name(&name) {
+        // Offsets are Java longs (RocketMQ parses the name as one; records
+        // and queue entries hold them): a larger name is no store file, and
+        // its offsets would overflow.
+        let start = parse_file_name(&name).filter(|s| i64::try_from(*s).is_ok());
+        match start {
             Some(start) if path.is_file() => files.push(NamedFile {
                 start,
                 file: Mapped::open(&path)?,

@@ -303,3 +303,28 @@ fn huge_file_of_the_wrong_size_is_reported_quickly() {
         );
     }
 }
+
+/// A 20-digit name past the largest offset a record can have (RocketMQ reads
+/// names as a Java long, PHYSICALOFFSET is one) is not a commit log file:
+/// reported and moved aside like any stray, never an arithmetic overflow.
+#[test]
+fn file_name_past_the_largest_offset_is_a_stray() {
+    let (_d, root, sent) = build(120);
+    // u64::MAX + 1 - CL_SIZE: a multiple of the file size, ending at 2^64.
+    let name = root.join("commitlog/18446744073709486080");
+    let mut bytes = vec![0u8; CL_SIZE as usize];
+    bytes[CL_SIZE as usize - 1] = 0x11;
+    std::fs::write(&name, bytes).expect("write");
+    let r = check(&root);
+    assert!(
+        r.problems
+            .iter()
+            .any(|p| p.kind == fsck::Kind::CommitlogFileName && p.file == name),
+        "{:#?}",
+        r.problems
+    );
+    let after = repair_quiet(&root).after.expect("repair ran");
+    assert!(after.is_clean(), "{:#?}", after.problems);
+    assert!(!name.exists());
+    assert_readable(&root, &sent);
+}
