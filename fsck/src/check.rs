@@ -29,6 +29,8 @@ pub struct Checked {
     pub commitlog: CommitLogResult,
     /// Queue directories with problems (to drop and rebuild).
     pub bad_queues: Vec<PathBuf>,
+    /// Paths in `consumequeue/` that are no `<topic>/<queueId>/` directory.
+    pub cq_strays: Vec<PathBuf>,
     /// Problems repair leaves as they are, repairing the rest: fixing them
     /// could lose or move a message its consume queue serves.
     pub left_as_is: Vec<Problem>,
@@ -283,6 +285,7 @@ pub fn check(settings: &Settings, show_progress: bool) -> Result<Checked> {
         report,
         commitlog: cl,
         bad_queues,
+        cq_strays: store.cq_strays.clone(),
         left_as_is: verdicts.left_as_is,
         index_bad,
         checkpoint,

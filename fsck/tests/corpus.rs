@@ -503,3 +503,17 @@ fn store_time_going_backwards_is_not_an_index_problem() {
     assert!(o.after.is_none(), "second repair: {lines:#?}");
     assert_readable(&root, &sent);
 }
+
+/// Files and directories in consumequeue/ that are no <topic>/<queueId>
+/// queue (RocketMQ skips them) are reported and moved aside by repair, so a
+/// single repair leaves the store clean.
+#[test]
+fn strays_in_the_consume_queue_directory_need_one_repair() {
+    let (_d, root, sent) = build(120);
+    let top = root.join("consumequeue/notes.txt");
+    let in_topic = root.join("consumequeue/TopicA/x");
+    std::fs::write(&top, b"x").unwrap();
+    std::fs::create_dir_all(&in_topic).unwrap();
+    find_fix_read(&root, Kind::CqFileName, &sent);
+    assert!(!top.exists() && !in_topic.exists());
+}
