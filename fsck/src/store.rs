@@ -7,7 +7,9 @@
 //! can be configured with (a commit log size that is not a whole number of
 //! OS pages, a consume-queue size that is not whole entries) means the files
 //! it came from are damaged: fsck then stops and asks for the size rather
-//! than check the store against a wrong one.
+//! than check the store against a wrong one. The index layout
+//! (`maxHashSlotNum`, `maxIndexNum`) cannot be inferred: when it is not given
+//! and no index file has its size, fsck stops and asks for it likewise.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -33,6 +35,9 @@ pub struct Settings {
     pub commitlog_size_given: bool,
     /// `mappedFileSizeConsumeQueue` was given explicitly.
     pub cq_size_given: bool,
+    /// `maxHashSlotNum` or `maxIndexNum` was given explicitly (the files
+    /// cannot tell them; see [`Store::open`]).
+    pub index_layout_given: bool,
 }
 
 impl Settings {
@@ -46,6 +51,7 @@ impl Settings {
             config,
             commitlog_size_given: false,
             cq_size_given: false,
+            index_layout_given: false,
         }
     }
 
@@ -55,6 +61,7 @@ impl Settings {
             config,
             commitlog_size_given: true,
             cq_size_given: true,
+            index_layout_given: true,
         }
     }
 }
@@ -371,6 +378,26 @@ impl Store {
             } else {
                 index_strays.push(path);
             }
+        }
+
+        // Index files have the full layout size from creation (RocketMQ's and
+        // ours): when none has the size of a layout that was not given, the
+        // store was written with other settings. Checked against them, every
+        // index file would be "damaged" and repair would rebuild the index
+        // in a layout the broker does not use.
+        let sized: Vec<&Mapped> = index.iter().filter(|m| m.len > 0).collect();
+        let expected = index_layout.file_size();
+        if !settings.index_layout_given
+            && !sized.is_empty()
+            && sized.iter().all(|m| m.len != expected)
+        {
+            return Err(Error::IndexLayoutUnknown {
+                file: sized[0].path.clone(),
+                size: sized[0].len,
+                slots: index_layout.hash_slot_num,
+                entries: index_layout.index_num,
+                expected,
+            });
         }
 
         let mut config = config.clone();

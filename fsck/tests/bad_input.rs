@@ -107,6 +107,8 @@ fn inferred_settings(root: &Path) -> fsck::Settings {
         config: config(root),
         commitlog_size_given: false,
         cq_size_given: false,
+        // The test stores' small index layout, as config() has it.
+        index_layout_given: true,
     }
 }
 
@@ -142,7 +144,18 @@ fn size_inferred_from_one_damaged_file_is_refused() {
         stderr(&out)
     );
     // Given the size, check finds the short file.
-    let out = run(&["check", "--commitlog-size", &CL_SIZE.to_string()], &root);
+    let out = run(
+        &[
+            "check",
+            "--commitlog-size",
+            &CL_SIZE.to_string(),
+            "--set",
+            "maxHashSlotNum=64",
+            "--set",
+            "maxIndexNum=1024",
+        ],
+        &root,
+    );
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("commitlog_file_size"),
@@ -327,4 +340,45 @@ fn file_name_past_the_largest_offset_is_a_stray() {
     assert!(after.is_clean(), "{:#?}", after.problems);
     assert!(!name.exists());
     assert_readable(&root, &sent);
+}
+
+/// The index layout (maxHashSlotNum, maxIndexNum) cannot be read from the
+/// files. When it is not given and no index file has the size the default
+/// layout needs, the store was written with other settings: check and
+/// repair stop and ask for them (exit 2) instead of calling every index
+/// file damaged and rebuilding the index in a layout the broker does not use.
+#[test]
+fn index_layout_not_matching_any_file_is_asked_for() {
+    let (_d, root, _sent) = build(40);
+    let index_file = std::fs::read_dir(root.join("index"))
+        .expect("index dir")
+        .flatten()
+        .map(|e| e.path())
+        .next()
+        .expect("an index file");
+    let before = std::fs::read(&index_file).expect("read");
+    for sub in ["check", "repair"] {
+        let out = run(&[sub], &root);
+        assert_eq!(out.status.code(), Some(2), "{sub}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("maxHashSlotNum"),
+            "{sub}: {}",
+            stderr(&out)
+        );
+    }
+    assert!(std::fs::read(&index_file).expect("index file kept") == before);
+    let out = run(
+        &[
+            "check",
+            "--set",
+            "maxHashSlotNum=64",
+            "--set",
+            "maxIndexNum=1024",
+        ],
+        &root,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // Given explicitly, a wrong layout is the files' problem.
+    let out = run(&["check", "--set", "maxIndexNum=2048"], &root);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
 }
