@@ -29,6 +29,8 @@ pub struct Checked {
     pub commitlog: CommitLogResult,
     /// Queue directories with problems (to drop and rebuild).
     pub bad_queues: Vec<PathBuf>,
+    /// Paths in `consumequeue/` that are no `<topic>/<queueId>/` directory.
+    pub cq_strays: Vec<PathBuf>,
     /// Problems repair leaves as they are, repairing the rest: fixing them
     /// could lose or move a message its consume queue serves.
     pub left_as_is: Vec<Problem>,
@@ -76,17 +78,21 @@ pub fn check(settings: &Settings, show_progress: bool) -> Result<Checked> {
     };
 
     // The record scan looks up consume queues and the index at random: read
-    // those files sequentially first.
+    // those files sequentially first. A file longer than its configured size
+    // (a sparse `truncate -s 1T`) is checked only that far, as RocketMQ maps
+    // only that much (and refuses the file): reading all of it could take hours.
+    let index_size = store.index_layout.file_size();
     store
         .index
         .par_iter()
+        .map(|m| (m, index_size))
         .chain(
             store
                 .queues
                 .par_iter()
-                .flat_map(|q| q.files.par_iter().map(|f| &f.file)),
+                .flat_map(|q| q.files.par_iter().map(|f| (&f.file, store.cq_size))),
         )
-        .for_each(|m| m.preload());
+        .for_each(|(m, limit)| m.preload(limit));
     let scans: Vec<commitlog::FileScan> = store
         .commitlog
         .par_iter()
@@ -94,7 +100,7 @@ pub fn check(settings: &Settings, show_progress: bool) -> Result<Checked> {
             commitlog::scan_file(
                 &f.file.path,
                 f.start,
-                f.file.bytes(),
+                f.file.bytes_within(store.commitlog_size),
                 &lookups,
                 &|n| progress.add(n),
                 &|at, len| f.file.will_need(at, len),
@@ -279,6 +285,7 @@ pub fn check(settings: &Settings, show_progress: bool) -> Result<Checked> {
         report,
         commitlog: cl,
         bad_queues,
+        cq_strays: store.cq_strays.clone(),
         left_as_is: verdicts.left_as_is,
         index_bad,
         checkpoint,

@@ -502,7 +502,7 @@ pub fn assemble(store: &Store, scans: &[FileScan]) -> CommitLogResult {
             Kind::CommitlogFileName,
             p,
             None,
-            "not a commit log file (name is not 20 digits)",
+            "not a commit log file (its name is not a 20-digit offset within a Java long)",
         ));
         r.fixes.push(Fix::MoveAside { file: p.clone() });
     }

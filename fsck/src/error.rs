@@ -50,6 +50,21 @@ pub enum Error {
         multiple: u64,
         option: &'static str,
     },
+    /// The index layout was not given and no index file has the size the
+    /// configured one needs: the store was written with other settings.
+    #[error(
+        "{} is {size} bytes, but maxHashSlotNum {slots} and maxIndexNum {entries} make \
+         index files of {expected} bytes and no index file has that size; give the store's \
+         values with --set maxHashSlotNum=N --set maxIndexNum=N or -c broker.conf",
+        file.display()
+    )]
+    IndexLayoutUnknown {
+        file: PathBuf,
+        size: u64,
+        slots: u32,
+        entries: u32,
+        expected: u64,
+    },
     #[error("{} is in use by a running broker; stop it first", .0.display())]
     InUse(PathBuf),
     /// The engine failed (taking the lock, rebuilding derived files, ...).

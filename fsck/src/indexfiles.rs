@@ -182,12 +182,18 @@ pub fn check_index_file(
     // Entries: each resolves to a record carrying its key.
     let mut bad_first: Option<Problem> = None;
     let mut bad = 0u64;
-    let (mut min_phy, mut last_phy) = (i64::MAX, None);
+    let (mut min_phy, mut first_phy, mut last_phy) = (i64::MAX, None, None);
+    // Retention keeps an index file until all of it is below the commit
+    // log's min offset: entries pointing below it are expired.
+    let expired_below = store.commitlog_min().unwrap_or(0);
     for (n, e) in view.entries() {
         r.entries += 1;
         min_phy = min_phy.min(e.phy_offset);
+        first_phy.get_or_insert(e.phy_offset);
         last_phy = Some(e.phy_offset);
-        let why = if e.phy_offset < 0 || e.phy_offset as u64 >= end {
+        let why = if e.phy_offset >= 0 && (e.phy_offset as u64) < expired_below {
+            None
+        } else if e.phy_offset < 0 || e.phy_offset as u64 >= end {
             Some(format!(
                 "entry {n} points at {} past the commit log end {end}",
                 e.phy_offset
@@ -245,16 +251,25 @@ pub fn check_index_file(
                 ),
             ));
         }
-        if h.end_timestamp < h.begin_timestamp {
-            r.problems.push(Problem::new(
-                Kind::IndexHeader,
-                path,
-                Some(0),
-                format!(
-                    "endTimestamp {} before beginTimestamp {}",
-                    h.end_timestamp, h.begin_timestamp
-                ),
-            ));
+        // The header's times are the store times of the first and the last
+        // entry's records (IndexFile.putKey). They need not be in order: a
+        // record's store time goes back with the broker's clock.
+        let store_time = |phy: i64| {
+            let v = record_at(store, damaged, end, u64::try_from(phy).ok()?)?;
+            Some(v.store_timestamp)
+        };
+        for (at, name, header, which, phy) in [
+            (0, "beginTimestamp", h.begin_timestamp, "first", first_phy),
+            (8, "endTimestamp", h.end_timestamp, "last", Some(last)),
+        ] {
+            if let Some(t) = phy.and_then(store_time).filter(|t| *t != header) {
+                r.problems.push(Problem::new(
+                    Kind::IndexHeader,
+                    path,
+                    Some(at),
+                    format!("{name} {header}, but the {which} entry's record was stored at {t}"),
+                ));
+            }
         }
     }
     r

@@ -89,6 +89,7 @@ fn settings(a: &StoreArgs) -> Result<Settings, Error> {
     let given = |k1: &str, k2: &str| props.get(k1).is_some() || props.get(k2).is_some();
     let cl_given = given("mappedFileSizeCommitLog", "mapedFileSizeCommitLog");
     let cq_given = given("mappedFileSizeConsumeQueue", "mapedFileSizeConsumeQueue");
+    let index_layout_given = given("maxHashSlotNum", "maxIndexNum");
     let mut config = StoreConfig::default();
     let sections: &mut [&mut dyn ConfigSection] = &mut [&mut config];
     apply_properties(&props, sections)?;
@@ -100,6 +101,7 @@ fn settings(a: &StoreArgs) -> Result<Settings, Error> {
         config,
         commitlog_size_given: cl_given,
         cq_size_given: cq_given,
+        index_layout_given,
     };
     if let Some(n) = a.commitlog_size {
         s.config.mapped_file_size_commit_log = n;

@@ -9,8 +9,9 @@
 //!   is the damaged side, else left with its queues as they are; a short
 //!   file is extended with zeros. No record is dropped or moved, and no
 //!   other byte of a whole, valid record is touched.
-//! * Derived files: every consume queue with a problem and (on any index
-//!   problem) every index file is moved to the backup; the checkpoint's
+//! * Derived files: every consume queue with a problem, every stray path in
+//!   `consumequeue/` and (on any index problem) every index file is moved
+//!   to the backup; the checkpoint's
 //!   dispatched offset is set to 0; then the engine itself opens the store
 //!   (`MessageStore::open`: recovery + re-dispatch, exactly what the broker
 //!   does at start) and shuts it down cleanly, which rebuilds what was
@@ -510,6 +511,15 @@ pub fn repair(
                 if !ctx.opts.dry_run {
                     ctx.remove(q)?;
                 }
+            }
+        }
+        for p in &checked.cq_strays {
+            ctx.act(format!(
+                "move {} out of the consume queues (not a <topic>/<queueId> directory)",
+                p.display()
+            ));
+            if !ctx.opts.dry_run {
+                ctx.remove(p)?;
             }
         }
         if checked.index_bad {

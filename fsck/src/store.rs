@@ -7,7 +7,9 @@
 //! can be configured with (a commit log size that is not a whole number of
 //! OS pages, a consume-queue size that is not whole entries) means the files
 //! it came from are damaged: fsck then stops and asks for the size rather
-//! than check the store against a wrong one.
+//! than check the store against a wrong one. The index layout
+//! (`maxHashSlotNum`, `maxIndexNum`) cannot be inferred: when it is not given
+//! and no index file has its size, fsck stops and asks for it likewise.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -33,6 +35,9 @@ pub struct Settings {
     pub commitlog_size_given: bool,
     /// `mappedFileSizeConsumeQueue` was given explicitly.
     pub cq_size_given: bool,
+    /// `maxHashSlotNum` or `maxIndexNum` was given explicitly (the files
+    /// cannot tell them; see [`Store::open`]).
+    pub index_layout_given: bool,
 }
 
 impl Settings {
@@ -46,6 +51,7 @@ impl Settings {
             config,
             commitlog_size_given: false,
             cq_size_given: false,
+            index_layout_given: false,
         }
     }
 
@@ -55,6 +61,7 @@ impl Settings {
             config,
             commitlog_size_given: true,
             cq_size_given: true,
+            index_layout_given: true,
         }
     }
 }
@@ -73,8 +80,8 @@ impl Mapped {
         let map = if len == 0 {
             None
         } else {
-            // SAFETY: read-only mapping; fsck requires that no broker runs on
-            // the store (repair takes the store lock), so the file does not change.
+            // SAFETY: read-only mapping; fsck refuses a store whose lock a
+            // broker holds (and repair holds it), so the file does not change.
             let m = unsafe { Mmap::map(&f).at(path)? };
             Some(m)
         };
@@ -105,14 +112,22 @@ impl Mapped {
         }
     }
 
-    /// Reads the whole file once, sequentially, into the page cache (holes
-    /// of sparse files cost nothing), so later random lookups hit memory.
-    pub fn preload(&self) {
+    /// Reads the file's first `limit` bytes (its configured size: a longer
+    /// file is damaged and only that much is checked) once, sequentially,
+    /// into the page cache, so later random lookups hit memory.
+    pub fn preload(&self, limit: u64) {
         use std::io::Read;
-        if let Ok(mut f) = File::open(&self.path) {
+        if let Ok(f) = File::open(&self.path) {
+            let mut f = f.take(limit);
             let mut buf = vec![0u8; 8 << 20];
             while matches!(f.read(&mut buf), Ok(n) if n > 0) {}
         }
+    }
+
+    /// The file's first `limit` bytes (all of a shorter file).
+    pub fn bytes_within(&self, limit: u64) -> &[u8] {
+        let b = self.bytes();
+        &b[..b.len().min(usize::try_from(limit).unwrap_or(usize::MAX))]
     }
 }
 
@@ -240,11 +255,41 @@ pub fn ensure_store(config: &StoreConfig) -> Result<()> {
     }
 }
 
+/// Fails with [`Error::InUse`] when another process holds the store's lock
+/// (a running broker: RocketMQ and the engine hold a POSIX record lock on
+/// byte 0 of `lock`). Only tests the lock, so check creates and changes
+/// nothing; a lock file that cannot be opened tells nothing either way.
+/// This process's own lock (repair's) does not count.
+pub fn ensure_not_in_use(config: &StoreConfig) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let Ok(f) = File::open(config.lock_path()) else {
+        return Ok(());
+    };
+    // SAFETY: a zeroed flock filled in, passed to fcntl on our own open fd.
+    let (rc, l_type) = unsafe {
+        let mut fl: libc::flock = std::mem::zeroed();
+        fl.l_type = libc::F_WRLCK as libc::c_short;
+        fl.l_whence = libc::SEEK_SET as libc::c_short;
+        fl.l_start = 0;
+        fl.l_len = 1;
+        let rc = libc::fcntl(f.as_raw_fd(), libc::F_GETLK, &mut fl);
+        (rc, fl.l_type)
+    };
+    if rc == 0 && l_type != libc::F_UNLCK as libc::c_short {
+        return Err(Error::InUse(config.store_path_root_dir.clone()));
+    }
+    Ok(())
+}
+
 fn open_named(dir: &Path) -> Result<(Vec<NamedFile>, Vec<PathBuf>)> {
     let mut files = Vec::new();
     let mut strays = Vec::new();
     for (name, path) in list_dir(dir)? {
-        match parse_file_name(&name) {
+        // Offsets are Java longs (RocketMQ parses the name as one; records
+        // and queue entries hold them): a larger name is no store file, and
+        // its offsets would overflow.
+        let start = parse_file_name(&name).filter(|s| i64::try_from(*s).is_ok());
+        match start {
             Some(start) if path.is_file() => files.push(NamedFile {
                 start,
                 file: Mapped::open(&path)?,
@@ -263,6 +308,7 @@ impl Store {
         let config = &settings.config;
         let root = config.store_path_root_dir.clone();
         ensure_store(config)?;
+        ensure_not_in_use(config)?;
         let mut notes = Vec::new();
         let commitlog_dir = config.commit_log_dir();
         let (commitlog, commitlog_strays) = open_named(&commitlog_dir)?;
@@ -334,6 +380,26 @@ impl Store {
             }
         }
 
+        // Index files have the full layout size from creation (RocketMQ's and
+        // ours): when none has the size of a layout that was not given, the
+        // store was written with other settings. Checked against them, every
+        // index file would be "damaged" and repair would rebuild the index
+        // in a layout the broker does not use.
+        let sized: Vec<&Mapped> = index.iter().filter(|m| m.len > 0).collect();
+        let expected = index_layout.file_size();
+        if !settings.index_layout_given
+            && !sized.is_empty()
+            && sized.iter().all(|m| m.len != expected)
+        {
+            return Err(Error::IndexLayoutUnknown {
+                file: sized[0].path.clone(),
+                size: sized[0].len,
+                slots: index_layout.hash_slot_num,
+                entries: index_layout.index_num,
+                expected,
+            });
+        }
+
         let mut config = config.clone();
         config.mapped_file_size_commit_log = commitlog_size;
         config.mapped_file_size_consume_queue = cq_size;
@@ -355,6 +421,14 @@ impl Store {
             index_strays,
             notes,
         })
+    }
+
+    /// The commit log's min offset: the start of its first file. Retention
+    /// deletes the oldest files but keeps a consume-queue or index file while
+    /// any entry in it is still live, so entries below this are expired (as
+    /// RocketMQ's `correctMinOffset` treats them), not damaged.
+    pub fn commitlog_min(&self) -> Option<u64> {
+        self.commitlog.first().map(|f| f.start)
     }
 
     /// The commit log file holding absolute offset `phys` and the position in it.

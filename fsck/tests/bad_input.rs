@@ -107,6 +107,8 @@ fn inferred_settings(root: &Path) -> fsck::Settings {
         config: config(root),
         commitlog_size_given: false,
         cq_size_given: false,
+        // The test stores' small index layout, as config() has it.
+        index_layout_given: true,
     }
 }
 
@@ -142,7 +144,18 @@ fn size_inferred_from_one_damaged_file_is_refused() {
         stderr(&out)
     );
     // Given the size, check finds the short file.
-    let out = run(&["check", "--commitlog-size", &CL_SIZE.to_string()], &root);
+    let out = run(
+        &[
+            "check",
+            "--commitlog-size",
+            &CL_SIZE.to_string(),
+            "--set",
+            "maxHashSlotNum=64",
+            "--set",
+            "maxIndexNum=1024",
+        ],
+        &root,
+    );
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("commitlog_file_size"),
@@ -225,4 +238,147 @@ fn directory_without_a_store_is_not_clean() {
         .err()
         .expect("check refuses");
     assert!(matches!(err, fsck::Error::NoStore(_)), "{err}");
+}
+
+/// A store a running broker holds (its `lock` file locked, its `abort` file
+/// present, its last file being written) is refused by check and repair
+/// alike, naming the store, and nothing in it changes: a report on files
+/// that change under it would be wrong (an "unclean shutdown", a torn tail).
+#[test]
+fn store_held_by_a_running_broker_is_refused() {
+    let (_d, root, _sent) = build(20);
+    // This process is the broker; rmq-fsck runs as another process.
+    let broker = engine::MessageStore::open(config(&root)).expect("broker opens the store");
+    let before = std::fs::read(commitlog_file(&root, 0)).expect("read");
+    for args in [
+        &["check"][..],
+        &["check", "--json"],
+        &["repair", "--dry-run"],
+        &["repair"],
+    ] {
+        let out = run(args, &root);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("in use by a running broker"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    assert!(std::fs::read(commitlog_file(&root, 0)).expect("read") == before);
+    broker.shutdown().expect("shutdown");
+    drop(broker);
+    let index_layout = ["--set", "maxHashSlotNum=64", "--set", "maxIndexNum=1024"];
+    let out = run(&[&["check"][..], &index_layout].concat(), &root);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+}
+/// A commit log or consume-queue file far longer than the configured size
+/// (a sparse file, `truncate -s`) is reported without reading it all: RocketMQ
+/// maps only the configured size, and refuses such a file anyway.
+#[test]
+fn huge_file_of_the_wrong_size_is_reported_quickly() {
+    let (_d, root, _sent) = build(120);
+    let huge = 64u64 << 30;
+    let sparse = |path: &Path| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .and_then(|f| f.set_len(huge))
+            .expect("sparse file");
+    };
+    let cl = commitlog_file(&root, 2 * CL_SIZE);
+    sparse(&cl);
+    let cq = root.join("consumequeue/TopicA/0/00000000000000001280");
+    sparse(&cq);
+    let t0 = std::time::Instant::now();
+    let r = check(&root);
+    let took = t0.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "check took {took:?}"
+    );
+    for (kind, path) in [
+        (fsck::Kind::CommitlogFileSize, &cl),
+        (fsck::Kind::CqFileSize, &cq),
+    ] {
+        assert!(
+            r.problems.iter().any(|p| p.kind == kind && p.file == *path),
+            "{kind} for {}: {:#?}",
+            path.display(),
+            r.problems
+        );
+    }
+}
+
+/// A 20-digit name past the largest offset a record can have (RocketMQ reads
+/// names as a Java long, PHYSICALOFFSET is one) is not a commit log file:
+/// reported and moved aside like any stray, never an arithmetic overflow.
+#[test]
+fn file_name_past_the_largest_offset_is_a_stray() {
+    let (_d, root, sent) = build(120);
+    // u64::MAX + 1 - CL_SIZE: a multiple of the file size, ending at 2^64.
+    let name = root.join("commitlog/18446744073709486080");
+    let mut bytes = vec![0u8; CL_SIZE as usize];
+    bytes[CL_SIZE as usize - 1] = 0x11;
+    std::fs::write(&name, bytes).expect("write");
+    let r = check(&root);
+    assert!(
+        r.problems
+            .iter()
+            .any(|p| p.kind == fsck::Kind::CommitlogFileName && p.file == name),
+        "{:#?}",
+        r.problems
+    );
+    let after = repair_quiet(&root).after.expect("repair ran");
+    assert!(after.is_clean(), "{:#?}", after.problems);
+    assert!(!name.exists());
+    assert_readable(&root, &sent);
+}
+
+/// The index layout (maxHashSlotNum, maxIndexNum) cannot be read from the
+/// files. When it is not given and no index file has the size the default
+/// layout needs, the store was written with other settings: check and
+/// repair stop and ask for them (exit 2) instead of calling every index
+/// file damaged and rebuilding the index in a layout the broker does not use.
+#[test]
+fn index_layout_not_matching_any_file_is_asked_for() {
+    let (_d, root, _sent) = build(40);
+    let index_file = std::fs::read_dir(root.join("index"))
+        .expect("index dir")
+        .flatten()
+        .map(|e| e.path())
+        .next()
+        .expect("an index file");
+    let before = std::fs::read(&index_file).expect("read");
+    for sub in ["check", "repair"] {
+        let out = run(&[sub], &root);
+        assert_eq!(out.status.code(), Some(2), "{sub}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("maxHashSlotNum"),
+            "{sub}: {}",
+            stderr(&out)
+        );
+    }
+    assert!(std::fs::read(&index_file).expect("index file kept") == before);
+    let out = run(
+        &[
+            "check",
+            "--set",
+            "maxHashSlotNum=64",
+            "--set",
+            "maxIndexNum=1024",
+        ],
+        &root,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // Given explicitly, a wrong layout is the files' problem.
+    let out = run(&["check", "--set", "maxIndexNum=2048"], &root);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
 }

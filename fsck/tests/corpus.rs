@@ -453,3 +453,67 @@ fn dry_run_lines(root: &std::path::Path) -> Vec<String> {
     assert!(o.after.is_none());
     lines
 }
+
+/// Retention (ours or RocketMQ's) deletes the oldest commit log files but
+/// keeps a consume-queue or index file while any of its entries points at a
+/// surviving record: the entries below the commit log's first offset are
+/// expired, not damaged, and such a store is clean.
+#[test]
+fn entries_below_the_first_commit_log_file_are_expired_not_damaged() {
+    let (_d, root, sent) = build(300);
+    assert!(
+        sent.last().unwrap().phys >= 2 * CL_SIZE,
+        "spans three files"
+    );
+    std::fs::remove_file(commitlog_file(&root, 0)).unwrap();
+    let r = check(&root);
+    assert!(r.is_clean(), "{:#?}", r.problems);
+    let (o, lines) = repair_printing(&root, false);
+    assert!(o.after.is_none(), "{lines:#?}");
+    let surviving: Vec<Sent> = sent.iter().filter(|s| s.phys >= CL_SIZE).cloned().collect();
+    assert_readable(&root, &surviving);
+}
+
+/// A record's STORETIMESTAMP (not covered by the body CRC) earlier than the
+/// first record's — a clock stepped back, or a flipped bit — gives the index
+/// file an endTimestamp before its beginTimestamp, as RocketMQ's IndexFile
+/// writes it. That agrees with the records, so after one repair the store
+/// is clean, and a second repair has nothing to do.
+#[test]
+fn store_time_going_backwards_is_not_an_index_problem() {
+    let (_d, root, sent) = build(120);
+    let last = sent.last().unwrap().clone();
+    let file = commitlog_file(&root, last.phys / CL_SIZE * CL_SIZE);
+    // STORETIMESTAMP is bytes 56..64 of the record: one day earlier.
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&file)
+        .unwrap();
+    let at = last.phys % CL_SIZE + 56;
+    let mut ts = [0u8; 8];
+    f.read_exact_at(&mut ts, at).unwrap();
+    let earlier = i64::from_be_bytes(ts) - 86_400_000;
+    f.write_all_at(&earlier.to_be_bytes(), at).unwrap();
+    let o = repair_quiet(&root);
+    let after = o.after.expect("repair ran");
+    assert!(after.is_clean(), "after repair: {:#?}", after.problems);
+    let (o, lines) = repair_printing(&root, false);
+    assert!(o.after.is_none(), "second repair: {lines:#?}");
+    assert_readable(&root, &sent);
+}
+
+/// Files and directories in consumequeue/ that are no <topic>/<queueId>
+/// queue (RocketMQ skips them) are reported and moved aside by repair, so a
+/// single repair leaves the store clean.
+#[test]
+fn strays_in_the_consume_queue_directory_need_one_repair() {
+    let (_d, root, sent) = build(120);
+    let top = root.join("consumequeue/notes.txt");
+    let in_topic = root.join("consumequeue/TopicA/x");
+    std::fs::write(&top, b"x").unwrap();
+    std::fs::create_dir_all(&in_topic).unwrap();
+    find_fix_read(&root, Kind::CqFileName, &sent);
+    assert!(!top.exists() && !in_topic.exists());
+}
