@@ -389,7 +389,11 @@ impl CommitLog {
                     }
                     Decoded::End => {
                         report.end_offset = file.start_offset() + pos as u64;
-                        self.ensure_tail_only(&files, i, "zeros in the middle")?;
+                        let why = "zeros where a record should start";
+                        self.ensure_tail_only(&files, i, why)?;
+                        // Zeros followed by records in this file are a
+                        // lost page or a wiped record, not a torn tail.
+                        ensure_torn_tail(file, pos, why)?;
                         break 'files;
                     }
                     Decoded::Invalid(why) => {

@@ -244,6 +244,38 @@ fn a_checkpoint_ahead_or_behind_the_data_recovers_the_same() {
     }
 }
 
+/// A whole record zeroed in the middle of the last file, valid records
+/// after it: damage, not a torn tail; refused like a flipped byte is.
+#[test]
+fn a_zeroed_record_mid_file_refuses_and_changes_nothing() {
+    for clean in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let written = write_store(dir.path(), 60, clean);
+        let last = written.last().unwrap();
+        let last_file = last.phys / FILE * FILE;
+        let victim = written
+            .iter()
+            .find(|w| w.phys > last_file + 200)
+            .unwrap()
+            .clone();
+        assert!(victim.phys + victim.size < last.phys);
+        let path = log_path(dir.path(), last_file);
+        let mut data = std::fs::read(&path).unwrap();
+        let at = (victim.phys - last_file) as usize;
+        data[at..at + victim.size as usize].fill(0);
+        std::fs::write(&path, &data).unwrap();
+        match MessageStore::open(config(dir.path())) {
+            Ok(_) => panic!("clean {clean}: opened over a zeroed record mid-file"),
+            Err(StoreError::Corruption { path: p, detail }) => {
+                assert_eq!(p, path);
+                assert!(detail.contains("refusing to drop them"), "{detail}");
+            }
+            Err(e) => panic!("clean {clean}: {e}"),
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), data, "clean {clean}");
+    }
+}
+
 /// Odd things in the store's directories.
 #[test]
 fn odd_directory_entries_give_clear_errors_or_are_ignored() {
