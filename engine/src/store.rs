@@ -189,7 +189,6 @@ impl MessageStore {
         queues.truncate_dirty_all(end)?;
         let index = if config.message_index_enable {
             let index = IndexService::load(&config, IndexLoad::KeepAll)?;
-            index.truncate_after(end)?;
             Some(Arc::new(index))
         } else {
             None
@@ -215,6 +214,13 @@ impl MessageStore {
             replay_from = replay_from.min(damaged);
         }
         let replay_from = replay_from.min(end).max(commit_log.min_offset());
+        if let Some(index) = &index {
+            // Index entries from the replay point on may be torn or missing
+            // (after a power loss the header can be ahead of its entries),
+            // and a put below the header's end is skipped: remove them all,
+            // so that the replay indexes every record from there exactly once.
+            index.truncate_after(replay_from)?;
+        }
         if replay_from < end {
             tracing::info!("re-dispatching the commit log from offset {replay_from} to {end}");
         }
