@@ -886,7 +886,9 @@ fn abnormal_start_file(log: &CommitLog, cp: &Checkpoint, config: &StoreConfig) -
     if config.message_index_enable && config.message_index_safe {
         min = min.min(cp.index_msg_timestamp);
     }
-    let min = min - 3000;
+    // Saturating: a garbage checkpoint near i64::MIN must not wrap around
+    // to "every file is old enough".
+    let min = min.saturating_sub(3000);
     (0..log.file_count())
         .rev()
         .find(|&i| {

@@ -420,3 +420,24 @@ fn index_slots_lost_after_the_checkpoint_are_rebuilt() {
         assert_eq!(body_of(&hits[0]), w.body, "{key}");
     }
 }
+
+/// A checkpoint holding garbage timestamps (here the lowest i64) after a
+/// crash: recovery starts at the first file rather than overflowing.
+#[test]
+fn garbage_checkpoint_timestamps_recover_from_the_first_file() {
+    for ts in [i64::MIN, i64::MIN + 1, -1, i64::MAX] {
+        let dir = tempfile::tempdir().unwrap();
+        let written = write_store(dir.path(), 60, false);
+        set_checkpoint(dir.path(), |cp| {
+            *cp = Checkpoint {
+                physic_msg_timestamp: ts,
+                logics_msg_timestamp: ts,
+                index_msg_timestamp: ts,
+                dispatched_offset: None,
+            }
+        });
+        std::fs::remove_dir_all(dir.path().join("consumequeue")).unwrap();
+        let store = MessageStore::open(config(dir.path())).unwrap();
+        assert_exactly(&store, &written, &[], &format!("timestamps {ts}"));
+    }
+}
