@@ -441,3 +441,29 @@ fn garbage_checkpoint_timestamps_recover_from_the_first_file() {
         assert_exactly(&store, &written, &[], &format!("timestamps {ts}"));
     }
 }
+
+/// A crash (or power loss) right after the checkpoint file was created
+/// leaves it empty or short. It holds nothing then, like a missing one:
+/// the store opens and recovers from the data.
+#[test]
+fn an_empty_or_short_checkpoint_is_read_as_none() {
+    for len in [0usize, 10, 23] {
+        for clean in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let written = write_store(dir.path(), 60, clean);
+            let path = dir.path().join("checkpoint");
+            let bytes = std::fs::read(&path).unwrap_or_default();
+            std::fs::write(&path, &bytes[..len.min(bytes.len())]).unwrap();
+            let store = match MessageStore::open(config(dir.path())) {
+                Ok(s) => s,
+                Err(e) => panic!("{len} bytes, clean {clean}: {e}"),
+            };
+            assert_exactly(
+                &store,
+                &written,
+                &[],
+                &format!("{len} bytes, clean {clean}"),
+            );
+        }
+    }
+}
