@@ -17,7 +17,7 @@ fn config(dir: &Path) -> StoreConfig {
     StoreConfig {
         store_path_root_dir: dir.to_path_buf(),
         mapped_file_size_commit_log: FILE,
-        mapped_file_size_consume_queue: 20 * 50,
+        mapped_file_size_consume_queue: 20 * 8,
         max_hash_slot_num: 64,
         max_index_num: 400,
         // Short sleeps: the services stop (and the test ends) sooner.
@@ -308,7 +308,7 @@ fn odd_directory_entries_give_clear_errors_or_are_ignored() {
             let last = written.last().unwrap();
             let odd = match place {
                 "commitlog" => log_path(dir.path(), (last.phys / FILE + 1) * FILE),
-                "consumequeue" => dir.path().join(format!("consumequeue/R/1/{:020}", 1000)),
+                "consumequeue" => dir.path().join(format!("consumequeue/R/1/{:020}", 3 * 160)),
                 _ => dir.path().join("index/29991231235959999"),
             };
             let _ = std::fs::remove_file(&odd);
