@@ -194,7 +194,17 @@ impl MessageStore {
             None
         };
         let mut replay_from = match checkpoint.dispatched_offset {
-            Some(d) => d,
+            Some(d) if d >= end || starts_record(&commit_log, d) => d,
+            // Not where a record starts (a damaged checkpoint, or one left
+            // by an earlier run over a log another broker has rewritten
+            // since): replay its whole file, whose start is a record's.
+            Some(d) => {
+                let from = d - d % commit_log.file_size();
+                tracing::warn!(
+                    "checkpoint dispatch offset {d} is not the start of a record; re-dispatching from {from}"
+                );
+                from
+            }
             None if was_clean => queues.max_phys_end(),
             None => commit_log.file_start(start).unwrap_or(0),
         };
@@ -897,6 +907,23 @@ fn abnormal_start_file(log: &CommitLog, cp: &Checkpoint, config: &StoreConfig) -
                 .unwrap_or(false)
         })
         .unwrap_or(0)
+}
+
+/// Whether a record (or the end-of-file blank) starts at `offset`, which
+/// must be below the recovered end: a file start, or a record there whose
+/// PHYSICALOFFSET field names that very offset.
+fn starts_record(log: &CommitLog, offset: u64) -> bool {
+    if offset.is_multiple_of(log.file_size()) {
+        return true;
+    }
+    let Some(rest) = log.slice_to_file_end(offset) else {
+        return false;
+    };
+    match record::decode(rest.as_bytes(), false) {
+        record::Decoded::Message(v) => v.physical_offset == offset as i64,
+        record::Decoded::Blank(_) => true,
+        _ => false,
+    }
 }
 
 /// The next-queue-offset table for the append path, from the consume queues.

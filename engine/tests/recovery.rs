@@ -467,3 +467,21 @@ fn an_empty_or_short_checkpoint_is_read_as_none() {
         }
     }
 }
+
+/// A dispatch offset that is not a record boundary (a damaged or stale
+/// checkpoint) with intact queues.
+#[test]
+fn a_checkpoint_inside_a_record_recovers() {
+    for clean in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let written = write_store(dir.path(), 60, clean);
+        let mid = written[30].phys + 5;
+        set_checkpoint(dir.path(), |cp| cp.dispatched_offset = Some(mid));
+        let store = MessageStore::open(config(dir.path()));
+        let store = match store {
+            Ok(s) => s,
+            Err(e) => panic!("clean {clean}: {e}"),
+        };
+        assert_exactly(&store, &written, &[], &format!("clean {clean}"));
+    }
+}
