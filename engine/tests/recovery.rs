@@ -485,3 +485,16 @@ fn a_checkpoint_inside_a_record_recovers() {
         assert_exactly(&store, &written, &[], &format!("clean {clean}"));
     }
 }
+
+/// No commit log at all (store.md §11.7: write positions 0, queues
+/// emptied): the queues and the index forget everything.
+#[test]
+fn without_a_commit_log_the_queues_and_index_are_emptied() {
+    for clean in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let written = write_store(dir.path(), 60, clean);
+        std::fs::remove_dir_all(dir.path().join("commitlog")).unwrap();
+        let store = MessageStore::open(config(dir.path())).unwrap();
+        assert_exactly(&store, &[], &written, &format!("clean {clean}"));
+    }
+}
