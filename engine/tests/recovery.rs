@@ -109,7 +109,7 @@ fn assert_exactly(store: &MessageStore, kept: &[Written], dropped: &[Written], c
     let end = kept.last().map(|w| w.phys + w.size).unwrap_or(0);
     let max = store.max_offset();
     assert!(
-        max == end || (max % FILE == 0 && max > end && max - end < FILE),
+        max == end || (max.is_multiple_of(FILE) && max > end && max - end < FILE),
         "{ctx}: recovered end {max}, last kept record ends at {end}"
     );
     for q in 0..QUEUES {
@@ -133,8 +133,7 @@ fn assert_exactly(store: &MessageStore, kept: &[Written], dropped: &[Written], c
         let want_bodies: Vec<Vec<u8>> = want.iter().map(|w| w.body.clone()).collect();
         assert_eq!(got, want_bodies, "{ctx}: queue {q} bodies");
     }
-    for (i, w) in kept.iter().enumerate().step_by(7) {
-        let _ = i;
+    for w in kept.iter().step_by(7) {
         let key = key_of(w);
         let hits = store.query_by_key("R", &key, 8, 0, i64::MAX);
         assert_eq!(hits.len(), 1, "{ctx}: {key}");
