@@ -497,3 +497,49 @@ fn without_a_commit_log_the_queues_and_index_are_emptied() {
         assert_exactly(&store, &[], &written, &format!("clean {clean}"));
     }
 }
+
+/// A batch torn by a crash: its whole records before the tear are kept
+/// (they are separate records on disk), with their consecutive queue
+/// offsets; the queue continues after the last one kept.
+#[test]
+fn a_torn_batch_keeps_its_whole_records() {
+    let original = tempfile::tempdir().unwrap();
+    let mut written = Vec::new();
+    {
+        let store = MessageStore::open(config(original.path())).unwrap();
+        written.extend(put_records(&store, 0..20));
+        let msgs: Vec<MessageToStore> = (20..26)
+            .map(|i| MessageToStore::new("R", 0, &body(i), &format!("KEYS\u{1}key{i}")))
+            .collect();
+        let r = store.put_batch(&msgs).unwrap();
+        for (i, m) in (20..26).zip(&r.messages) {
+            written.push(Written {
+                phys: m.physical_offset,
+                size: m.size as u64,
+                queue: 0,
+                queue_offset: m.queue_offset,
+                body: body(i),
+            });
+        }
+        wait_dispatched(&store);
+        store.abandon();
+    }
+    let batch_start = written[20].phys;
+    let batch_end = written[25].phys + written[25].size;
+    assert_eq!(batch_start / FILE, (batch_end - 1) / FILE, "one file");
+    let file = batch_start / FILE * FILE;
+    for cut in (batch_start..batch_end).step_by(97) {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(original.path(), dir.path());
+        let path = log_path(dir.path(), file);
+        let mut data = std::fs::read(&path).unwrap();
+        data[(cut - file) as usize..].fill(0);
+        std::fs::write(&path, &data).unwrap();
+        let (kept, dropped): (Vec<Written>, Vec<Written>) = written
+            .iter()
+            .cloned()
+            .partition(|w| w.phys + w.size <= cut);
+        let store = MessageStore::open(config(dir.path())).unwrap();
+        assert_exactly(&store, &kept, &dropped, &format!("cut {cut}"));
+    }
+}
