@@ -543,3 +543,69 @@ fn a_torn_batch_keeps_its_whole_records() {
         assert_exactly(&store, &kept, &dropped, &format!("cut {cut}"));
     }
 }
+
+/// A damaged record (bad CRC, bad magic, impossible size) in a file that
+/// is followed by files holding records: damage, not a torn tail. Opening
+/// refuses and names the damage; no file is changed or deleted.
+#[test]
+fn a_damaged_record_in_a_middle_file_refuses_and_changes_nothing() {
+    let original = tempfile::tempdir().unwrap();
+    let written = write_store(original.path(), 60, false);
+    let last_file = written.last().unwrap().phys / FILE * FILE;
+    let middle = last_file - FILE;
+    let victim = written
+        .iter()
+        .find(|w| w.phys >= middle + 300)
+        .unwrap()
+        .clone();
+    type Damage = fn(&mut [u8]);
+    let damages: [(&str, Damage); 3] = [
+        ("crc", |r| {
+            let n = r.len();
+            r[n - 40] ^= 1
+        }),
+        ("magic", |r| r[5] ^= 0x10),
+        ("size", |r| r[0..4].copy_from_slice(&i32::MAX.to_be_bytes())),
+    ];
+    for clean in [false, true] {
+        for (name, damage) in damages {
+            let dir = tempfile::tempdir().unwrap();
+            copy_dir(original.path(), dir.path());
+            if clean {
+                // As after a clean stop.
+                std::fs::remove_file(dir.path().join("abort")).unwrap();
+            }
+            let path = log_path(dir.path(), middle);
+            let mut data = std::fs::read(&path).unwrap();
+            let at = (victim.phys - middle) as usize;
+            damage(&mut data[at..at + victim.size as usize]);
+            std::fs::write(&path, &data).unwrap();
+            let before = snapshot(&dir.path().join("commitlog"));
+            match MessageStore::open(config(dir.path())) {
+                Ok(_) => panic!("{name}, clean {clean}: opened over damage"),
+                Err(StoreError::Corruption { detail, .. }) => {
+                    assert!(detail.contains("refusing to drop them"), "{detail}");
+                }
+                Err(e) => panic!("{name}, clean {clean}: {e}"),
+            }
+            assert_eq!(
+                snapshot(&dir.path().join("commitlog")),
+                before,
+                "{name}, clean {clean}"
+            );
+        }
+    }
+}
+
+/// File names and contents of a directory.
+fn snapshot(dir: &Path) -> Vec<(std::ffi::OsString, Vec<u8>)> {
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.file_name(), std::fs::read(e.path()).unwrap())
+        })
+        .collect();
+    out.sort();
+    out
+}
