@@ -289,7 +289,8 @@ impl IndexFile {
 
     /// Removes every entry whose phys offset is ≥ `phy` (entries are in commit
     /// log order), and all-zero (lost) entries at the end, and makes the hash
-    /// slots consistent again. Writer only; recovery time. The first entry must be kept (delete the file otherwise).
+    /// slots consistent again. Writer only; recovery time. The first entry
+    /// must be kept (delete the file otherwise).
     ///
     /// Every slot is checked (one pass over the slot region, writing only
     /// slots that change): a slot pointing into the removed range is walked
