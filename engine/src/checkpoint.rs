@@ -59,11 +59,20 @@ impl Checkpoint {
         })
     }
 
-    /// Reads the checkpoint file; a missing file is an all-zero checkpoint.
+    /// Reads the checkpoint file; a missing file is an all-zero checkpoint,
+    /// and so is one shorter than its three timestamps: a crash right after
+    /// the file was created leaves it empty, and it then records nothing
+    /// (RocketMQ maps the file at 4 KiB and reads zeros too).
     pub fn load(path: &Path) -> Result<Self> {
         match std::fs::read(path) {
-            Ok(b) => Checkpoint::decode(&b)
-                .ok_or_else(|| StoreError::corruption(path, "checkpoint shorter than 24 bytes")),
+            Ok(b) => Ok(Checkpoint::decode(&b).unwrap_or_else(|| {
+                tracing::warn!(
+                    "{} holds {} bytes, fewer than its three timestamps; recovering without it",
+                    path.display(),
+                    b.len()
+                );
+                Checkpoint::default()
+            })),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Checkpoint::default()),
             Err(e) => Err(StoreError::io(path, e)),
         }

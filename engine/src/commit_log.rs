@@ -358,7 +358,13 @@ impl CommitLog {
             deleted_files: 0,
             last_store_timestamp: 0,
         };
-        let start = start_file_index.min(files.len().saturating_sub(1));
+        let mut start = start_file_index.min(files.len().saturating_sub(1));
+        // Empty files (preallocated, never written) after the data would
+        // put the end at the first of them, past zeros that hold no blank
+        // record: begin at the last file holding data instead.
+        while start > 0 && matches!(record::decode(files[start].whole(), false), Decoded::End) {
+            start -= 1;
+        }
         'files: for (i, file) in files.iter().enumerate().skip(start) {
             let data = file.whole();
             let mut pos = 0usize;
@@ -383,7 +389,11 @@ impl CommitLog {
                     }
                     Decoded::End => {
                         report.end_offset = file.start_offset() + pos as u64;
-                        self.ensure_tail_only(&files, i, "zeros in the middle")?;
+                        let why = "zeros where a record should start";
+                        self.ensure_tail_only(&files, i, why)?;
+                        // Zeros followed by records in this file are a
+                        // lost page or a wiped record, not a torn tail.
+                        ensure_torn_tail(file, pos, why)?;
                         break 'files;
                     }
                     Decoded::Invalid(why) => {

@@ -189,13 +189,22 @@ impl MessageStore {
         queues.truncate_dirty_all(end)?;
         let index = if config.message_index_enable {
             let index = IndexService::load(&config, IndexLoad::KeepAll)?;
-            index.truncate_after(end)?;
             Some(Arc::new(index))
         } else {
             None
         };
         let mut replay_from = match checkpoint.dispatched_offset {
-            Some(d) => d,
+            Some(d) if d >= end || starts_record(&commit_log, d) => d,
+            // Not where a record starts (a damaged checkpoint, or one left
+            // by an earlier run over a log another broker has rewritten
+            // since): replay its whole file, whose start is a record's.
+            Some(d) => {
+                let from = d - d % commit_log.file_size();
+                tracing::warn!(
+                    "checkpoint dispatch offset {d} is not the start of a record; re-dispatching from {from}"
+                );
+                from
+            }
             None if was_clean => queues.max_phys_end(),
             None => commit_log.file_start(start).unwrap_or(0),
         };
@@ -215,6 +224,13 @@ impl MessageStore {
             replay_from = replay_from.min(damaged);
         }
         let replay_from = replay_from.min(end).max(commit_log.min_offset());
+        if let Some(index) = &index {
+            // Index entries from the replay point on may be torn or missing
+            // (after a power loss the header can be ahead of its entries),
+            // and a put below the header's end is skipped: remove them all,
+            // so that the replay indexes every record from there exactly once.
+            index.truncate_after(replay_from)?;
+        }
         if replay_from < end {
             tracing::info!("re-dispatching the commit log from offset {replay_from} to {end}");
         }
@@ -880,7 +896,9 @@ fn abnormal_start_file(log: &CommitLog, cp: &Checkpoint, config: &StoreConfig) -
     if config.message_index_enable && config.message_index_safe {
         min = min.min(cp.index_msg_timestamp);
     }
-    let min = min - 3000;
+    // Saturating: a garbage checkpoint near i64::MIN must not wrap around
+    // to "every file is old enough".
+    let min = min.saturating_sub(3000);
     (0..log.file_count())
         .rev()
         .find(|&i| {
@@ -889,6 +907,23 @@ fn abnormal_start_file(log: &CommitLog, cp: &Checkpoint, config: &StoreConfig) -
                 .unwrap_or(false)
         })
         .unwrap_or(0)
+}
+
+/// Whether a record (or the end-of-file blank) starts at `offset`, which
+/// must be below the recovered end: a file start, or a record there whose
+/// PHYSICALOFFSET field names that very offset.
+fn starts_record(log: &CommitLog, offset: u64) -> bool {
+    if offset.is_multiple_of(log.file_size()) {
+        return true;
+    }
+    let Some(rest) = log.slice_to_file_end(offset) else {
+        return false;
+    };
+    match record::decode(rest.as_bytes(), false) {
+        record::Decoded::Message(v) => v.physical_offset == offset as i64,
+        record::Decoded::Blank(_) => true,
+        _ => false,
+    }
 }
 
 /// The next-queue-offset table for the append path, from the consume queues.

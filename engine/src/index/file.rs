@@ -288,8 +288,9 @@ impl IndexFile {
     }
 
     /// Removes every entry whose phys offset is ≥ `phy` (entries are in commit
-    /// log order) and makes the hash slots consistent again. Writer only;
-    /// recovery time. The first entry must be kept (delete the file otherwise).
+    /// log order), and all-zero (lost) entries at the end, and makes the hash
+    /// slots consistent again. Writer only; recovery time. The first entry
+    /// must be kept (delete the file otherwise).
     ///
     /// Every slot is checked (one pass over the slot region, writing only
     /// slots that change): a slot pointing into the removed range is walked
@@ -300,7 +301,13 @@ impl IndexFile {
     pub(crate) fn truncate_from(&self, phy: i64) -> u32 {
         let old = self.index_count() as u32;
         let mut keep = old;
-        while keep > 2 && self.entry(keep - 1).phy_offset >= phy {
+        // All-zero entries at the end are entries lost in a power loss
+        // (the header written back, their page not): dropped too, so that
+        // re-dispatch writes them again.
+        while keep > 2 && {
+            let e = self.entry(keep - 1);
+            e.phy_offset >= phy || e == IndexEntry::default()
+        } {
             keep -= 1;
         }
         let mut used = 0;
@@ -316,8 +323,15 @@ impl IndexFile {
             }
             let mut steps = 0;
             while v as u32 >= keep && v > 0 && steps < old {
-                let prev = self.entry(v as u32).prev_index;
-                v = if prev < v { prev } else { 0 };
+                let e = self.entry(v as u32);
+                if self.layout.slot_of(e.key_hash) != slot || e == IndexEntry::default() {
+                    // A lost (zeroed) or foreign entry: its link to the
+                    // older entries of this slot is gone; find them below.
+                    bad.insert(slot);
+                    v = 0;
+                    break;
+                }
+                v = if e.prev_index < v { e.prev_index } else { 0 };
                 steps += 1;
             }
             if v > 0 && self.layout.slot_of(self.entry(v as u32).key_hash) != slot {

@@ -129,7 +129,8 @@ impl IndexEntry {
 
     /// The store time the query path reconstructs: `begin + time_diff × 1000`.
     pub fn timestamp(&self, header_begin_timestamp: i64) -> i64 {
-        header_begin_timestamp + self.time_diff as i64 * 1000
+        // Saturating: a damaged header must not overflow (the product fits).
+        header_begin_timestamp.saturating_add(self.time_diff as i64 * 1000)
     }
 }
 
@@ -139,7 +140,7 @@ pub fn time_diff(store_timestamp: i64, begin_timestamp: i64) -> i32 {
     if begin_timestamp <= 0 {
         return 0;
     }
-    ((store_timestamp - begin_timestamp) / 1000).clamp(0, i32::MAX as i64) as i32
+    (store_timestamp.saturating_sub(begin_timestamp) / 1000).clamp(0, i32::MAX as i64) as i32
 }
 
 /// The index key of `key` in `topic`: `TOPIC#key`.

@@ -605,3 +605,38 @@ fn checked_query_skips_rejected_collisions_within_a_bounded_budget() {
     });
     assert_eq!(r.phys_offsets, vec![n * 10, (n - 1) * 10]);
 }
+
+/// A garbage header (beginTimestamp near i64::MAX) under entries with a
+/// positive timeDiff, then a record with a garbage store time: queries,
+/// recovery truncation and puts compute times without overflowing.
+#[test]
+fn a_garbage_begin_timestamp_does_not_overflow_entry_times() {
+    let layout = IndexLayout::new(4, 64).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = service(dir.path(), layout);
+        build(&s, 0, 10);
+        s.flush().unwrap();
+    }
+    let name = std::fs::read_dir(dir.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&name).unwrap();
+    bytes[0..8].copy_from_slice(&be64(i64::MAX - 5));
+    for n in 1..11 {
+        let p = layout.entry_pos(n) + 12;
+        bytes[p..p + 4].copy_from_slice(&be32(1_000_000));
+    }
+    std::fs::write(&name, &bytes).unwrap();
+    let s = service(dir.path(), layout);
+    s.load_files(IndexLoad::KeepAll).unwrap();
+    assert_eq!(s.query("T", "u3", 64, 0, i64::MAX).phys_offsets, vec![300]);
+    s.truncate_after(500).unwrap();
+    assert_eq!(s.query("T", "u3", 64, 0, i64::MAX).phys_offsets, vec![300]);
+    // A record with a garbage store time indexed after such a header.
+    put(&s, "late", 20_000, i64::MIN);
+    assert_eq!(q(&s, "late"), vec![20_000]);
+}
