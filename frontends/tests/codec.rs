@@ -302,6 +302,72 @@ fn malformed_frames_are_errors() {
     ));
 }
 
+/// Decodes `frame` on its own thread; `None` if that takes longer than `limit`.
+fn decode_within(frame: BytesMut, limit: std::time::Duration) -> Option<RemotingCommand> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(decode_one(frame));
+    });
+    let cmd = rx.recv_timeout(limit).ok()?;
+    Some(cmd.expect("decodes"))
+}
+
+#[test]
+fn a_header_of_many_ext_fields_decodes_in_linear_time() {
+    // 300 000 distinct keys fit in a 3.5 MB header. Java keeps them in a
+    // HashMap; a linear scan per inserted key would take this many squared
+    // halves of comparisons — hours for a 16 MB frame, on a runtime thread.
+    const N: usize = 300_000;
+    let mut json = String::from("{\"code\":15,\"extFields\":{");
+    let mut entries = BytesMut::new();
+    for i in 0..N {
+        if i > 0 {
+            json.push(',');
+        }
+        json.push_str(&format!("\"k{i}\":\"{i}\""));
+        let (k, v) = (format!("k{i}"), i.to_string());
+        entries.put_u16(k.len() as u16);
+        entries.put_slice(k.as_bytes());
+        entries.put_i32(v.len() as i32);
+        entries.put_slice(v.as_bytes());
+    }
+    json.push_str("}}");
+    let mut binary = BytesMut::new();
+    binary.put_i16(15);
+    binary.put_u8(0);
+    binary.put_i16(409);
+    binary.put_i32(1);
+    binary.put_i32(0);
+    binary.put_i32(0);
+    binary.put_i32(entries.len() as i32);
+    binary.put_slice(&entries);
+    for (ser, header) in [(0u8, json.as_bytes()), (1, &binary[..])] {
+        let cmd = decode_within(frame(ser, header, b""), std::time::Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("serialization {ser}: decoding took over 5 s"));
+        assert_eq!(cmd.ext_fields.len(), N);
+        assert_eq!(cmd.ext("k0"), Some("0"));
+        assert_eq!(cmd.ext("k299999"), Some("299999"));
+    }
+}
+
+#[test]
+fn a_repeated_ext_key_keeps_its_place_and_takes_the_last_value() {
+    // Past the size where a decoder may switch to an index, too.
+    for n in [3usize, 100] {
+        let mut json = String::from("{\"code\":15,\"extFields\":{");
+        for i in 0..n {
+            json.push_str(&format!("\"k{i}\":\"{i}\","));
+        }
+        json.push_str("\"k1\":\"last\"}}");
+        let cmd = decode_one(frame(0, json.as_bytes(), b"")).unwrap();
+        assert_eq!(cmd.ext_fields.len(), n);
+        assert_eq!(cmd.ext("k1"), Some("last"));
+        let keys: Vec<&str> = cmd.ext_fields.iter().map(|(k, _)| k).collect();
+        assert_eq!(keys[1], "k1");
+        assert_eq!(keys[n - 1], format!("k{}", n - 1));
+    }
+}
+
 fn arb_command() -> impl Strategy<Value = RemotingCommand> {
     (
         (

@@ -7,7 +7,7 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::command::{ExtFields, LanguageCode, RemotingCommand, SerializeType};
+use super::command::{ExtFieldsBuilder, LanguageCode, RemotingCommand, SerializeType};
 use super::error::CodecError;
 
 /// Decodes a binary header (body and serialization are set by the caller).
@@ -24,14 +24,14 @@ pub(crate) fn decode(header: &[u8]) -> Result<RemotingCommand, CodecError> {
     let mut map = Reader {
         buf: r.take(ext_len)?,
     };
-    let mut ext_fields = ExtFields::new();
+    let mut ext_fields = ExtFieldsBuilder::with_capacity(if ext_len == 0 { 0 } else { 8 });
     while !map.buf.is_empty() {
         let klen = map.u16()? as usize;
         let key = map.string(klen)?;
         let vlen = map.len_i32()?;
         let value = map.string(vlen)?;
         if let (Some(k), Some(v)) = (key, value) {
-            ext_fields.insert(k, v);
+            ext_fields.insert(&k, &v);
         }
     }
     Ok(RemotingCommand {
@@ -41,7 +41,7 @@ pub(crate) fn decode(header: &[u8]) -> Result<RemotingCommand, CodecError> {
         opaque,
         flag,
         remark,
-        ext_fields,
+        ext_fields: ext_fields.finish(),
         body: bytes::Bytes::new(),
         serialization: SerializeType::RocketMq,
     })

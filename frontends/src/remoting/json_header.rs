@@ -14,7 +14,7 @@ use bytes::{BufMut, BytesMut};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
-use super::command::{ExtFields, LanguageCode, RemotingCommand};
+use super::command::{ExtFields, ExtFieldsBuilder, LanguageCode, RemotingCommand};
 use super::error::CodecError;
 
 /// Decodes a JSON header into a command (body and serialization are set by the caller).
@@ -234,14 +234,14 @@ impl<'de> Deserialize<'de> for ExtIn {
                 Ok(ExtIn::default())
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ExtIn, A::Error> {
-                let mut ext = ExtFields::with_capacity(map.size_hint().unwrap_or(8));
+                let mut ext = ExtFieldsBuilder::with_capacity(map.size_hint().unwrap_or(8));
                 while let Some(KeyIn(key)) = map.next_key()? {
                     let ExtValue(value) = map.next_value()?;
                     if let Some(v) = value {
-                        ext.insert(key, v);
+                        ext.insert(&key, &v);
                     }
                 }
-                Ok(ExtIn(ext))
+                Ok(ExtIn(ext.finish()))
             }
         }
         d.deserialize_any(V)
