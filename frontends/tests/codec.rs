@@ -302,6 +302,40 @@ fn malformed_frames_are_errors() {
     ));
 }
 
+#[test]
+fn float_ext_values_keep_a_short_text() {
+    // 5 bytes of `1e308` must not become 309 digits: a 16 MiB header of
+    // such values would take half a gigabyte once decoded.
+    let h =
+        r#"{"code":15,"extFields":{"big":1e308,"tiny":-1e-300,"half":1.5,"four":4.0,"huge":1e20}}"#;
+    let cmd = decode_one(frame(0, h.as_bytes(), b"")).unwrap();
+    for (key, value) in [("big", 1e308), ("tiny", -1e-300), ("huge", 1e20)] {
+        let text = cmd.ext(key).unwrap();
+        assert!(text.len() <= 24, "{key}: {text}");
+        assert_eq!(text.parse::<f64>(), Ok(value), "{key}: {text}");
+    }
+    assert_eq!(cmd.ext("half"), Some("1.5"));
+    assert_eq!(cmd.ext("four"), Some("4"));
+}
+
+#[test]
+fn json_header_bytes_that_are_not_utf8_are_replaced_as_java_does() {
+    // Java decodes the header with `new String(bytes, UTF_8)` before
+    // parsing, so a GBK-encoded key from a C++ client is read with U+FFFD
+    // in place of the bad bytes; the request is served, not the
+    // connection closed.
+    let mut h = br#"{"code":12,"opaque":3,"remark":"r"#.to_vec();
+    h.extend_from_slice(&[0xC4, 0xE3]);
+    h.extend_from_slice(br#"","extFields":{"topic":"T","key":""#);
+    h.extend_from_slice(&[0xB9, 0xFA, b'k']);
+    h.extend_from_slice(br#""}}"#);
+    let cmd = decode_one(frame(0, &h, b"")).unwrap();
+    assert_eq!((cmd.code, cmd.opaque), (12, 3));
+    assert_eq!(cmd.ext("topic"), Some("T"));
+    assert_eq!(cmd.ext("key"), Some("\u{fffd}\u{fffd}k"));
+    assert_eq!(cmd.remark.as_deref(), Some("r\u{fffd}\u{fffd}"));
+}
+
 /// Decodes `frame` on its own thread; `None` if that takes longer than `limit`.
 fn decode_within(frame: BytesMut, limit: std::time::Duration) -> Option<RemotingCommand> {
     let (tx, rx) = std::sync::mpsc::channel();

@@ -23,8 +23,11 @@ pub(crate) fn decode(header: &[u8]) -> Result<RemotingCommand, CodecError> {
     if header.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(CodecError::Json("header is not a JSON object".into()));
     }
-    let h: HeaderIn =
-        serde_json::from_slice(header).map_err(|e| CodecError::Json(e.to_string()))?;
+    // Java reads the header with `new String(bytes, UTF_8)` first, so bytes
+    // that are not UTF-8 (a GBK key from a C++ client) become U+FFFD rather
+    // than failing the frame. Valid UTF-8, the usual case, is not copied.
+    let text = String::from_utf8_lossy(header);
+    let h: HeaderIn = serde_json::from_str(&text).map_err(|e| CodecError::Json(e.to_string()))?;
     Ok(RemotingCommand {
         code: h.code.0,
         language: h.language.0,
@@ -303,11 +306,15 @@ impl<'de> Deserialize<'de> for ExtValue<'de> {
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<ExtValue<'de>, E> {
                 // Integral floats (`4.0`) read as the integer Java's
-                // coercion would give; others keep their text.
+                // coercion would give; others in their shortest JSON form
+                // (`1e308`, not the 309 digits of Rust's `Display`, which
+                // would let a header grow sixty-fold when decoded).
                 if v.fract() == 0.0 && v.abs() < 9.0e15 {
                     Ok(ExtValue(Some(Cow::Owned((v as i64).to_string()))))
                 } else {
-                    Ok(ExtValue(Some(Cow::Owned(v.to_string()))))
+                    let text = serde_json::Number::from_f64(v)
+                        .map_or_else(|| v.to_string(), |n| n.to_string());
+                    Ok(ExtValue(Some(Cow::Owned(text))))
                 }
             }
             fn visit_bool<E: de::Error>(self, v: bool) -> Result<ExtValue<'de>, E> {
