@@ -580,3 +580,65 @@ async fn sending_back_a_message_at_the_reconsume_limits_does_not_overflow() {
     assert_eq!(PANICS.load(Ordering::SeqCst), 0, "a handler panicked");
     env.stop().await;
 }
+
+/// Reads one frame from `s` (bounded by `T`); `None` if the peer closed.
+async fn read_frame(s: &mut TcpStream, buf: &mut bytes::BytesMut) -> Option<RemotingCommand> {
+    use tokio::io::AsyncReadExt;
+    let codec = frontends::remoting::FrameCodec::default();
+    loop {
+        if let Some(cmd) = codec.decode(buf).expect("valid frame") {
+            return Some(cmd);
+        }
+        let n = timeout(T, s.read_buf(buf))
+            .await
+            .expect("read timed out")
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_and_oneway_requests_get_no_answer_on_a_connection_that_stays_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = common::start(dir.path(), &[]).await;
+    for addr in [env.broker.local_addr(), env.ns.local_addr()] {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let mut out = bytes::BytesMut::new();
+        let codec = frontends::remoting::FrameCodec::default();
+        // A "response" nobody asked for (RocketMQ drops it: no request
+        // has its opaque), oneway requests of a known and an unknown code
+        // with bad fields, then a plain request: only the last is answered.
+        let mut stray = RemotingCommand::response(response::SUCCESS);
+        stray.opaque = 1;
+        let oneway_bad = RemotingCommand::request(request::GET_ROUTEINFO_BY_TOPIC)
+            .with_ext("queueId", "abc")
+            .oneway();
+        let oneway_unknown = RemotingCommand::request(9999).oneway();
+        let mut ask = RemotingCommand::request(request::GET_BROKER_RUNTIME_INFO);
+        if addr == env.ns.local_addr() {
+            ask.code = request::GET_BROKER_CLUSTER_INFO;
+        }
+        ask.opaque = 4;
+        for (i, mut cmd) in [stray, oneway_bad, oneway_unknown].into_iter().enumerate() {
+            if !cmd.is_response() {
+                cmd.opaque = i as i32 + 1;
+            }
+            codec.encode(&cmd, &mut out).unwrap();
+        }
+        codec.encode(&ask, &mut out).unwrap();
+        s.write_all(&out).await.unwrap();
+        let mut buf = bytes::BytesMut::new();
+        let resp = read_frame(&mut s, &mut buf).await.expect("an answer");
+        assert_eq!((resp.opaque, resp.code), (4, response::SUCCESS));
+        // Asked again: the next frame is that answer, nothing in between.
+        ask.opaque = 5;
+        let mut again = bytes::BytesMut::new();
+        codec.encode(&ask, &mut again).unwrap();
+        s.write_all(&again).await.unwrap();
+        let resp = read_frame(&mut s, &mut buf).await.expect("an answer");
+        assert_eq!((resp.opaque, resp.code), (5, response::SUCCESS));
+    }
+    env.stop().await;
+}
