@@ -188,6 +188,25 @@ fn binary_zero_length_strings_are_absent() {
 }
 
 #[test]
+fn binary_negative_ext_length_means_no_ext_fields_as_in_java() {
+    // RocketMQ 4.9.8 reads the map only when its length is positive: a
+    // negative one is a request without ext fields, answered like any
+    // other (a negative remark or string length fails the frame there too).
+    let mut h = BytesMut::new();
+    h.put_i16(30);
+    h.put_u8(0);
+    h.put_i16(409);
+    h.put_i32(7);
+    h.put_i32(0);
+    h.put_i32(0);
+    h.put_i32(-1);
+    let cmd = decode_one(frame(1, &h, b"body")).unwrap();
+    assert_eq!((cmd.code, cmd.opaque), (30, 7));
+    assert!(cmd.ext_fields.is_empty());
+    assert_eq!(&cmd.body[..], b"body");
+}
+
+#[test]
 fn partial_frames_wait_for_more_bytes() {
     let cmd = RemotingCommand::request(34).with_body(Bytes::from_static(b"0123456789"));
     let bytes = encode_to_bytes(&cmd).unwrap();

@@ -20,7 +20,9 @@ pub(crate) fn decode(header: &[u8]) -> Result<RemotingCommand, CodecError> {
     let flag = r.i32()?;
     let remark_len = r.len_i32()?;
     let remark = r.string(remark_len)?;
-    let ext_len = r.len_i32()?;
+    // RocketMQ reads the map only when its length is positive: a negative
+    // one means no ext fields, not a broken frame.
+    let ext_len = usize::try_from(r.i32()?).unwrap_or(0);
     let mut map = Reader {
         buf: r.take(ext_len)?,
     };
