@@ -369,6 +369,18 @@ const ONE_FIELD_VALUES: &[&str] = &[
     "9223372036854775807",
     "-9223372036854775808",
     "18446744073709551616",
+    " 7 ",
+    "TBW102",
+    "SCHEDULE_TOPIC_XXXX",
+    "RMQ_SYS_TRANS_HALF_TOPIC",
+    "RMQ_SYS_TRANS_OP_HALF_TOPIC",
+    "%RETRY%HostileG",
+    "%DLQ%HostileG",
+    "../..",
+    "a/b",
+    "\u{1}\u{2}",
+    "DELAY\u{1}99\u{2}TRAN_MSG\u{1}true\u{2}PGROUP\u{1}PG",
+    "TAGS\u{1}\u{2}KEYS\u{1}  \u{2}UNIQ_KEY\u{1}",
 ];
 
 /// A valid request of every code the servers serve.
@@ -512,6 +524,8 @@ async fn one_bad_field_in_a_valid_request_is_answered() {
     assert_eq!(resp.code, response::SUCCESS);
     let broker_conn = env.client.connection(&env.addr).await.unwrap();
     let ns_conn = env.client.connection(&ns_addr).await.unwrap();
+    // Past every length limit: topic 127, properties 32767.
+    let long = "x".repeat(40_000);
     let work = async {
         for (to_namesrv, valid) in valid_requests() {
             let conn = if to_namesrv { &ns_conn } else { &broker_conn };
@@ -521,13 +535,13 @@ async fn one_bad_field_in_a_valid_request_is_answered() {
                 .map(|(k, _)| k.to_string())
                 .collect();
             for field in &fields {
-                for value in ONE_FIELD_VALUES {
+                for value in ONE_FIELD_VALUES.iter().copied().chain([long.as_str()]) {
                     let mut req = valid.clone();
                     req.ext_fields.insert(field, value);
                     let code = req.code;
                     let no_answer = code == request::END_TRANSACTION
                         && field == "commitOrRollback"
-                        && !matches!(*value, "8" | "12");
+                        && !matches!(value, "8" | "12");
                     if no_answer {
                         conn.send_oneway(req).unwrap();
                         continue;
