@@ -2,8 +2,9 @@
 //!
 //! `code i16 · language u8 · version i16 · opaque i32 · flag i32 ·
 //! remark_len i32 · remark · ext_len i32 · (key_len u16 · key · val_len i32 · val)*`.
-//! Zero-length strings decode as absent (4.9.8 behaviour); every length is
-//! checked against the bytes actually present before it is used.
+//! Zero-length strings decode as absent and a negative `ext_len` as no ext
+//! fields (4.9.8 behaviour); every length is checked against the bytes
+//! actually present before it is used.
 
 use bytes::{BufMut, BytesMut};
 

@@ -4,7 +4,10 @@
 //! strings, numbers, booleans or null (null = absent; others become their
 //! canonical text), unknown keys (`serializeTypeCurrentRPC`, …) are ignored,
 //! trailing whitespace (jsoncpp's `\n`) is accepted, and the integer fields
-//! may also arrive as numeric strings. Output is exact: keys sorted like
+//! may also arrive as numeric strings; bytes that are not UTF-8 read as
+//! U+FFFD (Java decodes the header text first). Decoding costs time and
+//! memory in proportion to the header, however hostile (many keys, nested
+//! values). Output is exact: keys sorted like
 //! Java's fastjson, `language` as a name, every ext value a JSON string.
 
 use std::borrow::Cow;
