@@ -188,6 +188,25 @@ fn binary_zero_length_strings_are_absent() {
 }
 
 #[test]
+fn binary_negative_ext_length_means_no_ext_fields_as_in_java() {
+    // RocketMQ 4.9.8 reads the map only when its length is positive: a
+    // negative one is a request without ext fields, answered like any
+    // other (a negative remark or string length fails the frame there too).
+    let mut h = BytesMut::new();
+    h.put_i16(30);
+    h.put_u8(0);
+    h.put_i16(409);
+    h.put_i32(7);
+    h.put_i32(0);
+    h.put_i32(0);
+    h.put_i32(-1);
+    let cmd = decode_one(frame(1, &h, b"body")).unwrap();
+    assert_eq!((cmd.code, cmd.opaque), (30, 7));
+    assert!(cmd.ext_fields.is_empty());
+    assert_eq!(&cmd.body[..], b"body");
+}
+
+#[test]
 fn partial_frames_wait_for_more_bytes() {
     let cmd = RemotingCommand::request(34).with_body(Bytes::from_static(b"0123456789"));
     let bytes = encode_to_bytes(&cmd).unwrap();
@@ -300,6 +319,106 @@ fn malformed_frames_are_errors() {
         decode_one(frame(1, &h[..5], b"")),
         Err(CodecError::Binary(_))
     ));
+}
+
+#[test]
+fn float_ext_values_keep_a_short_text() {
+    // 5 bytes of `1e308` must not become 309 digits: a 16 MiB header of
+    // such values would take half a gigabyte once decoded.
+    let h =
+        r#"{"code":15,"extFields":{"big":1e308,"tiny":-1e-300,"half":1.5,"four":4.0,"huge":1e20}}"#;
+    let cmd = decode_one(frame(0, h.as_bytes(), b"")).unwrap();
+    for (key, value) in [("big", 1e308), ("tiny", -1e-300), ("huge", 1e20)] {
+        let text = cmd.ext(key).unwrap();
+        assert!(text.len() <= 24, "{key}: {text}");
+        assert_eq!(text.parse::<f64>(), Ok(value), "{key}: {text}");
+    }
+    assert_eq!(cmd.ext("half"), Some("1.5"));
+    assert_eq!(cmd.ext("four"), Some("4"));
+}
+
+#[test]
+fn json_header_bytes_that_are_not_utf8_are_replaced_as_java_does() {
+    // Java decodes the header with `new String(bytes, UTF_8)` before
+    // parsing, so a GBK-encoded key from a C++ client is read with U+FFFD
+    // in place of the bad bytes; the request is served, not the
+    // connection closed.
+    let mut h = br#"{"code":12,"opaque":3,"remark":"r"#.to_vec();
+    h.extend_from_slice(&[0xC4, 0xE3]);
+    h.extend_from_slice(br#"","extFields":{"topic":"T","key":""#);
+    h.extend_from_slice(&[0xB9, 0xFA, b'k']);
+    h.extend_from_slice(br#""}}"#);
+    let cmd = decode_one(frame(0, &h, b"")).unwrap();
+    assert_eq!((cmd.code, cmd.opaque), (12, 3));
+    assert_eq!(cmd.ext("topic"), Some("T"));
+    assert_eq!(cmd.ext("key"), Some("\u{fffd}\u{fffd}k"));
+    assert_eq!(cmd.remark.as_deref(), Some("r\u{fffd}\u{fffd}"));
+}
+
+/// Decodes `frame` on its own thread; `None` if that takes longer than `limit`.
+fn decode_within(frame: BytesMut, limit: std::time::Duration) -> Option<RemotingCommand> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(decode_one(frame));
+    });
+    let cmd = rx.recv_timeout(limit).ok()?;
+    Some(cmd.expect("decodes"))
+}
+
+#[test]
+fn a_header_of_many_ext_fields_decodes_in_linear_time() {
+    // 300 000 distinct keys fit in a 3.5 MB header. Java keeps them in a
+    // HashMap; a linear scan per inserted key would take this many squared
+    // halves of comparisons — hours for a 16 MB frame, on a runtime thread.
+    const N: usize = 300_000;
+    let mut json = String::from("{\"code\":15,\"extFields\":{");
+    let mut entries = BytesMut::new();
+    for i in 0..N {
+        if i > 0 {
+            json.push(',');
+        }
+        json.push_str(&format!("\"k{i}\":\"{i}\""));
+        let (k, v) = (format!("k{i}"), i.to_string());
+        entries.put_u16(k.len() as u16);
+        entries.put_slice(k.as_bytes());
+        entries.put_i32(v.len() as i32);
+        entries.put_slice(v.as_bytes());
+    }
+    json.push_str("}}");
+    let mut binary = BytesMut::new();
+    binary.put_i16(15);
+    binary.put_u8(0);
+    binary.put_i16(409);
+    binary.put_i32(1);
+    binary.put_i32(0);
+    binary.put_i32(0);
+    binary.put_i32(entries.len() as i32);
+    binary.put_slice(&entries);
+    for (ser, header) in [(0u8, json.as_bytes()), (1, &binary[..])] {
+        let cmd = decode_within(frame(ser, header, b""), std::time::Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("serialization {ser}: decoding took over 5 s"));
+        assert_eq!(cmd.ext_fields.len(), N);
+        assert_eq!(cmd.ext("k0"), Some("0"));
+        assert_eq!(cmd.ext("k299999"), Some("299999"));
+    }
+}
+
+#[test]
+fn a_repeated_ext_key_keeps_its_place_and_takes_the_last_value() {
+    // Past the size where a decoder may switch to an index, too.
+    for n in [3usize, 100] {
+        let mut json = String::from("{\"code\":15,\"extFields\":{");
+        for i in 0..n {
+            json.push_str(&format!("\"k{i}\":\"{i}\","));
+        }
+        json.push_str("\"k1\":\"last\"}}");
+        let cmd = decode_one(frame(0, json.as_bytes(), b"")).unwrap();
+        assert_eq!(cmd.ext_fields.len(), n);
+        assert_eq!(cmd.ext("k1"), Some("last"));
+        let keys: Vec<&str> = cmd.ext_fields.iter().map(|(k, _)| k).collect();
+        assert_eq!(keys[1], "k1");
+        assert_eq!(keys[n - 1], format!("k{}", n - 1));
+    }
 }
 
 fn arb_command() -> impl Strategy<Value = RemotingCommand> {

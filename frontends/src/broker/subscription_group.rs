@@ -146,24 +146,38 @@ impl SubscriptionGroupTable {
         if let Some(g) = self.get(group) {
             return Some(g);
         }
-        if !(self.auto_create || group.starts_with("CID_RMQ_SYS_")) {
-            return None;
-        }
-        let g = {
+        self.find_or_create_all(&[group]).pop().flatten()
+    }
+
+    /// [`Self::find_or_create`] for several groups (one heartbeat's), with
+    /// the table written once for all that were created rather than once
+    /// per group: each write is the whole table and three fsyncs.
+    pub fn find_or_create_all(&self, groups: &[&str]) -> Vec<Option<SubscriptionGroupConfig>> {
+        let mut created = false;
+        let found = {
             let mut inner = self.inner.write();
-            let g = inner
-                .groups
-                .entry(group.to_string())
-                .or_insert_with(|| {
+            groups
+                .iter()
+                .map(|&group| {
+                    if let Some(g) = inner.groups.get(group) {
+                        return Some(g.clone());
+                    }
+                    if !(self.auto_create || group.starts_with("CID_RMQ_SYS_")) {
+                        return None;
+                    }
                     tracing::info!(group, "auto-created subscription group");
-                    SubscriptionGroupConfig::new(group)
+                    let g = SubscriptionGroupConfig::new(group);
+                    inner.groups.insert(group.to_string(), g.clone());
+                    next_version(&mut inner.data_version);
+                    created = true;
+                    Some(g)
                 })
-                .clone();
-            next_version(&mut inner.data_version);
-            g
+                .collect()
         };
-        self.persist_logged();
-        Some(g)
+        if created {
+            self.persist_logged();
+        }
+        found
     }
 
     pub fn upsert(&self, g: SubscriptionGroupConfig) {

@@ -2,12 +2,13 @@
 //!
 //! `code i16 · language u8 · version i16 · opaque i32 · flag i32 ·
 //! remark_len i32 · remark · ext_len i32 · (key_len u16 · key · val_len i32 · val)*`.
-//! Zero-length strings decode as absent (4.9.8 behaviour); every length is
-//! checked against the bytes actually present before it is used.
+//! Zero-length strings decode as absent and a negative `ext_len` as no ext
+//! fields (4.9.8 behaviour); every length is checked against the bytes
+//! actually present before it is used.
 
 use bytes::{BufMut, BytesMut};
 
-use super::command::{ExtFields, LanguageCode, RemotingCommand, SerializeType};
+use super::command::{ExtFieldsBuilder, LanguageCode, RemotingCommand, SerializeType};
 use super::error::CodecError;
 
 /// Decodes a binary header (body and serialization are set by the caller).
@@ -20,18 +21,20 @@ pub(crate) fn decode(header: &[u8]) -> Result<RemotingCommand, CodecError> {
     let flag = r.i32()?;
     let remark_len = r.len_i32()?;
     let remark = r.string(remark_len)?;
-    let ext_len = r.len_i32()?;
+    // RocketMQ reads the map only when its length is positive: a negative
+    // one means no ext fields, not a broken frame.
+    let ext_len = usize::try_from(r.i32()?).unwrap_or(0);
     let mut map = Reader {
         buf: r.take(ext_len)?,
     };
-    let mut ext_fields = ExtFields::new();
+    let mut ext_fields = ExtFieldsBuilder::with_capacity(if ext_len == 0 { 0 } else { 8 });
     while !map.buf.is_empty() {
         let klen = map.u16()? as usize;
         let key = map.string(klen)?;
         let vlen = map.len_i32()?;
         let value = map.string(vlen)?;
         if let (Some(k), Some(v)) = (key, value) {
-            ext_fields.insert(k, v);
+            ext_fields.insert(&k, &v);
         }
     }
     Ok(RemotingCommand {
@@ -41,7 +44,7 @@ pub(crate) fn decode(header: &[u8]) -> Result<RemotingCommand, CodecError> {
         opaque,
         flag,
         remark,
-        ext_fields,
+        ext_fields: ext_fields.finish(),
         body: bytes::Bytes::new(),
         serialization: SerializeType::RocketMq,
     })

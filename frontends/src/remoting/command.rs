@@ -236,6 +236,69 @@ impl ExtFields {
     }
 }
 
+/// Builds the [`ExtFields`] of a decoded header in linear time, with
+/// [`ExtFields::insert`]'s meaning (a repeated key keeps its first place
+/// and takes the last value). `insert` scans the entries for the key,
+/// which is right for the dozen fields of a real header but quadratic in a
+/// hostile one: the 1.6 million keys a 16 MiB frame can hold would keep a
+/// runtime thread busy for hours. Past [`Self::INDEX_FROM`] entries the
+/// builder looks keys up in a hash index instead (Java keeps them in a
+/// HashMap).
+pub(crate) struct ExtFieldsBuilder {
+    ext: ExtFields,
+    index: Option<std::collections::HashMap<Box<str>, usize>>,
+}
+
+impl ExtFieldsBuilder {
+    /// Below this many entries a scan is cheaper than hashing.
+    const INDEX_FROM: usize = 32;
+
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        ExtFieldsBuilder {
+            // An empty map allocates nothing.
+            ext: if n == 0 {
+                ExtFields::new()
+            } else {
+                ExtFields::with_capacity(n.min(Self::INDEX_FROM))
+            },
+            index: None,
+        }
+    }
+
+    pub(crate) fn insert(&mut self, key: &str, value: &str) {
+        let t = self.ext.text_mut();
+        let existing = match &self.index {
+            Some(index) => index.get(key).copied(),
+            None => t.position(key),
+        };
+        if let Some(i) = existing {
+            t.entries[i].value = t.push_text(value);
+            return;
+        }
+        let entry = Entry {
+            key: t.push_text(key),
+            value: t.push_text(value),
+        };
+        t.entries.push(entry);
+        let count = t.entries.len();
+        if let Some(index) = &mut self.index {
+            index.insert(key.into(), count - 1);
+        } else if count > Self::INDEX_FROM {
+            let index = t
+                .entries
+                .iter()
+                .enumerate()
+                .map(|(i, e)| (t.span(e.key).into(), i))
+                .collect();
+            self.index = Some(index);
+        }
+    }
+
+    pub(crate) fn finish(self) -> ExtFields {
+        self.ext
+    }
+}
+
 impl PartialEq for ExtFields {
     fn eq(&self, other: &Self) -> bool {
         self.iter().eq(other.iter())

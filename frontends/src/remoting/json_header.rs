@@ -4,7 +4,10 @@
 //! strings, numbers, booleans or null (null = absent; others become their
 //! canonical text), unknown keys (`serializeTypeCurrentRPC`, …) are ignored,
 //! trailing whitespace (jsoncpp's `\n`) is accepted, and the integer fields
-//! may also arrive as numeric strings. Output is exact: keys sorted like
+//! may also arrive as numeric strings; bytes that are not UTF-8 read as
+//! U+FFFD (Java decodes the header text first). Decoding costs time and
+//! memory in proportion to the header, however hostile (many keys, nested
+//! values). Output is exact: keys sorted like
 //! Java's fastjson, `language` as a name, every ext value a JSON string.
 
 use std::borrow::Cow;
@@ -14,7 +17,7 @@ use bytes::{BufMut, BytesMut};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
-use super::command::{ExtFields, LanguageCode, RemotingCommand};
+use super::command::{ExtFields, ExtFieldsBuilder, LanguageCode, RemotingCommand};
 use super::error::CodecError;
 
 /// Decodes a JSON header into a command (body and serialization are set by the caller).
@@ -23,8 +26,11 @@ pub(crate) fn decode(header: &[u8]) -> Result<RemotingCommand, CodecError> {
     if header.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(CodecError::Json("header is not a JSON object".into()));
     }
-    let h: HeaderIn =
-        serde_json::from_slice(header).map_err(|e| CodecError::Json(e.to_string()))?;
+    // Java reads the header with `new String(bytes, UTF_8)` first, so bytes
+    // that are not UTF-8 (a GBK key from a C++ client) become U+FFFD rather
+    // than failing the frame. Valid UTF-8, the usual case, is not copied.
+    let text = String::from_utf8_lossy(header);
+    let h: HeaderIn = serde_json::from_str(&text).map_err(|e| CodecError::Json(e.to_string()))?;
     Ok(RemotingCommand {
         code: h.code.0,
         language: h.language.0,
@@ -234,14 +240,14 @@ impl<'de> Deserialize<'de> for ExtIn {
                 Ok(ExtIn::default())
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ExtIn, A::Error> {
-                let mut ext = ExtFields::with_capacity(map.size_hint().unwrap_or(8));
+                let mut ext = ExtFieldsBuilder::with_capacity(map.size_hint().unwrap_or(8));
                 while let Some(KeyIn(key)) = map.next_key()? {
                     let ExtValue(value) = map.next_value()?;
                     if let Some(v) = value {
-                        ext.insert(key, v);
+                        ext.insert(&key, &v);
                     }
                 }
-                Ok(ExtIn(ext))
+                Ok(ExtIn(ext.finish()))
             }
         }
         d.deserialize_any(V)
@@ -303,11 +309,15 @@ impl<'de> Deserialize<'de> for ExtValue<'de> {
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<ExtValue<'de>, E> {
                 // Integral floats (`4.0`) read as the integer Java's
-                // coercion would give; others keep their text.
+                // coercion would give; others in their shortest JSON form
+                // (`1e308`, not the 309 digits of Rust's `Display`, which
+                // would let a header grow sixty-fold when decoded).
                 if v.fract() == 0.0 && v.abs() < 9.0e15 {
                     Ok(ExtValue(Some(Cow::Owned((v as i64).to_string()))))
                 } else {
-                    Ok(ExtValue(Some(Cow::Owned(v.to_string()))))
+                    let text = serde_json::Number::from_f64(v)
+                        .map_or_else(|| v.to_string(), |n| n.to_string());
+                    Ok(ExtValue(Some(Cow::Owned(text))))
                 }
             }
             fn visit_bool<E: de::Error>(self, v: bool) -> Result<ExtValue<'de>, E> {
@@ -318,17 +328,101 @@ impl<'de> Deserialize<'de> for ExtValue<'de> {
             fn visit_unit<E: de::Error>(self) -> Result<ExtValue<'de>, E> {
                 Ok(ExtValue(None))
             }
+            // Nested JSON in a string-valued map: keep its text, as
+            // fastjson's coercion would.
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ExtValue<'de>, A::Error> {
-                // Nested JSON in a string-valued map: keep its text, as
-                // fastjson's coercion would.
-                let v = serde_json::Value::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                Ok(ExtValue(Some(Cow::Owned(v.to_string()))))
+                let mut text = Vec::new();
+                JsonText(&mut text).visit_map(map)?;
+                Ok(ExtValue(Some(Cow::Owned(json_text_string(text)?))))
             }
             fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<ExtValue<'de>, A::Error> {
-                let v = serde_json::Value::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
-                Ok(ExtValue(Some(Cow::Owned(v.to_string()))))
+                let mut text = Vec::new();
+                JsonText(&mut text).visit_seq(seq)?;
+                Ok(ExtValue(Some(Cow::Owned(json_text_string(text)?))))
             }
         }
         d.deserialize_any(V)
     }
+}
+
+/// Writes a nested JSON value back as compact text while it is parsed.
+/// Building a `serde_json::Value` first would cost 32 bytes and more per
+/// element: a header holding `[0,0,0,…]` would take some forty times its
+/// size in memory.
+struct JsonText<'a>(&'a mut Vec<u8>);
+
+impl<'de> de::DeserializeSeed<'de> for JsonText<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for JsonText<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        self.0.extend_from_slice(if v { b"true" } else { b"false" });
+        Ok(())
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        self.0.extend_from_slice(v.to_string().as_bytes());
+        Ok(())
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        self.0.extend_from_slice(v.to_string().as_bytes());
+        Ok(())
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        let text =
+            serde_json::Number::from_f64(v).map_or_else(|| "null".to_string(), |n| n.to_string());
+        self.0.extend_from_slice(text.as_bytes());
+        Ok(())
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        serde_json::to_writer(&mut *self.0, v).map_err(E::custom)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.0.extend_from_slice(b"null");
+        Ok(())
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.0.push(b'[');
+        let mut first = true;
+        loop {
+            let comma_at = self.0.len();
+            if !first {
+                self.0.push(b',');
+            }
+            if seq.next_element_seed(JsonText(&mut *self.0))?.is_none() {
+                self.0.truncate(comma_at);
+                break;
+            }
+            first = false;
+        }
+        self.0.push(b']');
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        self.0.push(b'{');
+        let mut first = true;
+        while let Some(KeyIn(key)) = map.next_key()? {
+            if !first {
+                self.0.push(b',');
+            }
+            first = false;
+            serde_json::to_writer(&mut *self.0, &*key).map_err(de::Error::custom)?;
+            self.0.push(b':');
+            map.next_value_seed(JsonText(&mut *self.0))?;
+        }
+        self.0.push(b'}');
+        Ok(())
+    }
+}
+
+/// The text [`JsonText`] wrote (UTF-8: it only writes `str`s and ASCII).
+fn json_text_string<E: de::Error>(text: Vec<u8>) -> Result<String, E> {
+    String::from_utf8(text).map_err(E::custom)
 }

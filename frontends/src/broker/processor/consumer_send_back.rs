@@ -96,8 +96,10 @@ pub async fn handle(broker: &Broker, _ctx: &ConnectionContext, req: &RemotingCom
         (dlq, 0, 0)
     } else {
         let q = (rec.queue_offset.unsigned_abs() % g.retry_queue_nums as u64) as i32;
+        // The count comes from the producer's header: wrap like Java's int
+        // arithmetic rather than overflow.
         let delay = if delay_level == 0 {
-            3 + rec.reconsume_times
+            rec.reconsume_times.wrapping_add(3)
         } else {
             delay_level
         };
@@ -119,7 +121,7 @@ pub async fn handle(broker: &Broker, _ctx: &ConnectionContext, req: &RemotingCom
         born_timestamp: rec.born_timestamp,
         born_host: rec.born_host,
         store_host: broker.store_host,
-        reconsume_times: rec.reconsume_times + 1,
+        reconsume_times: rec.reconsume_times.wrapping_add(1),
         prepared_transaction_offset: 0,
         wait_for_flush: false,
     };

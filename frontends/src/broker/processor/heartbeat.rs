@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::{error, json_body, optional, required, success, Reply};
 use crate::broker::client_registry::{ClientChannel, ConsumerRegistration, SubscriptionData};
-use crate::broker::topic_config::{perm, RETRY_GROUP_TOPIC_PREFIX};
+use crate::broker::topic_config::{perm, TopicConfig, RETRY_GROUP_TOPIC_PREFIX};
 use crate::broker::Broker;
 use crate::remoting::codes::{request, response};
 use crate::remoting::{ConnectionContext, RemotingCommand};
@@ -127,28 +127,37 @@ fn heartbeat(broker: &Broker, ctx: &ConnectionContext, req: &RemotingCommand) ->
         last_update: Instant::now(),
     };
     if let Some(Value::Array(consumers)) = v.get("consumerDataSet") {
-        for c in consumers {
-            let Some(group) = c.get("groupName").and_then(Value::as_str) else {
+        let consumers: Vec<(&str, &Value)> = consumers
+            .iter()
+            .filter_map(|c| Some((c.get("groupName").and_then(Value::as_str)?, c)))
+            .collect();
+        // Groups and their retry topics are created for the whole heartbeat
+        // at once: each table is then written once, not once per group (a
+        // heartbeat may name thousands).
+        let names: Vec<&str> = consumers.iter().map(|(group, _)| *group).collect();
+        let configs = broker.groups.find_or_create_all(&names);
+        let mut retry_topics = Vec::new();
+        for ((group, c), g) in consumers.iter().zip(&configs) {
+            let Some(g) = g else { continue };
+            let retry = format!("{RETRY_GROUP_TOPIC_PREFIX}{group}");
+            if broker.topics.contains(&retry) {
                 continue;
-            };
-            let mut notify = true;
-            if let Some(g) = broker.groups.find_or_create(group) {
-                notify = g.notify_consumer_ids_changed_enable;
-                // Java: a unit-mode consumer's retry topic carries the unit flag.
-                let unit = c.get("unitMode").and_then(Value::as_bool).unwrap_or(false);
-                let retry = format!("{RETRY_GROUP_TOPIC_PREFIX}{group}");
-                if !broker.topics.contains(&retry) {
-                    let mut tc = broker.topics.get_or_create_internal(
-                        &retry,
-                        g.retry_queue_nums.max(1),
-                        perm::READ | perm::WRITE,
-                    );
-                    if unit && tc.topic_sys_flag == 0 {
-                        tc.topic_sys_flag = 1;
-                        broker.topics.upsert(tc);
-                    }
-                }
             }
+            let mut tc = TopicConfig::new(
+                &retry,
+                g.retry_queue_nums.max(1),
+                g.retry_queue_nums.max(1),
+                perm::READ | perm::WRITE,
+            );
+            // Java: a unit-mode consumer's retry topic carries the unit flag.
+            if c.get("unitMode").and_then(Value::as_bool).unwrap_or(false) {
+                tc.topic_sys_flag = 1;
+            }
+            retry_topics.push(tc);
+        }
+        broker.topics.create_internal_all(retry_topics);
+        for ((group, c), g) in consumers.into_iter().zip(configs) {
+            let notify = g.is_none_or(|g| g.notify_consumer_ids_changed_enable);
             let subscriptions: Vec<SubscriptionData> = match c.get("subscriptionDataSet") {
                 Some(Value::Array(subs)) => subs.iter().filter_map(parse_subscription).collect(),
                 _ => Vec::new(),
