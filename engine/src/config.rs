@@ -123,6 +123,9 @@ impl Properties {
 pub trait ConfigValue: Sized {
     /// What a valid value looks like, for error messages.
     const EXPECTED: &'static str;
+    /// An integer type: the value must also fit the key's Java type (see
+    /// [`JAVA_LONG_KEYS`]).
+    const INTEGER: bool = false;
     fn parse_value(s: &str) -> Option<Self>;
     fn show(&self) -> String;
 }
@@ -131,6 +134,7 @@ macro_rules! number_value {
     ($($t:ty),*) => {$(
         impl ConfigValue for $t {
             const EXPECTED: &'static str = concat!("an integer (", stringify!($t), ")");
+            const INTEGER: bool = true;
             fn parse_value(s: &str) -> Option<Self> { s.parse().ok() }
             fn show(&self) -> String { self.to_string() }
         }
@@ -229,6 +233,48 @@ pub trait ConfigSection {
     fn entries(&self) -> Vec<(&'static str, String)>;
 }
 
+/// Integer keys whose RocketMQ field is a Java `long`; every other integer
+/// key is a Java `int` (or ours, held to the same range).
+pub const JAVA_LONG_KEYS: &[&str] = &[
+    "brokerId",
+    "channelNotActiveInterval",
+    "consumerFallbehindThreshold",
+    "filterDataCleanTimeSpan",
+    "flushDelayOffsetInterval",
+    "osPageCacheBusyTimeOutMills",
+    "shortPollingTimeMills",
+    "startAcceptSendRequestTimeStamp",
+    "transactionCheckInterval",
+    "transactionTimeOut",
+    "waitTimeMillsInHeartbeatQueue",
+    "waitTimeMillsInPullQueue",
+    "waitTimeMillsInSendQueue",
+    "waitTimeMillsInTransactionQueue",
+];
+
+/// Refuses an integer the key's Java field cannot hold: RocketMQ ignores such
+/// a value, and ours would overflow the arithmetic built on these settings
+/// (e.g. the in-memory threshold, physical memory / 100 × ratio).
+fn check_java_range(key: &str, value: &str) -> Result<(), ConfigError> {
+    let (min, max, expected) = if JAVA_LONG_KEYS.contains(&key) {
+        (i64::MIN, i64::MAX, "an integer that fits a Java long")
+    } else {
+        (
+            i64::from(i32::MIN),
+            i64::from(i32::MAX),
+            "an integer that fits a Java int (at most 2147483647)",
+        )
+    };
+    match value.parse::<i64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(()),
+        _ => Err(ConfigError::BadValue {
+            key: key.to_string(),
+            value: value.to_string(),
+            expected: expected.to_string(),
+        }),
+    }
+}
+
 /// Parses one value for `key`, logging when only a case-insensitive match made it valid.
 pub fn parse_for<T: ConfigValue>(key: &str, value: &str) -> Result<T, ConfigError> {
     let v = T::parse_value(value).ok_or_else(|| ConfigError::BadValue {
@@ -236,6 +282,9 @@ pub fn parse_for<T: ConfigValue>(key: &str, value: &str) -> Result<T, ConfigErro
         value: value.to_string(),
         expected: T::EXPECTED.to_string(),
     })?;
+    if T::INTEGER {
+        check_java_range(key, value)?;
+    }
     // Java matches enum values exactly and ignores a misspelt one; say
     // that we read it.
     let canonical = v.show();
@@ -619,7 +668,7 @@ mod tests {
     fn sizes_and_hours_java_cannot_hold_are_refused() {
         let check = |text: &str| {
             let mut c = StoreConfig::default();
-            apply_properties(&props(text), &mut [&mut c]).unwrap();
+            apply_properties(&props(text), &mut [&mut c]).map_err(|e| e.to_string())?;
             c.validate().map_err(|e| e.to_string())
         };
         assert!(check("mappedFileSizeCommitLog=4294967296")
@@ -631,6 +680,27 @@ mod tests {
         assert!(check("deleteWhen=04;").is_ok());
         assert!(check("deleteWhen=04;05").is_ok());
         assert!(check("mappedFileSizeCommitLog=2147483647").is_ok());
+    }
+
+    #[test]
+    fn numbers_java_cannot_hold_are_refused() {
+        let apply = |text: &str| {
+            let mut c = StoreConfig::default();
+            apply_properties(&props(text), &mut [&mut c]).map_err(|e| e.to_string())
+        };
+        // Java's field is an int: 2147483648 does not fit, and a ratio this
+        // large overflowed the in-memory threshold (a panic in debug builds).
+        let err = apply("accessMessageInMemoryMaxRatio=100000000000000000").unwrap_err();
+        assert!(
+            err.contains("accessMessageInMemoryMaxRatio") && err.contains("100000000000000000"),
+            "{err}"
+        );
+        assert!(apply("fileReservedTime=2147483648").is_err());
+        assert!(apply("fileReservedTime=2147483647").is_ok());
+        // flushDelayOffsetInterval is a Java long.
+        assert!(apply("flushDelayOffsetInterval=9223372036854775807").is_ok());
+        assert!(apply("flushDelayOffsetInterval=9223372036854775808").is_err());
+        assert!(apply("osPageCacheBusyTimeOutMills=18446744073709551615").is_err());
     }
 
     #[test]
