@@ -9,7 +9,9 @@
 //! to `listenPort + 1` afterwards, as Java's start-up does.
 //!
 //! Keys that only tune Java machinery we do not have (thread pools, queue
-//! capacities, Netty buffers, transient store pool commit intervals) are
+//! capacities, Netty buffers, transient store pool commit intervals), and
+//! the rest of RocketMQ 4.9.8's keys for features we do not implement
+//! (DLedger, reply messages, slow-consumer disabling, address servers), are
 //! accepted and shown by `-p` so a real `broker.conf` loads without
 //! warnings; they have no effect.
 
@@ -27,6 +29,12 @@ fn default_broker_name() -> String {
         .filter(|s| !s.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
         .unwrap_or_else(|| "broker-a".to_string())
+}
+
+/// Processors Java sees (`Runtime.availableProcessors()`), for the thread
+/// pool defaults it derives from them.
+fn cores() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX))
 }
 
 fn default_namesrv_addr() -> Option<String> {
@@ -112,14 +120,14 @@ engine::config_struct! {
         /// Sends are refused (SYSTEM_ERROR) before this epoch-ms time (0).
         start_accept_send_request_time_stamp: i64 = 0 => "startAcceptSendRequestTimeStamp",
         acl_enable: bool = false => "aclEnable",
-        send_message_thread_pool_nums: u32 = 4 => "sendMessageThreadPoolNums",
-        pull_message_thread_pool_nums: u32 = 20 => "pullMessageThreadPoolNums",
-        query_message_thread_pool_nums: u32 = 10 => "queryMessageThreadPoolNums",
+        send_message_thread_pool_nums: u32 = cores().min(4) => "sendMessageThreadPoolNums",
+        pull_message_thread_pool_nums: u32 = 16 + 2 * cores() => "pullMessageThreadPoolNums",
+        query_message_thread_pool_nums: u32 = 8 + cores() => "queryMessageThreadPoolNums",
         admin_broker_thread_pool_nums: u32 = 16 => "adminBrokerThreadPoolNums",
         client_manage_thread_pool_nums: u32 = 32 => "clientManageThreadPoolNums",
         consumer_manage_thread_pool_nums: u32 = 32 => "consumerManageThreadPoolNums",
-        heartbeat_thread_pool_nums: u32 = 8 => "heartbeatThreadPoolNums",
-        end_transaction_thread_pool_nums: u32 = 12 => "endTransactionThreadPoolNums",
+        heartbeat_thread_pool_nums: u32 = cores().min(32) => "heartbeatThreadPoolNums",
+        end_transaction_thread_pool_nums: u32 = (8 + 2 * cores()).max(cores().min(4) * 4) => "endTransactionThreadPoolNums",
         send_thread_pool_queue_capacity: u32 = 10_000 => "sendThreadPoolQueueCapacity",
         pull_thread_pool_queue_capacity: u32 = 100_000 => "pullThreadPoolQueueCapacity",
         use_tls: bool = false => "useTLS",
@@ -134,8 +142,9 @@ engine::config_struct! {
         server_max_connections: usize = 10_000 => "serverMaxConnections",
         server_oneway_semaphore_value: u32 = 256 => "serverOnewaySemaphoreValue",
         server_async_semaphore_value: u32 = 64 => "serverAsyncSemaphoreValue",
-        server_socket_snd_buf_size: u32 = 131_072 => "serverSocketSndBufSize",
-        server_socket_rcv_buf_size: u32 = 131_072 => "serverSocketRcvBufSize",
+        /// 0: the kernel's default (RocketMQ 4.9.3+).
+        server_socket_snd_buf_size: u32 = 0 => "serverSocketSndBufSize",
+        server_socket_rcv_buf_size: u32 = 0 => "serverSocketRcvBufSize",
         server_pooled_byte_buf_allocator_enable: bool = true => "serverPooledByteBufAllocatorEnable",
         use_epoll_native_selector: bool = false => "useEpollNativeSelector",
         // MessageStoreConfig keys the engine does not model (accepted, no effect).
@@ -150,6 +159,70 @@ engine::config_struct! {
         enable_schedule_async_deliver: bool = false => "enableScheduleAsyncDeliver",
         enable_lmq: bool = false => "enableLmq",
         enable_multi_dispatch: bool = false => "enableMultiDispatch",
+        // The rest of RocketMQ 4.9.8's keys (BrokerConfig, MessageStoreConfig,
+        // NettyServerConfig, NettyClientConfig) with their defaults, so that
+        // a file using them is read without "unknown key" warnings; none has
+        // an effect here.
+        rocketmq_home: Option<String> = std::env::var("ROCKETMQ_HOME").ok() => "rocketmqHome",
+        message_store_plug_in: String = String::new() => "messageStorePlugIn",
+        put_message_future_thread_pool_nums: i32 = cores().min(4) as i32 => "putMessageFutureThreadPoolNums",
+        process_reply_message_thread_pool_nums: i32 = 16 + 2 * cores() as i32 => "processReplyMessageThreadPoolNums",
+        flush_consumer_offset_history_interval: i32 = 60_000 => "flushConsumerOffsetHistoryInterval",
+        fetch_namesrv_addr_by_address_server: bool = false => "fetchNamesrvAddrByAddressServer",
+        put_thread_pool_queue_capacity: i32 = 10_000 => "putThreadPoolQueueCapacity",
+        reply_thread_pool_queue_capacity: i32 = 10_000 => "replyThreadPoolQueueCapacity",
+        query_thread_pool_queue_capacity: i32 = 20_000 => "queryThreadPoolQueueCapacity",
+        client_manager_thread_pool_queue_capacity: i32 = 1_000_000 => "clientManagerThreadPoolQueueCapacity",
+        consumer_manager_thread_pool_queue_capacity: i32 = 1_000_000 => "consumerManagerThreadPoolQueueCapacity",
+        heartbeat_thread_pool_queue_capacity: i32 = 50_000 => "heartbeatThreadPoolQueueCapacity",
+        end_transaction_pool_queue_capacity: i32 = 100_000 => "endTransactionPoolQueueCapacity",
+        filter_server_nums: i32 = 0 => "filterServerNums",
+        high_speed_mode: bool = false => "highSpeedMode",
+        commercial_enable: bool = true => "commercialEnable",
+        commercial_timer_count: i32 = 1 => "commercialTimerCount",
+        commercial_trans_count: i32 = 1 => "commercialTransCount",
+        commercial_big_count: i32 = 1 => "commercialBigCount",
+        commercial_base_count: i32 = 1 => "commercialBaseCount",
+        max_delay_time: i32 = 40 => "maxDelayTime",
+        disable_consume_if_consumer_read_slowly: bool = false => "disableConsumeIfConsumerReadSlowly",
+        consumer_fallbehind_threshold: i64 = 16 * 1024 * 1024 * 1024 => "consumerFallbehindThreshold",
+        expect_consumer_num_use_filter: i32 = 32 => "expectConsumerNumUseFilter",
+        max_error_rate_of_bloom_filter: i32 = 20 => "maxErrorRateOfBloomFilter",
+        filter_data_clean_time_span: i64 = 24 * 3600 * 1000 => "filterDataCleanTimeSpan",
+        store_reply_message_enable: bool = true => "storeReplyMessageEnable",
+        enable_detail_stat: bool = true => "enableDetailStat",
+        auto_delete_unused_stats: bool = false => "autoDeleteUnusedStats",
+        isolate_log_enable: bool = false => "isolateLogEnable",
+        config_black_list: String = "configBlackList;brokerConfigPath".to_string() => "configBlackList",
+        store_path_dleger_commit_log: Option<String> = None => "storePathDLedgerCommitLog",
+        read_only_commit_log_store_paths: Option<String> = None => "readOnlyCommitLogStorePaths",
+        mapped_file_size_consume_queue_ext: i32 = 48 * 1024 * 1024 => "mappedFileSizeConsumeQueueExt",
+        bit_map_length_consume_queue_ext: i32 = 64 => "bitMapLengthConsumeQueueExt",
+        put_msg_index_hight_water: i32 = 600_000 => "putMsgIndexHightWater",
+        debug_lock_enable: bool = false => "debugLockEnable",
+        dleger_group: Option<String> = None => "dLegerGroup",
+        dleger_peers: Option<String> = None => "dLegerPeers",
+        dleger_self_id: Option<String> = None => "dLegerSelfId",
+        preferred_leader_id: Option<String> = None => "preferredLeaderId",
+        enable_batch_push: bool = false => "enableBatchPush",
+        enable_schedule_message_stats: bool = true => "enableScheduleMessageStats",
+        max_lmq_consume_queue_num: i32 = 20_000 => "maxLmqConsumeQueueNum",
+        schedule_async_deliver_max_pending_limit: i32 = 2000 => "scheduleAsyncDeliverMaxPendingLimit",
+        schedule_async_deliver_max_resend_num2_blocked: i32 = 3 => "scheduleAsyncDeliverMaxResendNum2Blocked",
+        write_buffer_high_water_mark: i32 = 0 => "writeBufferHighWaterMark",
+        write_buffer_low_water_mark: i32 = 0 => "writeBufferLowWaterMark",
+        server_socket_backlog: i32 = 1024 => "serverSocketBacklog",
+        client_worker_threads: i32 = 4 => "clientWorkerThreads",
+        client_callback_executor_threads: i32 = cores() as i32 => "clientCallbackExecutorThreads",
+        client_oneway_semaphore_value: i32 = 65_535 => "clientOnewaySemaphoreValue",
+        client_async_semaphore_value: i32 = 65_535 => "clientAsyncSemaphoreValue",
+        connect_timeout_millis: i32 = 3000 => "connectTimeoutMillis",
+        channel_not_active_interval: i64 = 60_000 => "channelNotActiveInterval",
+        client_channel_max_idle_time_seconds: i32 = 120 => "clientChannelMaxIdleTimeSeconds",
+        client_socket_snd_buf_size: i32 = 0 => "clientSocketSndBufSize",
+        client_socket_rcv_buf_size: i32 = 0 => "clientSocketRcvBufSize",
+        client_pooled_byte_buf_allocator_enable: bool = false => "clientPooledByteBufAllocatorEnable",
+        client_close_socket_if_timeout: bool = true => "clientCloseSocketIfTimeout",
     }
 }
 
@@ -306,5 +379,232 @@ mod tests {
         );
         assert_eq!(s.broker.listen_port, 20100);
         assert_eq!(s.store.flush_disk_type, engine::FlushDiskType::SyncFlush);
+    }
+
+    /// Every key RocketMQ 4.9.8's broker reads from its property file (the
+    /// setters of BrokerConfig, NettyServerConfig, NettyClientConfig and
+    /// MessageStoreConfig).
+    const ROCKETMQ_4_9_KEYS: &[&str] = &[
+        "accessMessageInMemoryMaxRatio",
+        "aclEnable",
+        "adminBrokerThreadPoolNums",
+        "autoCreateSubscriptionGroup",
+        "autoCreateTopicEnable",
+        "autoDeleteUnusedStats",
+        "bitMapLengthConsumeQueueExt",
+        "brokerClusterName",
+        "brokerFastFailureEnable",
+        "brokerIP1",
+        "brokerIP2",
+        "brokerId",
+        "brokerName",
+        "brokerPermission",
+        "brokerRole",
+        "brokerTopicEnable",
+        "channelNotActiveInterval",
+        "checkCRCOnRecover",
+        "cleanFileForciblyEnable",
+        "cleanResourceInterval",
+        "clientAsyncSemaphoreValue",
+        "clientCallbackExecutorThreads",
+        "clientChannelMaxIdleTimeSeconds",
+        "clientCloseSocketIfTimeout",
+        "clientManageThreadPoolNums",
+        "clientManagerThreadPoolQueueCapacity",
+        "clientOnewaySemaphoreValue",
+        "clientPooledByteBufAllocatorEnable",
+        "clientSocketRcvBufSize",
+        "clientSocketSndBufSize",
+        "clientWorkerThreads",
+        "clusterTopicEnable",
+        "commercialBaseCount",
+        "commercialBigCount",
+        "commercialEnable",
+        "commercialTimerCount",
+        "commercialTransCount",
+        "commitCommitLogLeastPages",
+        "commitCommitLogThoroughInterval",
+        "commitIntervalCommitLog",
+        "compressedRegister",
+        "configBlackList",
+        "connectTimeoutMillis",
+        "consumerFallbehindThreshold",
+        "consumerManageThreadPoolNums",
+        "consumerManagerThreadPoolQueueCapacity",
+        "dLegerGroup",
+        "dLegerPeers",
+        "dLegerSelfId",
+        "debugLockEnable",
+        "defaultQueryMaxNum",
+        "defaultTopicQueueNums",
+        "deleteCommitLogFilesInterval",
+        "deleteConsumeQueueFilesInterval",
+        "deleteWhen",
+        "destroyMapedFileIntervalForcibly",
+        "disableConsumeIfConsumerReadSlowly",
+        "diskFallRecorded",
+        "diskMaxUsedSpaceRatio",
+        "duplicationEnable",
+        "enableBatchPush",
+        "enableCalcFilterBitMap",
+        "enableConsumeQueueExt",
+        "enableDLegerCommitLog",
+        "enableDetailStat",
+        "enableLmq",
+        "enableMultiDispatch",
+        "enablePropertyFilter",
+        "enableScheduleAsyncDeliver",
+        "enableScheduleMessageStats",
+        "endTransactionPoolQueueCapacity",
+        "endTransactionThreadPoolNums",
+        "expectConsumerNumUseFilter",
+        "fastFailIfNoBufferInStorePool",
+        "fetchNamesrvAddrByAddressServer",
+        "fileReservedTime",
+        "filterDataCleanTimeSpan",
+        "filterServerNums",
+        "filterSupportRetry",
+        "flushCommitLogLeastPages",
+        "flushCommitLogThoroughInterval",
+        "flushCommitLogTimed",
+        "flushConsumeQueueLeastPages",
+        "flushConsumeQueueThoroughInterval",
+        "flushConsumerOffsetHistoryInterval",
+        "flushConsumerOffsetInterval",
+        "flushDelayOffsetInterval",
+        "flushDiskType",
+        "flushIntervalCommitLog",
+        "flushIntervalConsumeQueue",
+        "flushLeastPagesWhenWarmMapedFile",
+        "forceRegister",
+        "haHousekeepingInterval",
+        "haListenPort",
+        "haMasterAddress",
+        "haSendHeartbeatInterval",
+        "haSlaveFallbehindMax",
+        "haTransferBatchSize",
+        "heartbeatThreadPoolNums",
+        "heartbeatThreadPoolQueueCapacity",
+        "highSpeedMode",
+        "isolateLogEnable",
+        "listenPort",
+        "longPollingEnable",
+        "mappedFileSizeCommitLog",
+        "mappedFileSizeConsumeQueue",
+        "mappedFileSizeConsumeQueueExt",
+        "maxDelayTime",
+        "maxErrorRateOfBloomFilter",
+        "maxHashSlotNum",
+        "maxIndexNum",
+        "maxLmqConsumeQueueNum",
+        "maxMessageSize",
+        "maxMsgsNumBatch",
+        "maxTransferBytesOnMessageInDisk",
+        "maxTransferBytesOnMessageInMemory",
+        "maxTransferCountOnMessageInDisk",
+        "maxTransferCountOnMessageInMemory",
+        "messageDelayLevel",
+        "messageIndexEnable",
+        "messageIndexSafe",
+        "messageStorePlugIn",
+        "msgTraceTopicName",
+        "namesrvAddr",
+        "notifyConsumerIdsChangedEnable",
+        "offsetCheckInSlave",
+        "osPageCacheBusyTimeOutMills",
+        "preferredLeaderId",
+        "processReplyMessageThreadPoolNums",
+        "pullMessageThreadPoolNums",
+        "pullThreadPoolQueueCapacity",
+        "putMessageFutureThreadPoolNums",
+        "putMsgIndexHightWater",
+        "putThreadPoolQueueCapacity",
+        "queryMessageThreadPoolNums",
+        "queryThreadPoolQueueCapacity",
+        "readOnlyCommitLogStorePaths",
+        "redeleteHangedFileInterval",
+        "regionId",
+        "registerBrokerTimeoutMills",
+        "registerNameServerPeriod",
+        "rejectTransactionMessage",
+        "replyThreadPoolQueueCapacity",
+        "rocketmqHome",
+        "scheduleAsyncDeliverMaxPendingLimit",
+        "scheduleAsyncDeliverMaxResendNum2Blocked",
+        "sendMessageThreadPoolNums",
+        "sendThreadPoolQueueCapacity",
+        "serverAsyncSemaphoreValue",
+        "serverCallbackExecutorThreads",
+        "serverChannelMaxIdleTimeSeconds",
+        "serverOnewaySemaphoreValue",
+        "serverPooledByteBufAllocatorEnable",
+        "serverSelectorThreads",
+        "serverSocketBacklog",
+        "serverSocketRcvBufSize",
+        "serverSocketSndBufSize",
+        "serverWorkerThreads",
+        "shortPollingTimeMills",
+        "slaveReadEnable",
+        "slaveTimeout",
+        "startAcceptSendRequestTimeStamp",
+        "storePathCommitLog",
+        "storePathDLedgerCommitLog",
+        "storePathRootDir",
+        "storeReplyMessageEnable",
+        "syncFlushTimeout",
+        "traceOn",
+        "traceTopicEnable",
+        "transactionCheckInterval",
+        "transactionCheckMax",
+        "transactionTimeOut",
+        "transferMsgByHeap",
+        "transientStorePoolEnable",
+        "transientStorePoolSize",
+        "useEpollNativeSelector",
+        "useReentrantLockWhenPutMessage",
+        "useTLS",
+        "waitTimeMillsInHeartbeatQueue",
+        "waitTimeMillsInPullQueue",
+        "waitTimeMillsInSendQueue",
+        "waitTimeMillsInTransactionQueue",
+        "warmMapedFileEnable",
+        "writeBufferHighWaterMark",
+        "writeBufferLowWaterMark",
+    ];
+
+    #[test]
+    fn every_rocketmq_4_9_key_is_known() {
+        let defaults = BrokerSettings::default().render();
+        let shown: std::collections::BTreeMap<&str, &str> =
+            defaults.lines().filter_map(|l| l.split_once('=')).collect();
+        let missing: Vec<&&str> = ROCKETMQ_4_9_KEYS
+            .iter()
+            .filter(|k| !shown.contains_key(**k))
+            .collect();
+        assert!(missing.is_empty(), "not shown by -p: {missing:?}");
+        // A file setting each of them to its default loads without a warning.
+        let mut props = Properties::default();
+        for k in ROCKETMQ_4_9_KEYS {
+            props.set(k, shown[k]);
+        }
+        let unknown = BrokerSettings::default().apply(&props).unwrap();
+        assert!(unknown.is_empty(), "{unknown:?}");
+    }
+
+    #[test]
+    fn defaults_are_rocketmq_4_9s() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+        let b = BrokerConfig::default();
+        assert_eq!(b.send_message_thread_pool_nums, cores.min(4));
+        assert_eq!(b.pull_message_thread_pool_nums, 16 + 2 * cores);
+        assert_eq!(b.query_message_thread_pool_nums, 8 + cores);
+        assert_eq!(b.heartbeat_thread_pool_nums, cores.min(32));
+        assert_eq!(
+            b.end_transaction_thread_pool_nums,
+            (8 + 2 * cores).max(cores.min(4) * 4)
+        );
+        // 0: the kernel's default buffer sizes (NettySystemConfig, 4.9.3+).
+        assert_eq!(b.server_socket_snd_buf_size, 0);
+        assert_eq!(b.server_socket_rcv_buf_size, 0);
     }
 }
