@@ -316,6 +316,22 @@ impl BrokerSettings {
                 expected: "1..65534 (haListenPort is listenPort + 1)".to_string(),
             });
         }
+        // Java's start-up refuses an address it cannot split into host and
+        // port; ours would only fail, quietly and forever, to register.
+        for addr in s.broker.namesrv_addrs() {
+            let port_ok = addr
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !port_ok {
+                return Err(ConfigError::BadValue {
+                    key: "namesrvAddr".to_string(),
+                    value: s.broker.namesrv_addr.clone().unwrap_or_default(),
+                    expected: format!(
+                        "host:port;host:port, e.g. 127.0.0.1:9876;192.168.0.1:9876 (`{addr}` is not host:port)"
+                    ),
+                });
+            }
+        }
         // Java's start-up refuses a slave without a slave id.
         if s.store.broker_role == engine::BrokerRole::Slave && s.broker.broker_id <= 0 {
             return Err(ConfigError::BadValue {
@@ -361,6 +377,25 @@ mod tests {
         }
         let err = load(&["listenPort"]).unwrap_err();
         assert!(err.contains("command-line argument `listenPort`"), "{err}");
+    }
+
+    #[test]
+    fn a_name_server_address_without_a_port_is_refused() {
+        // mqbroker exits at start-up with "The Name Server Address[..] illegal".
+        for bad in [
+            "foo",
+            "127.0.0.1",
+            "127.0.0.1:x",
+            "127.0.0.1:9876;127.0.0.2:65536",
+        ] {
+            let err = load(&[&format!("namesrvAddr={bad}")]).unwrap_err();
+            assert!(err.contains("namesrvAddr") && err.contains(bad), "{err}");
+        }
+        let s = load(&["namesrvAddr=127.0.0.1:9876;localhost:9877;"]).unwrap();
+        assert_eq!(
+            s.broker.namesrv_addrs(),
+            ["127.0.0.1:9876", "localhost:9877"]
+        );
     }
 
     #[test]
