@@ -1,7 +1,8 @@
-//! `rmq-namesrv [-c FILE] [key=value ...]`: the name server.
+//! `rmq-namesrv [-c FILE] [-p] [key=value ...]`: the name server.
 //!
 //! Settings come from the property file, then from `key=value` arguments
-//! (later wins). Prints `listening on HOST:PORT` on stdout once bound (so a
+//! (later wins). mqnamesrv's long option names are accepted, and so is its
+//! `-n ADDR`, which it ignores too. Prints `listening on HOST:PORT` on stdout once bound (so a
 //! test can start it with `listenPort=0` and read the port), and stops
 //! cleanly on SIGINT or SIGTERM.
 
@@ -18,11 +19,15 @@ use frontends::namesrv::{KvConfig, NameServer, NamesrvConfig};
 #[command(name = "rmq-namesrv", about = "RocketMQ-compatible name server")]
 struct Args {
     /// Property file (namesrv.conf).
-    #[arg(short = 'c', long = "config")]
+    #[arg(short = 'c', long = "config", visible_alias = "configFile")]
     config: Option<PathBuf>,
     /// Print the effective configuration and exit.
-    #[arg(short = 'p', long = "print-config")]
+    #[arg(short = 'p', long = "print-config", visible_alias = "printConfigItem")]
     print_config: bool,
+    /// Accepted as mqnamesrv accepts it (its scripts pass the same options
+    /// to every server); a name server has no use for it.
+    #[arg(short = 'n', long = "namesrvAddr", hide = true)]
+    _namesrv: Option<String>,
     /// Overrides, `key=value`.
     overrides: Vec<String>,
 }

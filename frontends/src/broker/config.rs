@@ -282,6 +282,46 @@ impl BrokerConfig {
     }
 }
 
+/// The keys RocketMQ 4.9.8 marks `@ImportantField` (BrokerConfig and
+/// MessageStoreConfig), printed by `-m`.
+const IMPORTANT_KEYS: &[&str] = &[
+    "namesrvAddr",
+    "brokerIP1",
+    "brokerName",
+    "brokerClusterName",
+    "brokerId",
+    "autoCreateTopicEnable",
+    "autoCreateSubscriptionGroup",
+    "msgTraceTopicName",
+    "traceTopicEnable",
+    "rejectTransactionMessage",
+    "fetchNamesrvAddrByAddressServer",
+    "transactionTimeOut",
+    "transactionCheckMax",
+    "transactionCheckInterval",
+    "aclEnable",
+    "storePathRootDir",
+    "storePathCommitLog",
+    "storePathDLedgerCommitLog",
+    "flushIntervalCommitLog",
+    "commitIntervalCommitLog",
+    "flushCommitLogTimed",
+    "deleteWhen",
+    "fileReservedTime",
+    "maxTransferBytesOnMessageInMemory",
+    "maxTransferCountOnMessageInMemory",
+    "maxTransferBytesOnMessageInDisk",
+    "maxTransferCountOnMessageInDisk",
+    "accessMessageInMemoryMaxRatio",
+    "messageIndexEnable",
+    "messageIndexSafe",
+    "haMasterAddress",
+    "brokerRole",
+    "flushDiskType",
+    "cleanFileForciblyEnable",
+    "transientStorePoolEnable",
+];
+
 /// Both configurations of a broker process.
 #[derive(Debug, Clone, Default)]
 pub struct BrokerSettings {
@@ -355,6 +395,19 @@ impl BrokerSettings {
     /// `key=value` lines of every setting, sorted (like `mqbroker -p`).
     pub fn render(&self) -> String {
         render(&[&self.broker, &self.store])
+    }
+
+    /// The lines of [`render`](Self::render) for RocketMQ's
+    /// `@ImportantField` keys (like `mqbroker -m`).
+    pub fn render_important(&self) -> String {
+        self.render()
+            .lines()
+            .filter(|l| {
+                l.split_once('=')
+                    .is_some_and(|(k, _)| IMPORTANT_KEYS.contains(&k))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect()
     }
 }
 
