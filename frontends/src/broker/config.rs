@@ -392,9 +392,13 @@ impl BrokerSettings {
         }
     }
 
-    /// `key=value` lines of every setting, sorted (like `mqbroker -p`).
+    /// `key=value` lines of every setting, sorted (like `mqbroker -p`);
+    /// brokerIP1/brokerIP2 as resolved, as Java shows its defaults.
     pub fn render(&self) -> String {
-        render(&[&self.broker, &self.store])
+        let mut broker = self.broker.clone();
+        broker.broker_ip1 = Some(self.broker.broker_ip1());
+        broker.broker_ip2 = Some(self.broker.broker_ip2());
+        render(&[&broker, &self.store])
     }
 
     /// The lines of [`render`](Self::render) for RocketMQ's
@@ -449,6 +453,19 @@ mod tests {
             s.broker.namesrv_addrs(),
             ["127.0.0.1:9876", "localhost:9877"]
         );
+    }
+
+    #[test]
+    fn print_shows_the_addresses_in_use() {
+        // mqbroker -p prints the resolved local address, never an empty one.
+        let s = load(&["brokerIP1=10.1.2.3"]).unwrap();
+        let text = s.render();
+        assert!(text.contains("brokerIP1=10.1.2.3\n"), "{text}");
+        assert!(text.contains("brokerIP2=10.1.2.3\n"), "{text}");
+        let text = load(&[]).unwrap().render();
+        let ip1 = BrokerConfig::default().broker_ip1();
+        assert!(text.contains(&format!("brokerIP1={ip1}\n")), "{text}");
+        assert!(text.contains(&format!("brokerIP2={ip1}\n")), "{text}");
     }
 
     #[test]
