@@ -50,6 +50,15 @@ impl Properties {
     /// text in errors.
     pub fn parse(text: &[u8], source: &str) -> Result<Self, ConfigError> {
         let text = text.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(text);
+        // The crate loses a last line that ends in a continuation `\` with
+        // no line break after it; Java keeps it (dropping the `\`).
+        let terminated;
+        let text = if text.ends_with(b"\\") {
+            terminated = [text, b"\n"].concat();
+            &terminated[..]
+        } else {
+            text
+        };
         let encoding = if std::str::from_utf8(text).is_ok() {
             encoding_rs::UTF_8
         } else {
@@ -662,6 +671,17 @@ mod tests {
         assert_eq!(pairs(&p), vec![("listenPort", "1")]);
         let p = Properties::parse(b"# Configuraci\xf3n\nbrokerName=b\xe9\n", "t").unwrap();
         assert_eq!(pairs(&p), vec![("brokerName", "b\u{e9}")]);
+    }
+
+    #[test]
+    fn a_continuation_at_the_end_of_the_file_keeps_the_entry() {
+        // Java drops the dangling `\` and keeps the entry; it was lost.
+        let p = props("listenPort=1\nbrokerName=a\\");
+        assert_eq!(pairs(&p), vec![("listenPort", "1"), ("brokerName", "a")]);
+        let p = props("brokerName=a\\\\");
+        assert_eq!(pairs(&p), vec![("brokerName", "a\\")]);
+        let p = props("listenPort=1");
+        assert_eq!(pairs(&p), vec![("listenPort", "1")]);
     }
 
     #[test]
