@@ -348,12 +348,14 @@ impl BrokerSettings {
         let mut s = BrokerSettings::default();
         s.apply(&props)?;
         s.store.validate()?;
-        // haListenPort is listenPort + 1: both must be real ports.
-        if s.broker.listen_port == 0 || s.broker.listen_port == u16::MAX {
+        // The fast port is listenPort - 2 and haListenPort listenPort + 1:
+        // all must be real ports (port 0 would bind any free port).
+        if !(3..u16::MAX).contains(&s.broker.listen_port) {
             return Err(ConfigError::BadValue {
                 key: "listenPort".to_string(),
                 value: s.broker.listen_port.to_string(),
-                expected: "1..65534 (haListenPort is listenPort + 1)".to_string(),
+                expected: "3..65534 (the fast port is listenPort - 2, haListenPort listenPort + 1)"
+                    .to_string(),
             });
         }
         // Java's start-up refuses an address it cannot split into host and
@@ -428,7 +430,8 @@ mod tests {
     fn the_ha_port_follows_the_listen_port_and_must_fit() {
         let s = load(&["listenPort=20000"]).unwrap();
         assert_eq!(s.store.ha_listen_port, 20001);
-        for bad in ["listenPort=65535", "listenPort=0"] {
+        // The fast port is listenPort - 2: below 3 it would be 0, i.e. any port.
+        for bad in ["listenPort=65535", "listenPort=0", "listenPort=2"] {
             let err = load(&[bad]).unwrap_err();
             assert!(err.contains("listenPort"), "{err}");
         }
