@@ -33,6 +33,9 @@ pub enum ConfigError {
     BadArg { arg: String },
 }
 
+/// Largest property file read (1 MiB; RocketMQ's are a few KiB).
+pub const MAX_FILE_SIZE: u64 = 1 << 20;
+
 /// The ordered `key=value` pairs of a Java `.properties` file or a command line.
 #[derive(Debug, Clone, Default)]
 pub struct Properties {
@@ -77,12 +80,25 @@ impl Properties {
         Ok(Properties { entries })
     }
 
-    /// Reads and parses a properties file.
+    /// Reads and parses a properties file (at most [`MAX_FILE_SIZE`] bytes:
+    /// `-c /dev/zero` or a wrong, huge file would otherwise fill memory).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read(path).map_err(|source| ConfigError::Read {
+        use std::io::Read;
+        let read_error = |source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        let file = std::fs::File::open(path).map_err(read_error)?;
+        let mut text = Vec::new();
+        file.take(MAX_FILE_SIZE + 1)
+            .read_to_end(&mut text)
+            .map_err(read_error)?;
+        if text.len() as u64 > MAX_FILE_SIZE {
+            return Err(ConfigError::BadFile {
+                path: path.display().to_string(),
+                why: format!("larger than {MAX_FILE_SIZE} bytes; not a property file"),
+            });
+        }
         Self::parse(&text, &path.display().to_string())
     }
 
@@ -682,6 +698,25 @@ mod tests {
         assert_eq!(pairs(&p), vec![("brokerName", "a\\")]);
         let p = props("listenPort=1");
         assert_eq!(pairs(&p), vec![("listenPort", "1")]);
+    }
+
+    #[test]
+    fn an_endless_config_file_is_refused_not_read_forever() {
+        let err = Properties::load(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/dev/zero") && err.contains("larger than"),
+            "{err}"
+        );
+        // A pipe (`-c <(...)`) still works.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("broker.conf");
+        std::fs::write(&file, "listenPort=1\n").unwrap();
+        assert_eq!(
+            pairs(&Properties::load(&file).unwrap()),
+            vec![("listenPort", "1")]
+        );
     }
 
     #[test]
