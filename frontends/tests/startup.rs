@@ -206,4 +206,11 @@ fn a_store_root_that_is_not_a_directory_is_named() {
         );
     }
     assert_eq!(std::fs::read(&file).unwrap(), b"not a directory");
+    // A directory nothing can be created in (even by root).
+    let root = std::path::Path::new("/proc/self");
+    let err = match Broker::open(common::settings(root, ns, port, &[])) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a broker opened on /proc/self"),
+    };
+    assert!(err.contains("storePathRootDir /proc/self"), "{err}");
 }

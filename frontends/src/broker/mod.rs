@@ -81,17 +81,22 @@ pub enum StartError {
     StoreRoot { path: PathBuf, why: String },
 }
 
-/// Makes sure `storePathRootDir` is a directory, creating it if missing.
+/// Makes sure `storePathRootDir` is a directory we can write in, creating
+/// it (and its `config/`) if missing.
 fn prepare_store_root(root: &std::path::Path) -> Result<(), StartError> {
     let bad = |why: String| StartError::StoreRoot {
         path: root.to_path_buf(),
         why,
     };
     match std::fs::metadata(root) {
-        Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(bad("exists and is not a directory".to_string())),
-        Err(_) => std::fs::create_dir_all(root).map_err(|e| bad(format!("cannot create it: {e}"))),
+        Ok(m) if !m.is_dir() => return Err(bad("exists and is not a directory".to_string())),
+        Ok(_) => {}
+        Err(_) => {
+            std::fs::create_dir_all(root).map_err(|e| bad(format!("cannot create it: {e}")))?
+        }
     }
+    std::fs::create_dir_all(root.join("config"))
+        .map_err(|e| bad(format!("cannot create config/ in it: {e}")))
 }
 
 /// The broker's shared state. Everything a processor needs is a public
