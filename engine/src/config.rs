@@ -490,10 +490,26 @@ impl StoreConfig {
         }
     }
 
+    /// The commit log directories `storePathCommitLog` names (RocketMQ 4.9
+    /// takes several, comma-separated; [`validate`](Self::validate) refuses
+    /// more than one).
+    fn commit_log_dirs(&self) -> Vec<&str> {
+        let mut dirs: Vec<&str> = self
+            .store_path_commit_log
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .collect();
+        dirs.dedup();
+        dirs
+    }
+
     /// The commit log directory.
     pub fn commit_log_dir(&self) -> PathBuf {
-        match &self.store_path_commit_log {
-            Some(p) => PathBuf::from(p.split(',').next().unwrap_or(p)),
+        match self.commit_log_dirs().first() {
+            Some(dir) => PathBuf::from(dir),
             None => self.store_path_root_dir.join("commitlog"),
         }
     }
@@ -536,6 +552,16 @@ impl StoreConfig {
                 "mappedFileSizeConsumeQueue",
                 self.mapped_file_size_consume_queue.to_string(),
                 "20..2147483647",
+            ));
+        }
+        // RocketMQ 4.9 spreads the files of a log over several directories
+        // (file n in directory n mod count); reading only one of them would
+        // see every other file missing.
+        if self.commit_log_dirs().len() > 1 {
+            return Err(bad(
+                "storePathCommitLog",
+                self.store_path_commit_log.clone().unwrap_or_default(),
+                "one directory (a commit log over several is not supported)",
             ));
         }
         // Java's split drops a trailing empty part (`04;`).

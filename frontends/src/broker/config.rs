@@ -195,6 +195,7 @@ engine::config_struct! {
         isolate_log_enable: bool = false => "isolateLogEnable",
         config_black_list: String = "configBlackList;brokerConfigPath".to_string() => "configBlackList",
         store_path_dleger_commit_log: Option<String> = None => "storePathDLedgerCommitLog",
+        /// Refused when set (see [`BrokerSettings::load`]).
         read_only_commit_log_store_paths: Option<String> = None => "readOnlyCommitLogStorePaths",
         mapped_file_size_consume_queue_ext: i32 = 48 * 1024 * 1024 => "mappedFileSizeConsumeQueueExt",
         bit_map_length_consume_queue_ext: i32 = 64 => "bitMapLengthConsumeQueueExt",
@@ -374,6 +375,16 @@ impl BrokerSettings {
                 });
             }
         }
+        // Files of the log in read-only directories (RocketMQ 4.9's
+        // multi-path commit log) would be missing from ours.
+        if let Some(paths) = &s.broker.read_only_commit_log_store_paths {
+            return Err(ConfigError::BadValue {
+                key: "readOnlyCommitLogStorePaths".to_string(),
+                value: paths.clone(),
+                expected: "empty (a commit log over several directories is not supported)"
+                    .to_string(),
+            });
+        }
         // Java's start-up refuses a slave without a slave id.
         if s.store.broker_role == engine::BrokerRole::Slave && s.broker.broker_id <= 0 {
             return Err(ConfigError::BadValue {
@@ -469,6 +480,22 @@ mod tests {
         let ip1 = BrokerConfig::default().broker_ip1();
         assert!(text.contains(&format!("brokerIP1={ip1}\n")), "{text}");
         assert!(text.contains(&format!("brokerIP2={ip1}\n")), "{text}");
+    }
+
+    #[test]
+    fn a_commit_log_over_several_directories_is_refused() {
+        // RocketMQ 4.9 spreads the files of such a log over the directories;
+        // reading only the first would see every other file missing.
+        for bad in [
+            "storePathCommitLog=/data1/commitlog,/data2/commitlog",
+            "readOnlyCommitLogStorePaths=/old/commitlog",
+        ] {
+            let err = load(&[bad]).unwrap_err();
+            let key = bad.split('=').next().unwrap();
+            assert!(err.contains(key), "{err}");
+        }
+        let s = load(&["storePathCommitLog=/data1/commitlog,"]).unwrap();
+        assert_eq!(s.store.commit_log_dir(), Path::new("/data1/commitlog"));
     }
 
     #[test]
