@@ -155,6 +155,7 @@ engine::config_struct! {
         fast_fail_if_no_buffer_in_store_pool: bool = false => "fastFailIfNoBufferInStorePool",
         offset_check_in_slave: bool = false => "offsetCheckInSlave",
         disk_fall_recorded: bool = true => "diskFallRecorded",
+        /// Refused when true (see [`BrokerSettings::load`]).
         enable_dleger_commit_log: bool = false => "enableDLegerCommitLog",
         enable_schedule_async_deliver: bool = false => "enableScheduleAsyncDeliver",
         enable_lmq: bool = false => "enableLmq",
@@ -385,6 +386,15 @@ impl BrokerSettings {
                     .to_string(),
             });
         }
+        // A DLedger broker's messages are in dledger-<id>/ in DLedger's
+        // format: ours would start on an empty log as if they were gone.
+        if s.broker.enable_dleger_commit_log {
+            return Err(ConfigError::BadValue {
+                key: "enableDLegerCommitLog".to_string(),
+                value: "true".to_string(),
+                expected: "false (DLedger commit logs are not supported)".to_string(),
+            });
+        }
         // Java's start-up refuses a slave without a slave id.
         if s.store.broker_role == engine::BrokerRole::Slave && s.broker.broker_id <= 0 {
             return Err(ConfigError::BadValue {
@@ -483,12 +493,14 @@ mod tests {
     }
 
     #[test]
-    fn a_commit_log_over_several_directories_is_refused() {
+    fn a_commit_log_we_cannot_read_is_refused() {
         // RocketMQ 4.9 spreads the files of such a log over the directories;
         // reading only the first would see every other file missing.
         for bad in [
             "storePathCommitLog=/data1/commitlog,/data2/commitlog",
             "readOnlyCommitLogStorePaths=/old/commitlog",
+            // DLedger keeps its log elsewhere, in another format.
+            "enableDLegerCommitLog=true",
         ] {
             let err = load(&[bad]).unwrap_err();
             let key = bad.split('=').next().unwrap();
