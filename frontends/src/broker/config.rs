@@ -11,9 +11,10 @@
 //! Keys that only tune Java machinery we do not have (thread pools, queue
 //! capacities, Netty buffers, transient store pool commit intervals), and
 //! the rest of RocketMQ 4.9.8's keys for features we do not implement
-//! (DLedger, reply messages, slow-consumer disabling, address servers), are
+//! (reply messages, slow-consumer disabling, address servers), are
 //! accepted and shown by `-p` so a real `broker.conf` loads without
-//! warnings; they have no effect.
+//! warnings; they have no effect. A commit log we could not read as Java
+//! wrote it (DLedger, several directories) is refused instead.
 
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::path::Path;
