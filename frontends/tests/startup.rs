@@ -214,3 +214,23 @@ fn a_store_root_that_is_not_a_directory_is_named() {
     };
     assert!(err.contains("storePathRootDir /proc/self"), "{err}");
 }
+
+#[test]
+fn namesrv_names_the_address_it_cannot_listen_on() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let out = run(
+        NAMESRV,
+        &["listenAddr=127.0.0.1", &format!("listenPort={port}")],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    let out = run(
+        NAMESRV,
+        &["listenAddr=no-such-host.invalid", "listenPort=0"],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no-such-host.invalid"), "{err}");
+}

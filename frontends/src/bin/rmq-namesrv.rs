@@ -61,7 +61,9 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let stop = StopSignals::install()?;
         let bind = format!("{}:{}", config.listen_addr, config.listen_port);
         let kv = KvConfig::load(&config.kv_config_path);
-        let ns = NameServer::start_with(&bind, &config, kv).await?;
+        let ns = NameServer::start_with(&bind, &config, kv)
+            .await
+            .map_err(|e| format!("cannot listen on {bind} (listenAddr:listenPort): {e}"))?;
         let shown = shown_addr(ns.local_addr());
         let mut out = std::io::stdout();
         writeln!(out, "listening on {shown}")?;
