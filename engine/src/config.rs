@@ -590,8 +590,19 @@ pub fn apply_properties(
     props: &Properties,
     sections: &mut [&mut dyn ConfigSection],
 ) -> Result<Vec<String>, ConfigError> {
+    // Keys spelt as a section names them are applied after older spellings
+    // (aliases), so the current spelling wins when a file has both, as in
+    // RocketMQ 4.9, which ignores the old one.
+    let current: std::collections::HashSet<String> = sections
+        .iter()
+        .flat_map(|s| s.entries())
+        .map(|(k, _)| k.to_ascii_lowercase())
+        .collect();
+    let (old, new): (Vec<_>, Vec<_>) = props
+        .iter()
+        .partition(|(k, _)| !current.contains(&k.to_ascii_lowercase()));
     let mut unknown = Vec::new();
-    'keys: for (key, value) in props.iter() {
+    'keys: for (key, value) in old.into_iter().chain(new) {
         for s in sections.iter_mut() {
             if s.apply(key, value)? == Applied::Set {
                 continue 'keys;
@@ -646,6 +657,22 @@ mod tests {
         assert_eq!(c.delete_when, "04");
         assert_eq!(c.mapped_file_size_commit_log, 4096);
         assert_eq!(unknown, vec!["brokerName".to_string()]);
+    }
+
+    #[test]
+    fn rocketmqs_spelling_wins_over_an_older_one_in_the_same_file() {
+        // RocketMQ 4.9 ignores `mapedFileSizeCommitLog` (its pre-4.5.2
+        // spelling), so a file carrying both means the new one, wherever
+        // the old one stands.
+        let mut c = StoreConfig::default();
+        let text = "mappedFileSizeCommitLog=8192\nmapedFileSizeCommitLog=4096\n";
+        apply_properties(&props(text), &mut [&mut c]).unwrap();
+        assert_eq!(c.mapped_file_size_commit_log, 8192);
+        // Alone, the old spelling is honoured; twice, the last one wins.
+        let mut c = StoreConfig::default();
+        let text = "mapedFileSizeCommitLog=4096\nmapedFileSizeCommitLog=8192\n";
+        apply_properties(&props(text), &mut [&mut c]).unwrap();
+        assert_eq!(c.mapped_file_size_commit_log, 8192);
     }
 
     #[test]

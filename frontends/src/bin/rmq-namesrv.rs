@@ -43,13 +43,16 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let mut props = match &args.config {
+    let file_props = match &args.config {
         Some(path) => Properties::load(path)?,
         None => Properties::default(),
     };
-    props.extend(Properties::from_args(&args.overrides)?);
+    let arg_props = Properties::from_args(&args.overrides)?;
     let mut config = NamesrvConfig::default();
-    apply_properties(&props, &mut [&mut config])?;
+    // One after the other, so an override wins in any spelling.
+    for props in [&file_props, &arg_props] {
+        apply_properties(props, &mut [&mut config])?;
+    }
     if args.print_config {
         print!("{}", render(&[&config]));
         return Ok(());

@@ -343,13 +343,18 @@ impl BrokerSettings {
 
     /// Loads `file` (if any) then `overrides` (`key=value`).
     pub fn load(file: Option<&Path>, overrides: &[String]) -> Result<Self, ConfigError> {
-        let mut props = match file {
+        let file_props = match file {
             Some(p) => Properties::load(p)?,
             None => Properties::default(),
         };
-        props.extend(Properties::from_args(overrides)?);
+        let arg_props = Properties::from_args(overrides)?;
         let mut s = BrokerSettings::default();
-        s.apply(&props)?;
+        // One after the other: within each, a key's current spelling wins
+        // over an older one; an override wins over the file in any spelling.
+        for props in [&file_props, &arg_props] {
+            apply_properties(props, &mut [&mut s.broker, &mut s.store])?;
+        }
+        s.finish();
         s.store.validate()?;
         // The fast port is listenPort - 2 and haListenPort listenPort + 1:
         // all must be real ports (port 0 would bind any free port).
@@ -509,6 +514,24 @@ mod tests {
         }
         let s = load(&["storePathCommitLog=/data1/commitlog,"]).unwrap();
         assert_eq!(s.store.commit_log_dir(), Path::new("/data1/commitlog"));
+    }
+
+    #[test]
+    fn a_command_line_override_wins_in_any_spelling() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broker.conf");
+        std::fs::write(
+            &path,
+            "mappedFileSizeCommitLog=8192\nbrokerRole=ASYNC_MASTER\nbrokerId=1\n",
+        )
+        .unwrap();
+        let args = [
+            "mapedFileSizeCommitLog=4096".to_string(),
+            "brokerRole=SLAVE".to_string(),
+        ];
+        let s = BrokerSettings::load(Some(&path), &args).unwrap();
+        assert_eq!(s.store.mapped_file_size_commit_log, 4096);
+        assert_eq!(s.broker.broker_id, 1);
     }
 
     #[test]
