@@ -762,7 +762,7 @@ mod tests {
             err.contains("/dev/zero") && err.contains("larger than"),
             "{err}"
         );
-        // A pipe (`-c <(...)`) still works.
+        // An ordinary file still loads.
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("broker.conf");
         std::fs::write(&file, "listenPort=1\n").unwrap();

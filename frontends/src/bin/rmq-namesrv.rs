@@ -2,9 +2,9 @@
 //!
 //! Settings come from the property file, then from `key=value` arguments
 //! (later wins). mqnamesrv's long option names are accepted, and so is its
-//! `-n ADDR`, which it ignores too. Prints `listening on HOST:PORT` on stdout once bound (so a
-//! test can start it with `listenPort=0` and read the port), and stops
-//! cleanly on SIGINT or SIGTERM.
+//! `-n ADDR`, which it ignores too. Prints `listening on HOST:PORT` on
+//! stdout once bound (so a test can start it with `listenPort=0` and read
+//! the port), and stops cleanly on SIGINT or SIGTERM.
 
 use std::io::Write;
 use std::path::PathBuf;
