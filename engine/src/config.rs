@@ -33,6 +33,9 @@ pub enum ConfigError {
     BadArg { arg: String },
 }
 
+/// Largest property file read (1 MiB; RocketMQ's are a few KiB).
+pub const MAX_FILE_SIZE: u64 = 1 << 20;
+
 /// The ordered `key=value` pairs of a Java `.properties` file or a command line.
 #[derive(Debug, Clone, Default)]
 pub struct Properties {
@@ -50,6 +53,15 @@ impl Properties {
     /// text in errors.
     pub fn parse(text: &[u8], source: &str) -> Result<Self, ConfigError> {
         let text = text.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(text);
+        // The crate loses a last line that ends in a continuation `\` with
+        // no line break after it; Java keeps it (dropping the `\`).
+        let terminated;
+        let text = if text.ends_with(b"\\") {
+            terminated = [text, b"\n"].concat();
+            &terminated[..]
+        } else {
+            text
+        };
         let encoding = if std::str::from_utf8(text).is_ok() {
             encoding_rs::UTF_8
         } else {
@@ -68,12 +80,25 @@ impl Properties {
         Ok(Properties { entries })
     }
 
-    /// Reads and parses a properties file.
+    /// Reads and parses a properties file (at most [`MAX_FILE_SIZE`] bytes:
+    /// `-c /dev/zero` or a wrong, huge file would otherwise fill memory).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read(path).map_err(|source| ConfigError::Read {
+        use std::io::Read;
+        let read_error = |source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        let file = std::fs::File::open(path).map_err(read_error)?;
+        let mut text = Vec::new();
+        file.take(MAX_FILE_SIZE + 1)
+            .read_to_end(&mut text)
+            .map_err(read_error)?;
+        if text.len() as u64 > MAX_FILE_SIZE {
+            return Err(ConfigError::BadFile {
+                path: path.display().to_string(),
+                why: format!("larger than {MAX_FILE_SIZE} bytes; not a property file"),
+            });
+        }
         Self::parse(&text, &path.display().to_string())
     }
 
@@ -123,6 +148,9 @@ impl Properties {
 pub trait ConfigValue: Sized {
     /// What a valid value looks like, for error messages.
     const EXPECTED: &'static str;
+    /// An integer type: the value must also fit the key's Java type (see
+    /// [`JAVA_LONG_KEYS`]).
+    const INTEGER: bool = false;
     fn parse_value(s: &str) -> Option<Self>;
     fn show(&self) -> String;
 }
@@ -131,6 +159,7 @@ macro_rules! number_value {
     ($($t:ty),*) => {$(
         impl ConfigValue for $t {
             const EXPECTED: &'static str = concat!("an integer (", stringify!($t), ")");
+            const INTEGER: bool = true;
             fn parse_value(s: &str) -> Option<Self> { s.parse().ok() }
             fn show(&self) -> String { self.to_string() }
         }
@@ -229,6 +258,48 @@ pub trait ConfigSection {
     fn entries(&self) -> Vec<(&'static str, String)>;
 }
 
+/// Integer keys whose RocketMQ field is a Java `long`; every other integer
+/// key is a Java `int` (or ours, held to the same range).
+pub const JAVA_LONG_KEYS: &[&str] = &[
+    "brokerId",
+    "channelNotActiveInterval",
+    "consumerFallbehindThreshold",
+    "filterDataCleanTimeSpan",
+    "flushDelayOffsetInterval",
+    "osPageCacheBusyTimeOutMills",
+    "shortPollingTimeMills",
+    "startAcceptSendRequestTimeStamp",
+    "transactionCheckInterval",
+    "transactionTimeOut",
+    "waitTimeMillsInHeartbeatQueue",
+    "waitTimeMillsInPullQueue",
+    "waitTimeMillsInSendQueue",
+    "waitTimeMillsInTransactionQueue",
+];
+
+/// Refuses an integer the key's Java field cannot hold: RocketMQ ignores such
+/// a value, and ours would overflow the arithmetic built on these settings
+/// (e.g. the in-memory threshold, physical memory / 100 × ratio).
+fn check_java_range(key: &str, value: &str) -> Result<(), ConfigError> {
+    let (min, max, expected) = if JAVA_LONG_KEYS.contains(&key) {
+        (i64::MIN, i64::MAX, "an integer that fits a Java long")
+    } else {
+        (
+            i64::from(i32::MIN),
+            i64::from(i32::MAX),
+            "an integer that fits a Java int (at most 2147483647)",
+        )
+    };
+    match value.parse::<i64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(()),
+        _ => Err(ConfigError::BadValue {
+            key: key.to_string(),
+            value: value.to_string(),
+            expected: expected.to_string(),
+        }),
+    }
+}
+
 /// Parses one value for `key`, logging when only a case-insensitive match made it valid.
 pub fn parse_for<T: ConfigValue>(key: &str, value: &str) -> Result<T, ConfigError> {
     let v = T::parse_value(value).ok_or_else(|| ConfigError::BadValue {
@@ -236,6 +307,9 @@ pub fn parse_for<T: ConfigValue>(key: &str, value: &str) -> Result<T, ConfigErro
         value: value.to_string(),
         expected: T::EXPECTED.to_string(),
     })?;
+    if T::INTEGER {
+        check_java_range(key, value)?;
+    }
     // Java matches enum values exactly and ignores a misspelt one; say
     // that we read it.
     let canonical = v.show();
@@ -416,10 +490,26 @@ impl StoreConfig {
         }
     }
 
+    /// The commit log directories `storePathCommitLog` names (RocketMQ 4.9
+    /// takes several, comma-separated; [`validate`](Self::validate) refuses
+    /// more than one).
+    fn commit_log_dirs(&self) -> Vec<&str> {
+        let mut dirs: Vec<&str> = self
+            .store_path_commit_log
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .collect();
+        dirs.dedup();
+        dirs
+    }
+
     /// The commit log directory.
     pub fn commit_log_dir(&self) -> PathBuf {
-        match &self.store_path_commit_log {
-            Some(p) => PathBuf::from(p.split(',').next().unwrap_or(p)),
+        match self.commit_log_dirs().first() {
+            Some(dir) => PathBuf::from(dir),
             None => self.store_path_root_dir.join("commitlog"),
         }
     }
@@ -464,6 +554,16 @@ impl StoreConfig {
                 "20..2147483647",
             ));
         }
+        // RocketMQ 4.9 spreads the files of a log over several directories
+        // (file n in directory n mod count); reading only one of them would
+        // see every other file missing.
+        if self.commit_log_dirs().len() > 1 {
+            return Err(bad(
+                "storePathCommitLog",
+                self.store_path_commit_log.clone().unwrap_or_default(),
+                "one directory (a commit log over several is not supported)",
+            ));
+        }
         // Java's split drops a trailing empty part (`04;`).
         let hours = self.delete_when.trim().trim_end_matches(';');
         for h in hours.split(';') {
@@ -490,8 +590,19 @@ pub fn apply_properties(
     props: &Properties,
     sections: &mut [&mut dyn ConfigSection],
 ) -> Result<Vec<String>, ConfigError> {
+    // Keys spelt as a section names them are applied after older spellings
+    // (aliases), so the current spelling wins when a file has both, as in
+    // RocketMQ 4.9, which ignores the old one.
+    let current: std::collections::HashSet<String> = sections
+        .iter()
+        .flat_map(|s| s.entries())
+        .map(|(k, _)| k.to_ascii_lowercase())
+        .collect();
+    let (old, new): (Vec<_>, Vec<_>) = props
+        .iter()
+        .partition(|(k, _)| !current.contains(&k.to_ascii_lowercase()));
     let mut unknown = Vec::new();
-    'keys: for (key, value) in props.iter() {
+    'keys: for (key, value) in old.into_iter().chain(new) {
         for s in sections.iter_mut() {
             if s.apply(key, value)? == Applied::Set {
                 continue 'keys;
@@ -546,6 +657,22 @@ mod tests {
         assert_eq!(c.delete_when, "04");
         assert_eq!(c.mapped_file_size_commit_log, 4096);
         assert_eq!(unknown, vec!["brokerName".to_string()]);
+    }
+
+    #[test]
+    fn rocketmqs_spelling_wins_over_an_older_one_in_the_same_file() {
+        // RocketMQ 4.9 ignores `mapedFileSizeCommitLog` (its pre-4.5.2
+        // spelling), so a file carrying both means the new one, wherever
+        // the old one stands.
+        let mut c = StoreConfig::default();
+        let text = "mappedFileSizeCommitLog=8192\nmapedFileSizeCommitLog=4096\n";
+        apply_properties(&props(text), &mut [&mut c]).unwrap();
+        assert_eq!(c.mapped_file_size_commit_log, 8192);
+        // Alone, the old spelling is honoured; twice, the last one wins.
+        let mut c = StoreConfig::default();
+        let text = "mapedFileSizeCommitLog=4096\nmapedFileSizeCommitLog=8192\n";
+        apply_properties(&props(text), &mut [&mut c]).unwrap();
+        assert_eq!(c.mapped_file_size_commit_log, 8192);
     }
 
     #[test]
@@ -616,10 +743,40 @@ mod tests {
     }
 
     #[test]
+    fn a_continuation_at_the_end_of_the_file_keeps_the_entry() {
+        // Java drops the dangling `\` and keeps the entry; it was lost.
+        let p = props("listenPort=1\nbrokerName=a\\");
+        assert_eq!(pairs(&p), vec![("listenPort", "1"), ("brokerName", "a")]);
+        let p = props("brokerName=a\\\\");
+        assert_eq!(pairs(&p), vec![("brokerName", "a\\")]);
+        let p = props("listenPort=1");
+        assert_eq!(pairs(&p), vec![("listenPort", "1")]);
+    }
+
+    #[test]
+    fn an_endless_config_file_is_refused_not_read_forever() {
+        let err = Properties::load(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/dev/zero") && err.contains("larger than"),
+            "{err}"
+        );
+        // An ordinary file still loads.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("broker.conf");
+        std::fs::write(&file, "listenPort=1\n").unwrap();
+        assert_eq!(
+            pairs(&Properties::load(&file).unwrap()),
+            vec![("listenPort", "1")]
+        );
+    }
+
+    #[test]
     fn sizes_and_hours_java_cannot_hold_are_refused() {
         let check = |text: &str| {
             let mut c = StoreConfig::default();
-            apply_properties(&props(text), &mut [&mut c]).unwrap();
+            apply_properties(&props(text), &mut [&mut c]).map_err(|e| e.to_string())?;
             c.validate().map_err(|e| e.to_string())
         };
         assert!(check("mappedFileSizeCommitLog=4294967296")
@@ -631,6 +788,27 @@ mod tests {
         assert!(check("deleteWhen=04;").is_ok());
         assert!(check("deleteWhen=04;05").is_ok());
         assert!(check("mappedFileSizeCommitLog=2147483647").is_ok());
+    }
+
+    #[test]
+    fn numbers_java_cannot_hold_are_refused() {
+        let apply = |text: &str| {
+            let mut c = StoreConfig::default();
+            apply_properties(&props(text), &mut [&mut c]).map_err(|e| e.to_string())
+        };
+        // Java's field is an int: 2147483648 does not fit, and a ratio this
+        // large overflowed the in-memory threshold (a panic in debug builds).
+        let err = apply("accessMessageInMemoryMaxRatio=100000000000000000").unwrap_err();
+        assert!(
+            err.contains("accessMessageInMemoryMaxRatio") && err.contains("100000000000000000"),
+            "{err}"
+        );
+        assert!(apply("fileReservedTime=2147483648").is_err());
+        assert!(apply("fileReservedTime=2147483647").is_ok());
+        // flushDelayOffsetInterval is a Java long.
+        assert!(apply("flushDelayOffsetInterval=9223372036854775807").is_ok());
+        assert!(apply("flushDelayOffsetInterval=9223372036854775808").is_err());
+        assert!(apply("osPageCacheBusyTimeOutMills=18446744073709551615").is_err());
     }
 
     #[test]

@@ -1,8 +1,9 @@
-//! `rmq-broker [-c FILE] [-n ADDR] [-p] [key=value ...]`: the broker.
+//! `rmq-broker [-c FILE] [-n ADDR] [-p | -m] [key=value ...]`: the broker.
 //!
 //! Settings: defaults, then the property file, then `-n` (namesrvAddr),
 //! then `key=value` overrides (later wins). `-p` prints the effective
-//! configuration and exits, like `mqbroker -p`.
+//! configuration and exits, like `mqbroker -p`; `-m` only its important
+//! keys, like `mqbroker -m`. mqbroker's long option names are accepted.
 //!
 //! With no name server anywhere (no `-n`, no `namesrvAddr`, no
 //! `NAMESRV_ADDR`) an embedded name server is started on 127.0.0.1:9876 and
@@ -24,14 +25,21 @@ use frontends::namesrv::NameServer;
 #[command(name = "rmq-broker", about = "RocketMQ 4.x-compatible broker")]
 struct Args {
     /// Property file (broker.conf).
-    #[arg(short = 'c', long = "config")]
+    #[arg(short = 'c', long = "config", visible_alias = "configFile")]
     config: Option<PathBuf>,
     /// Name server address(es), `host:port;host:port`.
     #[arg(short = 'n', long = "namesrvAddr")]
     namesrv: Option<String>,
     /// Print the effective configuration and exit.
-    #[arg(short = 'p', long = "print-config")]
+    #[arg(short = 'p', long = "print-config", visible_alias = "printConfigItem")]
     print_config: bool,
+    /// Print the important part of the effective configuration and exit.
+    #[arg(
+        short = 'm',
+        long = "print-important-config",
+        visible_alias = "printImportantConfig"
+    )]
+    print_important_config: bool,
     /// Overrides, `key=value`.
     overrides: Vec<String>,
 }
@@ -62,6 +70,10 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     if args.print_config {
         print!("{}", settings.render());
+        return Ok(());
+    }
+    if args.print_important_config {
+        print!("{}", settings.render_important());
         return Ok(());
     }
     eprintln!(

@@ -1,9 +1,10 @@
-//! `rmq-namesrv [-c FILE] [key=value ...]`: the name server.
+//! `rmq-namesrv [-c FILE] [-p] [key=value ...]`: the name server.
 //!
 //! Settings come from the property file, then from `key=value` arguments
-//! (later wins). Prints `listening on HOST:PORT` on stdout once bound (so a
-//! test can start it with `listenPort=0` and read the port), and stops
-//! cleanly on SIGINT or SIGTERM.
+//! (later wins). mqnamesrv's long option names are accepted, and so is its
+//! `-n ADDR`, which it ignores too. Prints `listening on HOST:PORT` on
+//! stdout once bound (so a test can start it with `listenPort=0` and read
+//! the port), and stops cleanly on SIGINT or SIGTERM.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -18,11 +19,15 @@ use frontends::namesrv::{KvConfig, NameServer, NamesrvConfig};
 #[command(name = "rmq-namesrv", about = "RocketMQ-compatible name server")]
 struct Args {
     /// Property file (namesrv.conf).
-    #[arg(short = 'c', long = "config")]
+    #[arg(short = 'c', long = "config", visible_alias = "configFile")]
     config: Option<PathBuf>,
     /// Print the effective configuration and exit.
-    #[arg(short = 'p', long = "print-config")]
+    #[arg(short = 'p', long = "print-config", visible_alias = "printConfigItem")]
     print_config: bool,
+    /// Accepted as mqnamesrv accepts it (its scripts pass the same options
+    /// to every server); a name server has no use for it.
+    #[arg(short = 'n', long = "namesrvAddr", hide = true)]
+    _namesrv: Option<String>,
     /// Overrides, `key=value`.
     overrides: Vec<String>,
 }
@@ -38,13 +43,16 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let mut props = match &args.config {
+    let file_props = match &args.config {
         Some(path) => Properties::load(path)?,
         None => Properties::default(),
     };
-    props.extend(Properties::from_args(&args.overrides)?);
+    let arg_props = Properties::from_args(&args.overrides)?;
     let mut config = NamesrvConfig::default();
-    apply_properties(&props, &mut [&mut config])?;
+    // One after the other, so an override wins in any spelling.
+    for props in [&file_props, &arg_props] {
+        apply_properties(props, &mut [&mut config])?;
+    }
     if args.print_config {
         print!("{}", render(&[&config]));
         return Ok(());
@@ -56,7 +64,9 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let stop = StopSignals::install()?;
         let bind = format!("{}:{}", config.listen_addr, config.listen_port);
         let kv = KvConfig::load(&config.kv_config_path);
-        let ns = NameServer::start_with(&bind, &config, kv).await?;
+        let ns = NameServer::start_with(&bind, &config, kv)
+            .await
+            .map_err(|e| format!("cannot listen on {bind} (listenAddr:listenPort): {e}"))?;
         let shown = shown_addr(ns.local_addr());
         let mut out = std::io::stdout();
         writeln!(out, "listening on {shown}")?;

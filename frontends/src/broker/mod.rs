@@ -39,6 +39,7 @@ pub mod topic_config;
 pub mod transaction;
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -76,6 +77,26 @@ pub enum StartError {
     BadAddress(String),
     #[error(transparent)]
     Config(#[from] fastjson::config_file::UnreadableConfig),
+    #[error("storePathRootDir {path}: {why}")]
+    StoreRoot { path: PathBuf, why: String },
+}
+
+/// Makes sure `storePathRootDir` is a directory we can write in, creating
+/// it (and its `config/`) if missing.
+fn prepare_store_root(root: &std::path::Path) -> Result<(), StartError> {
+    let bad = |why: String| StartError::StoreRoot {
+        path: root.to_path_buf(),
+        why,
+    };
+    match std::fs::metadata(root) {
+        Ok(m) if !m.is_dir() => return Err(bad("exists and is not a directory".to_string())),
+        Ok(_) => {}
+        Err(_) => {
+            std::fs::create_dir_all(root).map_err(|e| bad(format!("cannot create it: {e}")))?
+        }
+    }
+    std::fs::create_dir_all(root.join("config"))
+        .map_err(|e| bad(format!("cannot create config/ in it: {e}")))
 }
 
 /// The broker's shared state. Everything a processor needs is a public
@@ -119,6 +140,9 @@ pub struct Broker {
 impl Broker {
     /// Opens the store and loads the tables (no network yet).
     pub fn open(settings: BrokerSettings) -> Result<Arc<Broker>, StartError> {
+        // Checked first: otherwise the first symptom is an unreadable
+        // config/*.json, and its advice (remove the file) is wrong.
+        prepare_store_root(&settings.store.store_path_root_dir)?;
         let cfg = settings.broker.clone();
         let ip1 = cfg.broker_ip1();
         let ip: IpAddr = ip1

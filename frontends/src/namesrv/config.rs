@@ -34,5 +34,25 @@ engine::config_struct! {
         /// Ours, not Java's: connections served at once; more wait in the
         /// listen backlog (10000).
         server_max_connections: usize = 10_000 => "serverMaxConnections",
+        // The rest of RocketMQ 4.9.8's NamesrvConfig and NettyServerConfig
+        // keys with their defaults, so that a file using them is read
+        // without "unknown key" warnings; none has an effect here.
+        rocketmq_home: Option<String> = std::env::var("ROCKETMQ_HOME").ok() => "rocketmqHome",
+        config_store_path: Option<String> = None => "configStorePath",
+        product_env_name: String = "center".to_string() => "productEnvName",
+        cluster_test: bool = false => "clusterTest",
+        config_black_list: String = "configBlackList;configStorePath;kvConfigPath".to_string() => "configBlackList",
+        server_worker_threads: i32 = 8 => "serverWorkerThreads",
+        server_callback_executor_threads: i32 = 0 => "serverCallbackExecutorThreads",
+        server_selector_threads: i32 = 3 => "serverSelectorThreads",
+        server_oneway_semaphore_value: i32 = 256 => "serverOnewaySemaphoreValue",
+        server_async_semaphore_value: i32 = 64 => "serverAsyncSemaphoreValue",
+        server_socket_snd_buf_size: i32 = 0 => "serverSocketSndBufSize",
+        server_socket_rcv_buf_size: i32 = 0 => "serverSocketRcvBufSize",
+        write_buffer_high_water_mark: i32 = 0 => "writeBufferHighWaterMark",
+        write_buffer_low_water_mark: i32 = 0 => "writeBufferLowWaterMark",
+        server_socket_backlog: i32 = 1024 => "serverSocketBacklog",
+        server_pooled_byte_buf_allocator_enable: bool = true => "serverPooledByteBufAllocatorEnable",
+        use_epoll_native_selector: bool = false => "useEpollNativeSelector",
     }
 }
