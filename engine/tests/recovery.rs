@@ -133,12 +133,7 @@ fn assert_exactly(store: &MessageStore, kept: &[Written], dropped: &[Written], c
         let want_bodies: Vec<Vec<u8>> = want.iter().map(|w| w.body.clone()).collect();
         assert_eq!(got, want_bodies, "{ctx}: queue {q} bodies");
     }
-    for w in kept.iter().step_by(7) {
-        let key = key_of(w);
-        let hits = store.query_by_key("R", &key, 8, 0, i64::MAX);
-        assert_eq!(hits.len(), 1, "{ctx}: {key}");
-        assert_eq!(body_of(&hits[0]), w.body, "{ctx}: {key}");
-    }
+    assert_keys_found(store, kept.iter().step_by(7), ctx);
     for w in dropped {
         let key = key_of(w);
         let hits = store.query_by_key("R", &key, 8, 0, i64::MAX);
@@ -346,31 +341,20 @@ fn index_entries_lost_after_the_checkpoint_are_rebuilt() {
     // The checkpointer's last word: everything below record 40 was durable.
     let durable = written[40].phys;
     set_checkpoint(dir.path(), |cp| cp.dispatched_offset = Some(durable));
-    let index_dir = dir.path().join("index");
-    let mut names: Vec<_> = std::fs::read_dir(&index_dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    names.sort();
-    assert_eq!(names.len(), 1, "one index file: {names:?}");
+    let index_file = only_index_file(dir.path());
     let layout = IndexLayout {
         hash_slot_num: 64,
         index_num: 400,
     };
-    let mut data = std::fs::read(&names[0]).unwrap();
+    let mut data = std::fs::read(&index_file).unwrap();
     // One key per record: record i is entry i + 1. Lose records 40.. .
     let from = layout.entry_pos(41);
     let to = layout.entry_pos(61);
     assert!(data[from..to].iter().any(|b| *b != 0));
     data[from..to].fill(0);
-    std::fs::write(&names[0], &data).unwrap();
+    std::fs::write(&index_file, &data).unwrap();
     let store = MessageStore::open(config(dir.path())).unwrap();
-    for w in &written {
-        let key = key_of(w);
-        let hits = store.query_by_key("R", &key, 8, 0, i64::MAX);
-        assert_eq!(hits.len(), 1, "{key}");
-        assert_eq!(body_of(&hits[0]), w.body, "{key}");
-    }
+    assert_keys_found(&store, &written, "after recovery");
 }
 
 /// After a power loss the index's hash slots can be older than its
@@ -383,15 +367,7 @@ fn index_slots_lost_after_the_checkpoint_are_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
     let mut written = write_store(dir.path(), 40, true);
     let durable = written.last().map(|w| w.phys + w.size).unwrap();
-    let index_file = || {
-        let mut names: Vec<_> = std::fs::read_dir(dir.path().join("index"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        names.sort();
-        assert_eq!(names.len(), 1, "one index file: {names:?}");
-        names.remove(0)
-    };
+    let index_file = || only_index_file(dir.path());
     let layout = IndexLayout {
         hash_slot_num: 64,
         index_num: 400,
@@ -412,12 +388,7 @@ fn index_slots_lost_after_the_checkpoint_are_rebuilt() {
     data[slots].copy_from_slice(&old_slots);
     std::fs::write(&path, &data).unwrap();
     let store = MessageStore::open(config(dir.path())).unwrap();
-    for w in &written {
-        let key = key_of(w);
-        let hits = store.query_by_key("R", &key, 8, 0, i64::MAX);
-        assert_eq!(hits.len(), 1, "{key}");
-        assert_eq!(body_of(&hits[0]), w.body, "{key}");
-    }
+    assert_keys_found(&store, &written, "after recovery");
 }
 
 /// A checkpoint holding garbage timestamps (here the lowest i64) after a
@@ -608,4 +579,29 @@ fn snapshot(dir: &Path) -> Vec<(std::ffi::OsString, Vec<u8>)> {
         .collect();
     out.sort();
     out
+}
+
+/// Every record in `records` is found by its key, once, with its body.
+fn assert_keys_found<'a>(
+    store: &MessageStore,
+    records: impl IntoIterator<Item = &'a Written>,
+    ctx: &str,
+) {
+    for w in records {
+        let key = key_of(w);
+        let hits = store.query_by_key("R", &key, 8, 0, i64::MAX);
+        assert_eq!(hits.len(), 1, "{ctx}: {key}");
+        assert_eq!(body_of(&hits[0]), w.body, "{ctx}: {key}");
+    }
+}
+
+/// The store's one index file.
+fn only_index_file(root: &Path) -> PathBuf {
+    let mut names: Vec<_> = std::fs::read_dir(root.join("index"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 1, "one index file: {names:?}");
+    names.remove(0)
 }

@@ -451,18 +451,8 @@ fn truncate_after_deletes_newer_files() {
 fn truncate_after_survives_torn_slots() {
     let layout = IndexLayout::new(4, 64).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    {
-        let s = service(dir.path(), layout);
-        build(&s, 0, 10);
-        s.flush().unwrap();
-    }
+    let name = ten_entries_flushed(dir.path(), layout);
     // Crash image: header says 10 entries' worth, but slot 1 points past it.
-    let name = std::fs::read_dir(dir.path())
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
     let mut bytes = std::fs::read(&name).unwrap();
     let p = layout.slot_pos(1);
     bytes[p..p + 4].copy_from_slice(&be32(50));
@@ -613,17 +603,7 @@ fn checked_query_skips_rejected_collisions_within_a_bounded_budget() {
 fn a_garbage_begin_timestamp_does_not_overflow_entry_times() {
     let layout = IndexLayout::new(4, 64).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    {
-        let s = service(dir.path(), layout);
-        build(&s, 0, 10);
-        s.flush().unwrap();
-    }
-    let name = std::fs::read_dir(dir.path())
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let name = ten_entries_flushed(dir.path(), layout);
     let mut bytes = std::fs::read(&name).unwrap();
     bytes[0..8].copy_from_slice(&be64(i64::MAX - 5));
     for n in 1..11 {
@@ -639,4 +619,20 @@ fn a_garbage_begin_timestamp_does_not_overflow_entry_times() {
     // A record with a garbage store time indexed after such a header.
     put(&s, "late", 20_000, i64::MIN);
     assert_eq!(q(&s, "late"), vec![20_000]);
+}
+
+/// An index of 10 entries (`build`) written and flushed in `dir`; the
+/// path of its one file.
+fn ten_entries_flushed(dir: &Path, layout: IndexLayout) -> std::path::PathBuf {
+    {
+        let s = service(dir, layout);
+        build(&s, 0, 10);
+        s.flush().unwrap();
+    }
+    std::fs::read_dir(dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
 }
