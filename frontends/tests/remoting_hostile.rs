@@ -294,13 +294,7 @@ async fn send_garbage(addr: std::net::SocketAddr, seed: u64) {
 async fn bad_fields_bodies_and_garbage_never_stop_the_broker_or_name_server() {
     count_panics();
     let dir = tempfile::tempdir().unwrap();
-    // No long polling: a pull whose random sysFlag asks to be held is
-    // answered after 10 ms instead of after its (huge) suspend time.
-    let env = common::start(
-        dir.path(),
-        &["longPollingEnable=false", "shortPollingTimeMills=10"],
-    )
-    .await;
+    let env = start_never_holding(dir.path()).await;
     let ns_addr = env.ns.local_addr().to_string();
     // Connections opened before the garbage must be served after it.
     let broker_conn = env.client.connection(&env.addr).await.unwrap();
@@ -511,11 +505,7 @@ fn valid_requests() -> Vec<(bool, RemotingCommand)> {
 async fn one_bad_field_in_a_valid_request_is_answered() {
     count_panics();
     let dir = tempfile::tempdir().unwrap();
-    let env = common::start(
-        dir.path(),
-        &["longPollingEnable=false", "shortPollingTimeMills=10"],
-    )
-    .await;
+    let env = start_never_holding(dir.path()).await;
     let ns_addr = env.ns.local_addr().to_string();
     // A message at commit log offset 0 for the offset-based requests.
     let resp = env
@@ -595,24 +585,6 @@ async fn sending_back_a_message_at_the_reconsume_limits_does_not_overflow() {
     env.stop().await;
 }
 
-/// Reads one frame from `s` (bounded by `T`); `None` if the peer closed.
-async fn read_frame(s: &mut TcpStream, buf: &mut bytes::BytesMut) -> Option<RemotingCommand> {
-    use tokio::io::AsyncReadExt;
-    let codec = frontends::remoting::FrameCodec::default();
-    loop {
-        if let Some(cmd) = codec.decode(buf).expect("valid frame") {
-            return Some(cmd);
-        }
-        let n = timeout(T, s.read_buf(buf))
-            .await
-            .expect("read timed out")
-            .ok()?;
-        if n == 0 {
-            return None;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn responses_and_oneway_requests_get_no_answer_on_a_connection_that_stays_open() {
     let dir = tempfile::tempdir().unwrap();
@@ -644,14 +616,18 @@ async fn responses_and_oneway_requests_get_no_answer_on_a_connection_that_stays_
         codec.encode(&ask, &mut out).unwrap();
         s.write_all(&out).await.unwrap();
         let mut buf = bytes::BytesMut::new();
-        let resp = read_frame(&mut s, &mut buf).await.expect("an answer");
+        let resp = common::read_frame(&mut s, &mut buf)
+            .await
+            .expect("an answer");
         assert_eq!((resp.opaque, resp.code), (4, response::SUCCESS));
         // Asked again: the next frame is that answer, nothing in between.
         ask.opaque = 5;
         let mut again = bytes::BytesMut::new();
         codec.encode(&ask, &mut again).unwrap();
         s.write_all(&again).await.unwrap();
-        let resp = read_frame(&mut s, &mut buf).await.expect("an answer");
+        let resp = common::read_frame(&mut s, &mut buf)
+            .await
+            .expect("an answer");
         assert_eq!((resp.opaque, resp.code), (5, response::SUCCESS));
     }
     env.stop().await;
@@ -701,4 +677,14 @@ async fn a_heartbeat_of_many_new_groups_is_answered_promptly() {
     assert!(topics.contains(&format!("%RETRY%{last}")));
     assert!(subscriptions.contains(&last));
     env.stop().await;
+}
+
+/// A broker without long polling: a pull whose (random) sysFlag asks to be
+/// held is answered after 10 ms instead of after its suspend time.
+async fn start_never_holding(dir: &std::path::Path) -> common::Env {
+    common::start(
+        dir,
+        &["longPollingEnable=false", "shortPollingTimeMills=10"],
+    )
+    .await
 }

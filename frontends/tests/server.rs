@@ -1,13 +1,15 @@
 //! Remoting server and client over real sockets: pipelining, oneway,
 //! bad frames, server → client requests, disconnect hooks, shutdown.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 use frontends::remoting::codes::response;
-use frontends::remoting::frame::{encode_to_bytes, FrameCodec};
+use frontends::remoting::frame::encode_to_bytes;
 use frontends::remoting::{
     ClientConfig, ConnectionContext, RemotingClient, RemotingCommand, RemotingError,
     RequestHandler, Server, ServerConfig, ServerHandle,
@@ -71,23 +73,6 @@ async fn start(handler: Arc<TestHandler>) -> ServerHandle {
         .expect("bind")
 }
 
-/// Reads one whole frame from a raw socket.
-async fn read_frame(s: &mut TcpStream, buf: &mut BytesMut) -> Option<RemotingCommand> {
-    let codec = FrameCodec::default();
-    loop {
-        if let Some(cmd) = codec.decode(buf).expect("valid frame") {
-            return Some(cmd);
-        }
-        let n = timeout(T, s.read_buf(buf))
-            .await
-            .expect("read timed out")
-            .ok()?;
-        if n == 0 {
-            return None;
-        }
-    }
-}
-
 #[tokio::test]
 async fn sixty_four_pipelined_requests_are_answered_out_of_order() {
     let server = start(Arc::default()).await;
@@ -103,7 +88,9 @@ async fn sixty_four_pipelined_requests_are_answered_out_of_order() {
     let mut buf = BytesMut::new();
     let mut order = Vec::new();
     for _ in 0..64 {
-        let resp = read_frame(&mut s, &mut buf).await.expect("response");
+        let resp = common::read_frame(&mut s, &mut buf)
+            .await
+            .expect("response");
         assert!(resp.is_response());
         assert_eq!(resp.code, response::SUCCESS);
         assert_eq!(resp.body, ((64 - resp.opaque) * 3).to_string());
@@ -160,7 +147,7 @@ async fn oneway_requests_get_no_answer() {
     out.extend_from_slice(&encode_to_bytes(&normal).unwrap());
     s.write_all(&out).await.unwrap();
     let mut buf = BytesMut::new();
-    let resp = read_frame(&mut s, &mut buf).await.unwrap();
+    let resp = common::read_frame(&mut s, &mut buf).await.unwrap();
     assert_eq!(resp.opaque, 101, "only the two-way request is answered");
     assert_eq!(handler.oneways.load(Ordering::SeqCst), 2);
     // Nothing else arrives.
@@ -346,7 +333,7 @@ async fn answers_use_the_request_serialization() {
     req.opaque = 5;
     s.write_all(&encode_to_bytes(&req).unwrap()).await.unwrap();
     let mut buf = BytesMut::new();
-    let resp = read_frame(&mut s, &mut buf).await.unwrap();
+    let resp = common::read_frame(&mut s, &mut buf).await.unwrap();
     assert_eq!(resp.serialization, SerializeType::RocketMq);
     assert_eq!(resp.opaque, 5);
     assert_eq!(resp.version, 409);
@@ -529,7 +516,7 @@ async fn connections_over_the_cap_are_served_once_idle_ones_are_closed() {
         "second connection served despite max_connections = 1"
     );
     expect_closed_by_server(&mut idle).await;
-    let resp = read_frame(&mut waiting, &mut buf)
+    let resp = common::read_frame(&mut waiting, &mut buf)
         .await
         .expect("served once the idle connection's slot came back");
     assert_eq!(resp.opaque, 9);
@@ -565,7 +552,12 @@ async fn frames_beyond_max_in_flight_wait_undecoded_until_there_is_room() {
     let mut buf = BytesMut::new();
     let mut answered: Vec<i32> = Vec::new();
     for _ in 0..10 {
-        answered.push(read_frame(&mut s, &mut buf).await.expect("answer").opaque);
+        answered.push(
+            common::read_frame(&mut s, &mut buf)
+                .await
+                .expect("answer")
+                .opaque,
+        );
     }
     answered.sort();
     assert_eq!(answered, (0..10).collect::<Vec<_>>());

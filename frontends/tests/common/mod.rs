@@ -175,3 +175,25 @@ pub fn stored(env: &Env, topic: &str, queue: i32) -> Vec<Vec<u8>> {
         out.extend(r.messages.iter().map(|s| s.as_bytes().to_vec()));
     }
 }
+
+/// Reads one whole frame from a raw socket (bounded by `T`); `None` if the
+/// peer closed.
+pub async fn read_frame(
+    s: &mut tokio::net::TcpStream,
+    buf: &mut bytes::BytesMut,
+) -> Option<RemotingCommand> {
+    use tokio::io::AsyncReadExt;
+    let codec = frontends::remoting::FrameCodec::default();
+    loop {
+        if let Some(cmd) = codec.decode(buf).expect("valid frame") {
+            return Some(cmd);
+        }
+        let n = timeout(T, s.read_buf(buf))
+            .await
+            .expect("read timed out")
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+    }
+}
