@@ -15,6 +15,7 @@ use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
+use crate::dir::sync_dir;
 use crate::error::{Result, StoreError};
 
 pub const CHECKPOINT_SIZE: usize = 4096;
@@ -153,16 +154,6 @@ impl AbortFile {
             Err(e) => Err(StoreError::io(&self.path, e)),
         }
     }
-}
-
-/// fsyncs a directory so a created or removed entry survives a crash.
-pub fn sync_dir(dir: Option<&Path>) -> Result<()> {
-    if let Some(d) = dir {
-        File::open(d)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| StoreError::io(d, e))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

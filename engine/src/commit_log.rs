@@ -252,7 +252,7 @@ impl CommitLog {
         background_allocate: bool,
     ) -> Result<Self> {
         let dir = spec.dir.clone();
-        std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+        crate::dir::create_dir_durable(&dir)?;
         let mut names = Vec::new();
         for entry in std::fs::read_dir(&dir).map_err(|e| StoreError::io(&dir, e))? {
             let entry = entry.map_err(|e| StoreError::io(&dir, e))?;

@@ -445,7 +445,7 @@ impl ConsumeQueue {
                 self.topic
             )));
         }
-        std::fs::create_dir_all(&self.dir).map_err(|e| StoreError::io(&self.dir, e))?;
+        crate::dir::create_dir_durable(&self.dir)?;
         let path = self.dir.join(file_name(start));
         if path.exists() {
             // Not in our list, so not ours: left by an interrupted deletion.

@@ -296,7 +296,7 @@ impl IndexService {
     }
 
     fn create_file_locked(&self, prev: Option<&IndexFile>) -> Result<Arc<IndexFile>> {
-        std::fs::create_dir_all(&self.dir).map_err(|e| StoreError::io(&self.dir, e))?;
+        crate::dir::create_dir_durable(&self.dir)?;
         let last_name = self.files.read().last().map(|f| f.name.clone());
         let mut name = index_file_name((self.clock)());
         // Names must sort in creation order even if the wall clock stepped back

@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod commit_log;
 pub mod config;
 pub mod consume_queue;
+pub mod dir;
 pub mod dispatch;
 pub mod error;
 pub mod flusher;

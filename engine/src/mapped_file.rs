@@ -127,6 +127,8 @@ impl MappedFile {
             return Err(StoreError::io(&tmp, e));
         }
         std::fs::rename(&tmp, &path).map_err(|e| StoreError::io(&path, e))?;
+        // The file's name must be as durable as the records synced into it.
+        crate::dir::sync_dir(Some(dir))?;
         Self::map(path, file, start_offset, size)
     }
 

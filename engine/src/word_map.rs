@@ -88,6 +88,9 @@ impl WordMap {
             let _ = std::fs::remove_file(&tmp);
             return Err(StoreError::io(path, e));
         }
+        // A queue or index file the checkpoint counts as written must not
+        // lose its name in a power loss (recovery would not refill it).
+        crate::dir::sync_dir(path.parent())?;
         Self::map(path, file, len)
     }
 
