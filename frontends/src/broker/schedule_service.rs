@@ -171,15 +171,20 @@ impl Schedule {
     /// The level a message is delayed by: `DELAY` > 0 on a non-transactional
     /// or committed message, clamped to the max level.
     pub fn delay_level(&self, properties: &str, sys_flag: i32) -> Option<i32> {
-        let tran = sys_flag & sysflag::TRANSACTION_MASK;
-        if tran != sysflag::TRANSACTION_NOT && tran != sysflag::TRANSACTION_COMMIT {
-            return None;
-        }
         let level = record::find_property(properties, property::DELAY)?
             .trim()
             .parse::<i32>()
             .ok()?;
-        (level > 0).then(|| level.min(self.levels.max_level()))
+        self.level_for(level, sys_flag)
+    }
+
+    /// [`delay_level`](Self::delay_level) of an already parsed `DELAY`.
+    pub fn level_for(&self, requested: i32, sys_flag: i32) -> Option<i32> {
+        let tran = sys_flag & sysflag::TRANSACTION_MASK;
+        if tran != sysflag::TRANSACTION_NOT && tran != sysflag::TRANSACTION_COMMIT {
+            return None;
+        }
+        (requested > 0).then(|| requested.min(self.levels.max_level()))
     }
 
     /// Rewrites `msg` into the schedule queue of `level` (already clamped):

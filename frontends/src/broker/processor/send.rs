@@ -198,7 +198,7 @@ pub async fn handle(broker: &Broker, ctx: &ConnectionContext, req: &RemotingComm
     if h.batch {
         send_batch(broker, &h, template, delay, &req.body).await
     } else {
-        send_single(broker, req, &h, template, &req.body).await
+        send_single(broker, req, &h, template, delay, &req.body).await
     }
 }
 
@@ -268,6 +268,7 @@ async fn send_single(
     req: &RemotingCommand,
     h: &SendHeader,
     mut msg: MessageToStore,
+    delay: i32,
     body: &[u8],
 ) -> Reply {
     // %RETRY% sends: group must exist; past max reconsume times → DLQ (§4.3).
@@ -298,7 +299,7 @@ async fn send_single(
     }
     let transactional = transaction::is_half_message(&h.properties, h.reconsume_times);
     let delay_level = (!transactional)
-        .then(|| broker.schedule.delay_level(&h.properties, msg.sys_flag))
+        .then(|| broker.schedule.level_for(delay, msg.sys_flag))
         .flatten();
     let delayed = delay_level.is_some();
     if transactional && broker.config.reject_transaction_message {
