@@ -372,41 +372,38 @@ impl TopicConfigTable {
         if let Some(tc) = self.get(topic) {
             return tc;
         }
-        let tc = {
-            let mut inner = self.inner.write();
-            if let Some(tc) = inner.topics.get(topic) {
-                return tc.clone();
-            }
-            let tc = TopicConfig::new(topic, queues, queues, perm);
-            tracing::info!(topic, queues, "created internal topic");
-            inner.topics.insert(topic.to_string(), tc.clone());
-            next_version(&mut inner.data_version);
-            tc
-        };
-        self.after_change();
-        tc
+        let wanted = TopicConfig::new(topic, queues, queues, perm);
+        self.create_internal_all(vec![wanted.clone()])
+            .pop()
+            .unwrap_or(wanted)
     }
 
     /// Creates those of `wanted` (retry topics of one heartbeat's groups)
     /// that do not exist, and writes the table once for all of them rather
     /// than once per topic: each write is the whole table and three fsyncs.
-    pub fn create_internal_all(&self, wanted: Vec<TopicConfig>) {
+    /// Returns each topic's config, existing or created, in order.
+    pub fn create_internal_all(&self, wanted: Vec<TopicConfig>) -> Vec<TopicConfig> {
         let mut created = false;
-        {
+        let found = {
             let mut inner = self.inner.write();
-            for tc in wanted {
-                if inner.topics.contains_key(&tc.topic_name) {
-                    continue;
-                }
-                tracing::info!(topic = %tc.topic_name, queues = tc.write_queue_nums, "created internal topic");
-                inner.topics.insert(tc.topic_name.clone(), tc);
-                next_version(&mut inner.data_version);
-                created = true;
-            }
-        }
+            wanted
+                .into_iter()
+                .map(|tc| {
+                    if let Some(existing) = inner.topics.get(&tc.topic_name) {
+                        return existing.clone();
+                    }
+                    tracing::info!(topic = %tc.topic_name, queues = tc.write_queue_nums, "created internal topic");
+                    inner.topics.insert(tc.topic_name.clone(), tc.clone());
+                    next_version(&mut inner.data_version);
+                    created = true;
+                    tc
+                })
+                .collect()
+        };
         if created {
             self.after_change();
         }
+        found
     }
 
     fn after_change(&self) {
