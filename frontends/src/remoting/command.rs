@@ -147,6 +147,24 @@ impl ExtText {
     fn position(&self, key: &str) -> Option<usize> {
         self.entries.iter().position(|e| self.span(e.key) == key)
     }
+
+    /// Sets the value of the entry at `existing` (where `key` was found),
+    /// or appends an entry for `key`, to the text `write_value` appends.
+    /// A replaced value's old text stays in the buffer until the map is
+    /// dropped; replacing is rare (tests, a few rewrites, repeated keys).
+    fn put(&mut self, existing: Option<usize>, key: &str, write_value: impl FnOnce(&mut String)) {
+        let key = match existing {
+            Some(_) => (0, 0),
+            None => self.push_text(key),
+        };
+        let from = self.text.len() as u32;
+        write_value(&mut self.text);
+        let value = (from, self.text.len() as u32);
+        match existing {
+            Some(i) => self.entries[i].value = value,
+            None => self.entries.push(Entry { key, value }),
+        }
+    }
 }
 
 impl ExtFields {
@@ -188,23 +206,11 @@ impl ExtFields {
         });
     }
 
-    /// Sets `key` to the text `write_value` appends to the buffer. A replaced
-    /// value's old text stays in the buffer until the map is dropped;
-    /// replacing is rare (tests, a few rewrites).
+    /// Sets `key` to the text `write_value` appends to the buffer.
     fn set(&mut self, key: &str, write_value: impl FnOnce(&mut String)) {
         let t = self.text_mut();
         let existing = t.position(key);
-        let key = match existing {
-            Some(_) => (0, 0),
-            None => t.push_text(key),
-        };
-        let from = t.text.len() as u32;
-        write_value(&mut t.text);
-        let value = (from, t.text.len() as u32);
-        match existing {
-            Some(i) => t.entries[i].value = value,
-            None => t.entries.push(Entry { key, value }),
-        }
+        t.put(existing, key, write_value);
     }
 
     /// Removes `key`, returning its value.
@@ -271,15 +277,10 @@ impl ExtFieldsBuilder {
             Some(index) => index.get(key).copied(),
             None => t.position(key),
         };
-        if let Some(i) = existing {
-            t.entries[i].value = t.push_text(value);
+        t.put(existing, key, |text| text.push_str(value));
+        if existing.is_some() {
             return;
         }
-        let entry = Entry {
-            key: t.push_text(key),
-            value: t.push_text(value),
-        };
-        t.entries.push(entry);
         let count = t.entries.len();
         if let Some(index) = &mut self.index {
             index.insert(key.into(), count - 1);
