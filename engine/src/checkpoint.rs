@@ -108,15 +108,9 @@ impl StoreLock {
             .truncate(false)
             .open(path)
             .map_err(|e| StoreError::io(path, e))?;
-        // SAFETY: flock struct zero-initialised then filled; fcntl on our fd.
-        let rc = unsafe {
-            let mut fl: libc::flock = std::mem::zeroed();
-            fl.l_type = libc::F_WRLCK as libc::c_short;
-            fl.l_whence = libc::SEEK_SET as libc::c_short;
-            fl.l_start = 0;
-            fl.l_len = 1;
-            libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &fl)
-        };
+        let mut fl = Self::byte_zero();
+        // SAFETY: fcntl on our own open fd with a filled-in flock.
+        let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &mut fl) };
         if rc != 0 {
             let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
             return Err(StoreError::Locked(dir));
@@ -125,6 +119,31 @@ impl StoreLock {
             .and_then(|_| file.flush())
             .map_err(|e| StoreError::io(path, e))?;
         Ok(StoreLock { _file: file })
+    }
+
+    /// Whether another process holds the lock at `path` (a running broker,
+    /// RocketMQ's or ours). Only tests it: creates and changes nothing. A
+    /// lock file that cannot be opened tells nothing, so `false`. This
+    /// process's own lock does not count.
+    pub fn held_elsewhere(path: &Path) -> bool {
+        let Ok(file) = File::open(path) else {
+            return false;
+        };
+        let mut fl = Self::byte_zero();
+        // SAFETY: fcntl on our own open fd with a filled-in flock.
+        let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETLK, &mut fl) };
+        rc == 0 && fl.l_type != libc::F_UNLCK as libc::c_short
+    }
+
+    /// A write lock of byte 0, the range Java's `tryLock(0, 1, false)` takes.
+    fn byte_zero() -> libc::flock {
+        // SAFETY: flock is plain data; all-zero is a valid value.
+        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+        fl.l_type = libc::F_WRLCK as libc::c_short;
+        fl.l_whence = libc::SEEK_SET as libc::c_short;
+        fl.l_start = 0;
+        fl.l_len = 1;
+        fl
     }
 }
 

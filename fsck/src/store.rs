@@ -255,27 +255,11 @@ pub fn ensure_store(config: &StoreConfig) -> Result<()> {
     }
 }
 
-/// Fails with [`Error::InUse`] when another process holds the store's lock
-/// (a running broker: RocketMQ and the engine hold a POSIX record lock on
-/// byte 0 of `lock`). Only tests the lock, so check creates and changes
-/// nothing; a lock file that cannot be opened tells nothing either way.
-/// This process's own lock (repair's) does not count.
+/// Fails with [`Error::InUse`] when another process (a running broker)
+/// holds the store's lock. Only tests the lock, so check creates and
+/// changes nothing; repair's own lock does not count.
 pub fn ensure_not_in_use(config: &StoreConfig) -> Result<()> {
-    use std::os::fd::AsRawFd;
-    let Ok(f) = File::open(config.lock_path()) else {
-        return Ok(());
-    };
-    // SAFETY: a zeroed flock filled in, passed to fcntl on our own open fd.
-    let (rc, l_type) = unsafe {
-        let mut fl: libc::flock = std::mem::zeroed();
-        fl.l_type = libc::F_WRLCK as libc::c_short;
-        fl.l_whence = libc::SEEK_SET as libc::c_short;
-        fl.l_start = 0;
-        fl.l_len = 1;
-        let rc = libc::fcntl(f.as_raw_fd(), libc::F_GETLK, &mut fl);
-        (rc, fl.l_type)
-    };
-    if rc == 0 && l_type != libc::F_UNLCK as libc::c_short {
+    if engine::checkpoint::StoreLock::held_elsewhere(&config.lock_path()) {
         return Err(Error::InUse(config.store_path_root_dir.clone()));
     }
     Ok(())
